@@ -1,0 +1,1 @@
+//! Cairn's decision logic: monitors, lifecycle, placement; pure functions over the model and observations

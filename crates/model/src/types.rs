@@ -1,0 +1,282 @@
+//! The declarative types: what users write, in either syntax, after parsing.
+//!
+//! Field names follow Stratos' vocabulary; units are explicit in names where they matter.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// A service type: how to run one kind of member.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Cartridge {
+    /// Stratos' `type`: the name applications refer to.
+    pub kind: String,
+    /// The host name single-tenant clusters are reached under: `<app>.<alias>.<host>`.
+    pub host: Option<String>,
+    pub category: Option<String>,
+    pub provider: Option<String>,
+    pub display_name: Option<String>,
+    pub description: Option<String>,
+    pub version: Option<String>,
+    pub multi_tenant: bool,
+    pub port_mappings: Vec<PortMapping>,
+    /// The program and arguments a member runs; `None` runs the built-in workload.
+    pub command: Option<Vec<String>>,
+    /// A container image, for runtimes that run images.
+    pub image: Option<String>,
+    pub env: BTreeMap<String, String>,
+    pub health: HealthCheck,
+    /// Stratos' free-form `property` list, kept for the API's round trip.
+    pub properties: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PortMapping {
+    /// Unique within the cartridge; Stratos' optional `name`, else `<protocol>-<port>`.
+    pub name: String,
+    pub protocol: Protocol,
+    /// The port the member's program listens on inside its own namespace.
+    pub port: u16,
+    /// Where the load balancer listens for this cluster; `None` means not proxied.
+    pub proxy_port: Option<u16>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    Http,
+    Https,
+    Tcp,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HealthCheck {
+    pub probe: Probe,
+    pub interval_ms: u64,
+    pub timeout_ms: u64,
+    /// Consecutive failures after which an Active member is faulted.
+    pub failure_threshold: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Probe {
+    /// The member is healthy while its process runs.
+    Process,
+    /// A TCP connect to the named port mapping succeeds.
+    Tcp { port: String },
+    /// An HTTP GET of `path` on the named port mapping answers 2xx or 3xx.
+    Http { port: String, path: String },
+}
+
+/// A reusable set of cartridges and nested groups with their dependencies.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CartridgeGroup {
+    pub name: String,
+    /// Cartridge types.
+    pub cartridges: Vec<String>,
+    pub groups: Vec<CartridgeGroup>,
+    pub dependencies: Dependencies,
+    pub group_scaling_enabled: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct Dependencies {
+    /// Each order is a chain: every component starts after the one before it is Active.
+    pub startup_orders: Vec<Vec<ComponentRef>>,
+    /// Each list scales together by the largest factor any member reports.
+    pub scaling_dependents: Vec<Vec<ComponentRef>>,
+    pub termination_behaviour: TerminationBehaviour,
+}
+
+/// A reference to a sibling component by alias: Stratos' `cartridge.x` / `group.y`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ComponentRef {
+    Cartridge(String),
+    Group(String),
+}
+
+impl ComponentRef {
+    pub fn alias(&self) -> &str {
+        match self {
+            ComponentRef::Cartridge(a) | ComponentRef::Group(a) => a,
+        }
+    }
+}
+
+impl std::fmt::Display for ComponentRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ComponentRef::Cartridge(a) => write!(f, "cartridge.{a}"),
+            ComponentRef::Group(a) => write!(f, "group.{a}"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TerminationBehaviour {
+    /// A faulty member restarts its whole group instance.
+    TerminateAll,
+    /// A faulty member's dependents are stopped and restarted once it is back.
+    TerminateDependents,
+    /// Only the faulty member is replaced.
+    #[default]
+    TerminateNone,
+}
+
+/// The composite application as the user described it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Application {
+    pub id: String,
+    pub alias: Option<String>,
+    pub multi_tenant: bool,
+    pub components: Components,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct Components {
+    pub groups: Vec<GroupSubscription>,
+    pub cartridges: Vec<CartridgeSubscription>,
+    pub dependencies: Dependencies,
+}
+
+/// A use of a cartridge group inside an application (or inside another group use).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GroupSubscription {
+    /// The cartridge group's name.
+    pub name: String,
+    pub alias: String,
+    pub min_instances: u32,
+    pub max_instances: u32,
+    pub group_scaling_enabled: bool,
+    pub deployment_policy: Option<String>,
+    pub groups: Vec<GroupSubscription>,
+    pub cartridges: Vec<CartridgeSubscription>,
+}
+
+/// A use of a cartridge: it becomes one cluster per group instance.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CartridgeSubscription {
+    /// The cartridge's type.
+    pub cartridge: String,
+    pub alias: String,
+    pub min: u32,
+    pub max: u32,
+    pub autoscaling_policy: Option<String>,
+    pub deployment_policy: Option<String>,
+}
+
+/// Thresholds per factor; a factor without a threshold does not drive scaling.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AutoscalingPolicy {
+    pub id: String,
+    pub requests_in_flight: Option<f64>,
+    /// Percent of the member's memory limit.
+    pub memory_consumption: Option<f64>,
+    /// Percent of the member's CPU share.
+    pub load_average: Option<f64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeploymentPolicy {
+    pub id: String,
+    pub network_partitions: Vec<NetworkPartitionPlacement>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NetworkPartitionPlacement {
+    /// A network partition's id.
+    pub id: String,
+    pub algorithm: PartitionAlgorithm,
+    pub partitions: Vec<PartitionPlacement>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PartitionPlacement {
+    /// A partition's id within the network partition.
+    pub id: String,
+    /// At most this many members of one cluster in this partition.
+    pub max: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PartitionAlgorithm {
+    /// Fill a partition up to its max before using the next.
+    OneAfterAnother,
+    /// Spread members evenly over the partitions.
+    RoundRobin,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ApplicationPolicy {
+    pub id: String,
+    pub algorithm: NetworkPartitionAlgorithm,
+    pub network_partitions: Vec<String>,
+    /// The groups bursting moves through, in order; each lists network partition ids.
+    pub network_partition_groups: Vec<Vec<String>>,
+    pub properties: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum NetworkPartitionAlgorithm {
+    OneAfterAnother,
+    AllAtOnce,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NetworkPartition {
+    pub id: String,
+    pub provider: Option<String>,
+    pub partitions: Vec<Partition>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Partition {
+    pub id: String,
+    pub properties: BTreeMap<String, String>,
+}
+
+/// A Stratos Kubernetes cluster definition, kept so its artifacts load and round-trip.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct KubernetesCluster {
+    pub id: String,
+    pub description: Option<String>,
+    /// The file as it was written.
+    pub raw: serde_json::Value,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DomainMapping {
+    pub cartridge_alias: String,
+    pub domain_name: String,
+    pub context_path: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ArtifactRepository {
+    pub alias: Option<String>,
+    pub repo_url: String,
+    pub private_repo: bool,
+}
+
+/// Everything one file can declare; a Stratos JSON file fills one field, a YAML blueprint several.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct Bundle {
+    pub cartridges: Vec<Cartridge>,
+    pub cartridge_groups: Vec<CartridgeGroup>,
+    pub applications: Vec<Application>,
+    pub autoscaling_policies: Vec<AutoscalingPolicy>,
+    pub deployment_policies: Vec<DeploymentPolicy>,
+    pub application_policies: Vec<ApplicationPolicy>,
+    pub network_partitions: Vec<NetworkPartition>,
+    pub kubernetes_clusters: Vec<KubernetesCluster>,
+    /// Domain mappings by application id.
+    pub domain_mappings: BTreeMap<String, Vec<DomainMapping>>,
+    pub artifact_repositories: Vec<ArtifactRepository>,
+    /// The application policy a YAML blueprint names for its application's deployment.
+    pub deploy_with: Option<String>,
+}

@@ -1,0 +1,1 @@
+//! The Runtime trait and its drivers: local processes

@@ -1,0 +1,1 @@
+//! Cairn's control plane: store, engine loop, load balancer wiring, native and Stratos-compatible REST API

@@ -1,0 +1,1 @@
+//! The Store trait (revisions, watch) and its embedded redb backend
