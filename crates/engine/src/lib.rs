@@ -1,1 +1,263 @@
-//! Cairn's decision logic: monitors, lifecycle, placement; pure functions over the model and observations
+//! Cairn's decision logic: the monitor tree application → group instances → clusters → members,
+//! startup orders, termination behaviours, placement over partitions.
+//!
+//! The engine is plain code over the model, the observations fed to it and an injected clock:
+//! no I/O, no threads, no async. The control plane feeds it inputs and carries out the actions it
+//! returns; simulation feeds it the same inputs at any speed.
+
+mod placement;
+mod reconcile;
+pub mod state;
+pub mod view;
+
+use std::collections::BTreeMap;
+
+use cairn_model::{AppSpec, Cartridge};
+use serde::{Deserialize, Serialize};
+
+pub use state::{Member, MemberStatus, Millis, State, Status};
+pub use view::{AppView, ClusterRoute};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EngineConfig {
+    /// A member not Active this long after it was created is faulted.
+    pub start_timeout_ms: u64,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            start_timeout_ms: 60_000,
+        }
+    }
+}
+
+/// What the engine asks the runtime side to do.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Action {
+    StartMember(Box<StartMember>),
+    StopMember(StopMember),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StartMember {
+    pub member_id: String,
+    pub application: String,
+    pub cluster: String,
+    pub cartridge: Cartridge,
+    pub network_partition: String,
+    pub partition: String,
+    /// The clusters this member's cluster waits for, with their Active members' endpoints.
+    pub dependencies: Vec<DependencyEndpoints>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DependencyEndpoints {
+    /// The cluster's alias.
+    pub alias: String,
+    /// Port mapping name to the `host:port` of every Active member.
+    pub ports: BTreeMap<String, Vec<String>>,
+    /// Port mapping name to the load balancer's (declared) proxy port.
+    pub proxy_ports: BTreeMap<String, u16>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StopMember {
+    pub member_id: String,
+    pub application: String,
+    pub cluster: String,
+    pub reason: String,
+}
+
+/// What the runtime side reports about a member.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Observation {
+    /// Its process runs with these ports (port mapping name to `host:port`).
+    Started {
+        member_id: String,
+        pid: u32,
+        host: String,
+        ports: BTreeMap<String, String>,
+    },
+    /// Its health check passed.
+    Healthy { member_id: String },
+    /// Its health check failed past the threshold, or it could not be started.
+    Unhealthy { member_id: String, reason: String },
+    /// Its process is gone.
+    Exited { member_id: String, reason: String },
+}
+
+impl Observation {
+    pub fn member_id(&self) -> &str {
+        match self {
+            Observation::Started { member_id, .. }
+            | Observation::Healthy { member_id }
+            | Observation::Unhealthy { member_id, .. }
+            | Observation::Exited { member_id, .. } => member_id,
+        }
+    }
+}
+
+/// Something that happened, for the event log.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    pub at: Millis,
+    pub application: String,
+    /// What it is about: `member <id>`, `cluster <alias>`, `group <instance id>`, `application`.
+    pub subject: String,
+    pub message: String,
+}
+
+/// The actions to carry out and the events to record after one step.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct Output {
+    pub actions: Vec<Action>,
+    pub events: Vec<Event>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EngineError {
+    #[error("application {0} is already deployed")]
+    AlreadyDeployed(String),
+    #[error("application {0} is not deployed")]
+    NotDeployed(String),
+}
+
+/// The engine: state plus the functions that move it.
+#[derive(Debug, Clone, Default)]
+pub struct Engine {
+    config: EngineConfig,
+    state: State,
+}
+
+impl Engine {
+    pub fn new(config: EngineConfig) -> Engine {
+        Engine {
+            config,
+            state: State::default(),
+        }
+    }
+
+    /// Rebuilds an engine from persisted state.
+    pub fn restore(config: EngineConfig, state: State) -> Engine {
+        Engine { config, state }
+    }
+
+    pub fn state(&self) -> &State {
+        &self.state
+    }
+
+    pub fn is_deployed(&self, application: &str) -> bool {
+        self.state.apps.contains_key(application)
+    }
+
+    pub fn deploy(&mut self, spec: AppSpec, now: Millis) -> Result<Output, EngineError> {
+        if self.state.apps.contains_key(&spec.id) {
+            return Err(EngineError::AlreadyDeployed(spec.id));
+        }
+        let id = spec.id.clone();
+        let app = reconcile::new_app(spec, now);
+        self.state.apps.insert(id.clone(), app);
+        let mut out = Output::default();
+        out.events.push(Event {
+            at: now,
+            application: id.clone(),
+            subject: "application".into(),
+            message: "deployed".into(),
+        });
+        self.reconcile_app(&id, now, &mut out);
+        Ok(out)
+    }
+
+    pub fn undeploy(&mut self, application: &str, now: Millis) -> Result<Output, EngineError> {
+        let Some(app) = self.state.apps.get_mut(application) else {
+            return Err(EngineError::NotDeployed(application.to_string()));
+        };
+        let mut out = Output::default();
+        if !app.undeploying {
+            app.undeploying = true;
+            out.events.push(Event {
+                at: now,
+                application: application.to_string(),
+                subject: "application".into(),
+                message: "undeploying in reverse dependency order".into(),
+            });
+        }
+        self.reconcile_app(application, now, &mut out);
+        Ok(out)
+    }
+
+    /// Applies one observation; a member the engine does not know is stopped.
+    pub fn observe(&mut self, observation: Observation, now: Millis) -> Output {
+        let mut out = Output::default();
+        let Some(app_id) =
+            reconcile::apply_observation(&mut self.state, &observation, now, &mut out)
+        else {
+            if let Observation::Started { member_id, .. } = &observation {
+                out.actions.push(Action::StopMember(StopMember {
+                    member_id: member_id.clone(),
+                    application: String::new(),
+                    cluster: String::new(),
+                    reason: "unknown member".into(),
+                }));
+            }
+            return out;
+        };
+        self.reconcile_app(&app_id, now, &mut out);
+        out
+    }
+
+    /// Lets time pass: start timeouts, and anything that waits for time.
+    pub fn tick(&mut self, now: Millis) -> Output {
+        let mut out = Output::default();
+        let ids: Vec<String> = self.state.apps.keys().cloned().collect();
+        for id in ids {
+            self.reconcile_app(&id, now, &mut out);
+        }
+        out
+    }
+
+    /// The runtime view of one application.
+    pub fn view(&self, application: &str) -> Option<AppView> {
+        self.state.apps.get(application).map(view::app_view)
+    }
+
+    /// Every cluster's Active members, for the load balancer.
+    pub fn routes(&self) -> Vec<ClusterRoute> {
+        self.state.apps.values().flat_map(view::routes).collect()
+    }
+
+    /// Every member that is or may be running, for recovery after a restart.
+    pub fn members(&self) -> Vec<(&str, &Member)> {
+        let mut all = Vec::new();
+        for app in self.state.apps.values() {
+            view::visit_members(&app.root, &mut |m| all.push((app.spec.id.as_str(), m)));
+        }
+        all
+    }
+
+    fn reconcile_app(&mut self, id: &str, now: Millis, out: &mut Output) {
+        let Some(app) = self.state.apps.get_mut(id) else {
+            return;
+        };
+        let mut ctx = reconcile::Ctx {
+            now,
+            config: &self.config,
+            next_member: &mut self.state.next_member,
+            out,
+        };
+        let finished = reconcile::reconcile_app(app, &mut ctx);
+        if finished {
+            self.state.apps.remove(id);
+            out.events.push(Event {
+                at: now,
+                application: id.to_string(),
+                subject: "application".into(),
+                message: "undeployed: every member terminated".into(),
+            });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

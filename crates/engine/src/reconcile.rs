@@ -1,0 +1,758 @@
+//! One reconciliation pass over an application's monitor tree.
+//!
+//! Each pass works bottom-up: a group instance first drives its running children, then reads
+//! their statuses, applies its termination behaviour to any child that fell from Active to
+//! Inactive, and starts the children whose startup-order predecessors are Active.
+
+use std::collections::BTreeMap;
+
+use cairn_model::{
+    AppSpec, ClusterSpec, ComponentRef, ComponentSpec, GroupSpec, TerminationBehaviour,
+};
+
+use crate::placement;
+use crate::state::{
+    AppState, ChildState, ClusterState, GroupInstance, GroupState, Member, MemberStatus, Millis,
+    Phase, State, Status,
+};
+use crate::{
+    Action, DependencyEndpoints, EngineConfig, Event, Observation, Output, StartMember, StopMember,
+};
+
+pub(crate) struct Ctx<'a> {
+    pub now: Millis,
+    pub config: &'a EngineConfig,
+    pub next_member: &'a mut u64,
+    pub out: &'a mut Output,
+}
+
+impl Ctx<'_> {
+    fn event(&mut self, app: &str, subject: String, message: String) {
+        self.out.events.push(Event {
+            at: self.now,
+            application: app.to_string(),
+            subject,
+            message,
+        });
+    }
+}
+
+pub(crate) fn new_app(spec: AppSpec, now: Millis) -> AppState {
+    let root = GroupState {
+        alias: spec.id.clone(),
+        phase: Phase::Running,
+        status: Status::Created,
+        instances: Vec::new(),
+        next_instance: 1,
+    };
+    AppState {
+        spec,
+        status: Status::Created,
+        undeploying: false,
+        deployed_at: now,
+        root,
+    }
+}
+
+/// Runs one pass; returns true when an undeploying application has nothing left running.
+pub(crate) fn reconcile_app(app: &mut AppState, ctx: &mut Ctx<'_>) -> bool {
+    let app_id = app.spec.id.clone();
+    let spec = &app.spec.root;
+    if app.undeploying {
+        let done = app
+            .root
+            .instances
+            .iter_mut()
+            .map(|inst| teardown_instance(&app_id, spec, inst, ctx))
+            .fold(true, |all, done| all && done);
+        set_status(
+            &app_id,
+            "application".into(),
+            &mut app.status,
+            Status::Terminating,
+            ctx,
+        );
+        return done;
+    }
+    let partitions = app
+        .spec
+        .network_partition_groups
+        .first()
+        .cloned()
+        .unwrap_or_default();
+    for np in &partitions {
+        if !app
+            .root
+            .instances
+            .iter()
+            .any(|i| &i.network_partition == np)
+        {
+            let id = format!("{app_id}-{np}");
+            app.root.instances.push(new_instance(id, np, spec));
+        }
+    }
+    for inst in &mut app.root.instances {
+        reconcile_instance(&app_id, spec, inst, &[], ctx);
+    }
+    let status = aggregate(app.status, app.root.instances.iter().map(|i| i.status));
+    set_status(&app_id, "application".into(), &mut app.status, status, ctx);
+    app.root.status = status;
+    false
+}
+
+fn new_instance(id: String, network_partition: &str, spec: &GroupSpec) -> GroupInstance {
+    let children = spec
+        .children
+        .iter()
+        .map(|child| match child {
+            ComponentSpec::Group(g) => ChildState::Group(GroupState {
+                alias: g.alias.clone(),
+                phase: Phase::Pending,
+                status: Status::Created,
+                instances: Vec::new(),
+                next_instance: 1,
+            }),
+            ComponentSpec::Cluster(c) => ChildState::Cluster(ClusterState {
+                alias: c.alias.clone(),
+                phase: Phase::Pending,
+                status: Status::Created,
+                desired: c.min,
+                members: Vec::new(),
+            }),
+        })
+        .collect();
+    GroupInstance {
+        id,
+        network_partition: network_partition.to_string(),
+        status: Status::Created,
+        children,
+        restarting: false,
+    }
+}
+
+/// Startup-order edges among a group's direct children, as (before, after) index pairs.
+fn startup_edges(spec: &GroupSpec) -> Vec<(usize, usize)> {
+    let index: BTreeMap<ComponentRef, usize> = spec
+        .children
+        .iter()
+        .enumerate()
+        .map(|(i, c)| (c.reference(), i))
+        .collect();
+    let mut edges = Vec::new();
+    for order in &spec.startup_orders {
+        for pair in order.windows(2) {
+            if let (Some(&a), Some(&b)) = (index.get(&pair[0]), index.get(&pair[1])) {
+                edges.push((a, b));
+            }
+        }
+    }
+    edges
+}
+
+/// Every child that transitively starts after `start`.
+fn dependents_of(start: usize, edges: &[(usize, usize)]) -> Vec<usize> {
+    let mut found = Vec::new();
+    let mut stack = vec![start];
+    while let Some(i) = stack.pop() {
+        for &(a, b) in edges {
+            if a == i && !found.contains(&b) {
+                found.push(b);
+                stack.push(b);
+            }
+        }
+    }
+    found
+}
+
+fn reconcile_instance(
+    app: &str,
+    spec: &GroupSpec,
+    inst: &mut GroupInstance,
+    inherited: &[DependencyEndpoints],
+    ctx: &mut Ctx<'_>,
+) {
+    let edges = startup_edges(spec);
+    let n = spec.children.len();
+    // Nested groups first, so the statuses read below are current.
+    for i in 0..n {
+        if matches!(inst.children[i], ChildState::Group(_))
+            && inst.children[i].phase() != Phase::Pending
+        {
+            drive_child(app, spec, inst, i, &edges, inherited, ctx);
+        }
+    }
+    let current: Vec<Status> = (0..n)
+        .map(|i| child_status(&spec.children[i], &inst.children[i]))
+        .collect();
+    // Termination behaviour for children that fell from Active.
+    for i in 0..n {
+        if inst.children[i].status() != Status::Active || current[i] != Status::Inactive {
+            continue;
+        }
+        let name = spec.children[i].reference();
+        let victims = match spec.termination {
+            TerminationBehaviour::TerminateNone => continue,
+            TerminationBehaviour::TerminateDependents => {
+                let victims = dependents_of(i, &edges);
+                if !victims.is_empty() {
+                    ctx.event(
+                        app,
+                        format!("group {}", inst.id),
+                        format!(
+                            "terminate-dependents: {name} is inactive, stopping what depends on it"
+                        ),
+                    );
+                }
+                victims
+            }
+            TerminationBehaviour::TerminateAll => {
+                if inst.restarting {
+                    continue;
+                }
+                inst.restarting = true;
+                ctx.event(
+                    app,
+                    format!("group {}", inst.id),
+                    format!("terminate-all: {name} is inactive, restarting the group instance"),
+                );
+                (0..n).collect()
+            }
+        };
+        for j in victims {
+            if inst.children[j].phase() == Phase::Running {
+                stop_child(
+                    &mut inst.children[j],
+                    ctx,
+                    app,
+                    &format!("{:?}: {name} is inactive", spec.termination),
+                );
+            }
+        }
+    }
+    // Clusters that run, and anything that stops.
+    for i in 0..n {
+        let phase = inst.children[i].phase();
+        let cluster = matches!(inst.children[i], ChildState::Cluster(_));
+        if phase == Phase::Stopping || (cluster && phase == Phase::Running) {
+            drive_child(app, spec, inst, i, &edges, inherited, ctx);
+        }
+    }
+    if inst.restarting && inst.children.iter().all(|c| c.phase() == Phase::Pending) {
+        inst.restarting = false;
+        ctx.event(
+            app,
+            format!("group {}", inst.id),
+            "starting again after terminate-all".into(),
+        );
+    }
+    // Start children whose predecessors are Active.
+    if !inst.restarting {
+        for i in 0..n {
+            if inst.children[i].phase() != Phase::Pending {
+                continue;
+            }
+            let ready = edges.iter().filter(|(_, b)| *b == i).all(|&(a, _)| {
+                inst.children[a].phase() == Phase::Running && current[a] == Status::Active
+            });
+            if ready {
+                set_phase(&mut inst.children[i], Phase::Running);
+                drive_child(app, spec, inst, i, &edges, inherited, ctx);
+            }
+        }
+    }
+    for i in 0..spec.children.len() {
+        let current = child_status(&spec.children[i], &inst.children[i]);
+        let subject = match &spec.children[i] {
+            ComponentSpec::Group(g) => format!("group {}", g.alias),
+            ComponentSpec::Cluster(c) => format!("cluster {}", c.alias),
+        };
+        let mut status = inst.children[i].status();
+        set_status(app, subject, &mut status, current, ctx);
+        set_child_status(&mut inst.children[i], status);
+    }
+    let status = if inst.restarting {
+        Status::Inactive
+    } else {
+        aggregate(inst.status, inst.children.iter().map(|c| c.status()))
+    };
+    let mut own = inst.status;
+    set_status(app, format!("group {}", inst.id), &mut own, status, ctx);
+    inst.status = own;
+}
+
+/// The status of a whole from its parts: Active when all are, Inactive when it was up and is not.
+fn aggregate(previous: Status, parts: impl Iterator<Item = Status>) -> Status {
+    let mut all_active = true;
+    let mut any = false;
+    for s in parts {
+        any = true;
+        if s != Status::Active {
+            all_active = false;
+        }
+    }
+    if all_active && any {
+        return Status::Active;
+    }
+    match previous {
+        Status::Active | Status::Inactive => Status::Inactive,
+        _ => Status::Created,
+    }
+}
+
+fn set_status(app: &str, subject: String, slot: &mut Status, new: Status, ctx: &mut Ctx<'_>) {
+    if *slot != new {
+        ctx.event(app, subject, format!("{:?} -> {:?}", *slot, new));
+        *slot = new;
+    }
+}
+
+fn set_child_status(child: &mut ChildState, status: Status) {
+    match child {
+        ChildState::Group(g) => g.status = status,
+        ChildState::Cluster(c) => c.status = status,
+    }
+}
+
+fn set_phase(child: &mut ChildState, phase: Phase) {
+    match child {
+        ChildState::Group(g) => g.phase = phase,
+        ChildState::Cluster(c) => c.phase = phase,
+    }
+}
+
+fn child_status(spec: &ComponentSpec, state: &ChildState) -> Status {
+    match (spec, state) {
+        (ComponentSpec::Cluster(cs), ChildState::Cluster(c)) => match c.phase {
+            Phase::Stopping => Status::Terminating,
+            Phase::Pending if c.status == Status::Terminating => Status::Terminated,
+            Phase::Pending => {
+                if c.status == Status::Terminated {
+                    Status::Terminated
+                } else {
+                    Status::Created
+                }
+            }
+            Phase::Running => {
+                let active = c
+                    .members
+                    .iter()
+                    .filter(|m| m.status == MemberStatus::Active)
+                    .count();
+                if active as u32 >= cs.min {
+                    Status::Active
+                } else {
+                    match c.status {
+                        Status::Active | Status::Inactive => Status::Inactive,
+                        _ => Status::Created,
+                    }
+                }
+            }
+        },
+        (ComponentSpec::Group(gs), ChildState::Group(g)) => match g.phase {
+            Phase::Stopping => Status::Terminating,
+            Phase::Pending if matches!(g.status, Status::Terminating | Status::Terminated) => {
+                Status::Terminated
+            }
+            Phase::Pending => Status::Created,
+            Phase::Running => {
+                if (g.instances.len() as u32) < gs.min_instances {
+                    return match g.status {
+                        Status::Active | Status::Inactive => Status::Inactive,
+                        _ => Status::Created,
+                    };
+                }
+                aggregate(g.status, g.instances.iter().map(|i| i.status))
+            }
+        },
+        _ => Status::Inactive,
+    }
+}
+
+/// Moves a child towards its phase: keeps a running one at size, tears down a stopping one.
+fn drive_child(
+    app: &str,
+    spec: &GroupSpec,
+    inst: &mut GroupInstance,
+    i: usize,
+    edges: &[(usize, usize)],
+    inherited: &[DependencyEndpoints],
+    ctx: &mut Ctx<'_>,
+) {
+    let np = inst.network_partition.clone();
+    let mut deps = inherited.to_vec();
+    for &(a, b) in edges {
+        if b == i {
+            endpoints_of(&spec.children[a], &inst.children[a], &mut deps);
+        }
+    }
+    match (&spec.children[i], &mut inst.children[i]) {
+        (ComponentSpec::Cluster(cs), ChildState::Cluster(c)) => {
+            housekeep_cluster(app, cs, c, ctx);
+            match c.phase {
+                Phase::Running => size_cluster(app, cs, c, &np, &deps, ctx),
+                Phase::Stopping => {
+                    stop_members(app, c, ctx, "stopping cluster");
+                    if c.members.is_empty() {
+                        c.phase = Phase::Pending;
+                    }
+                }
+                Phase::Pending => {}
+            }
+        }
+        (ComponentSpec::Group(gs), ChildState::Group(g)) => match g.phase {
+            Phase::Running => {
+                while (g.instances.len() as u32) < gs.min_instances.max(1) {
+                    let id = format!("{}-{}", g.alias, g.next_instance);
+                    g.next_instance += 1;
+                    ctx.event(app, format!("group {id}"), "instance created".into());
+                    g.instances.push(new_instance(id, &np, gs));
+                }
+                for gi in &mut g.instances {
+                    reconcile_instance(app, gs, gi, &deps, ctx);
+                }
+            }
+            Phase::Stopping => {
+                g.instances
+                    .retain_mut(|gi| !teardown_instance(app, gs, gi, ctx));
+                if g.instances.is_empty() {
+                    g.phase = Phase::Pending;
+                }
+            }
+            Phase::Pending => {}
+        },
+        _ => {}
+    }
+}
+
+fn stop_child(child: &mut ChildState, ctx: &mut Ctx<'_>, app: &str, reason: &str) {
+    match child {
+        ChildState::Cluster(c) => {
+            c.phase = Phase::Stopping;
+            stop_members(app, c, ctx, reason);
+        }
+        ChildState::Group(g) => g.phase = Phase::Stopping,
+    }
+}
+
+/// Tears an instance down in reverse startup order; true once nothing of it runs.
+fn teardown_instance(
+    app: &str,
+    spec: &GroupSpec,
+    inst: &mut GroupInstance,
+    ctx: &mut Ctx<'_>,
+) -> bool {
+    let edges = startup_edges(spec);
+    for i in (0..spec.children.len()).rev() {
+        let dependents_gone = edges
+            .iter()
+            .filter(|(a, _)| *a == i)
+            .all(|&(_, b)| is_down(&inst.children[b]));
+        if !dependents_gone {
+            continue;
+        }
+        match (&spec.children[i], &mut inst.children[i]) {
+            (ComponentSpec::Cluster(cs), ChildState::Cluster(c)) => {
+                housekeep_cluster(app, cs, c, ctx);
+                if !c.members.is_empty() {
+                    c.phase = Phase::Stopping;
+                    stop_members(app, c, ctx, "undeploy");
+                }
+                if c.members.is_empty() {
+                    c.phase = Phase::Pending;
+                }
+            }
+            (ComponentSpec::Group(gs), ChildState::Group(g)) => {
+                g.instances
+                    .retain_mut(|gi| !teardown_instance(app, gs, gi, ctx));
+                g.phase = if g.instances.is_empty() {
+                    Phase::Pending
+                } else {
+                    Phase::Stopping
+                };
+            }
+            _ => {}
+        }
+    }
+    let done = inst.children.iter().all(is_down);
+    for (i, child) in inst.children.iter_mut().enumerate() {
+        let status = if is_down(child) {
+            Status::Terminated
+        } else {
+            Status::Terminating
+        };
+        let mut slot = child.status();
+        let subject = match &spec.children[i] {
+            ComponentSpec::Group(g) => format!("group {}", g.alias),
+            ComponentSpec::Cluster(c) => format!("cluster {}", c.alias),
+        };
+        set_status(app, subject, &mut slot, status, ctx);
+        set_child_status(child, slot);
+    }
+    let mut own = inst.status;
+    let status = if done {
+        Status::Terminated
+    } else {
+        Status::Terminating
+    };
+    set_status(app, format!("group {}", inst.id), &mut own, status, ctx);
+    inst.status = own;
+    done
+}
+
+fn is_down(child: &ChildState) -> bool {
+    match child {
+        ChildState::Cluster(c) => c.members.is_empty(),
+        ChildState::Group(g) => g.instances.is_empty(),
+    }
+}
+
+fn endpoints_of(spec: &ComponentSpec, state: &ChildState, into: &mut Vec<DependencyEndpoints>) {
+    match (spec, state) {
+        (ComponentSpec::Cluster(cs), ChildState::Cluster(c)) => {
+            let mut ports: BTreeMap<String, Vec<String>> = BTreeMap::new();
+            for m in c
+                .members
+                .iter()
+                .filter(|m| m.status == MemberStatus::Active)
+            {
+                for (name, addr) in &m.ports {
+                    ports.entry(name.clone()).or_default().push(addr.clone());
+                }
+            }
+            let proxy_ports = cs
+                .cartridge
+                .port_mappings
+                .iter()
+                .filter_map(|p| p.proxy_port.map(|pp| (p.name.clone(), pp)))
+                .collect();
+            into.push(DependencyEndpoints {
+                alias: cs.alias.clone(),
+                ports,
+                proxy_ports,
+            });
+        }
+        (ComponentSpec::Group(gs), ChildState::Group(g)) => {
+            for gi in &g.instances {
+                for (cspec, cstate) in gs.children.iter().zip(&gi.children) {
+                    endpoints_of(cspec, cstate, into);
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Drops terminated members and faults members that took too long to start.
+fn housekeep_cluster(app: &str, spec: &ClusterSpec, c: &mut ClusterState, ctx: &mut Ctx<'_>) {
+    c.members.retain(|m| m.status != MemberStatus::Terminated);
+    let timeout = ctx.config.start_timeout_ms;
+    for m in &mut c.members {
+        let starting = matches!(m.status, MemberStatus::Created | MemberStatus::Starting);
+        if starting && ctx.now.saturating_sub(m.created_at) > timeout {
+            let reason = format!("not active {timeout} ms after creation");
+            ctx.event(
+                app,
+                format!("member {}", m.id),
+                format!("faulted: {reason}"),
+            );
+            stop_member(app, &spec.alias, m, ctx, &reason);
+        }
+    }
+}
+
+fn size_cluster(
+    app: &str,
+    spec: &ClusterSpec,
+    c: &mut ClusterState,
+    network_partition: &str,
+    deps: &[DependencyEndpoints],
+    ctx: &mut Ctx<'_>,
+) {
+    c.desired = c.desired.clamp(spec.min, spec.max);
+    let live = c.members.iter().filter(|m| m.status.is_live()).count() as u32;
+    for _ in live..c.desired {
+        let Some(placement) = spec.placements.iter().find(|p| p.id == network_partition) else {
+            ctx.event(
+                app,
+                format!("cluster {}", spec.alias),
+                format!("no placement for network partition {network_partition}"),
+            );
+            return;
+        };
+        let Some(partition) = placement::choose(placement, &c.members) else {
+            ctx.event(
+                app,
+                format!("cluster {}", spec.alias),
+                format!("every partition of {network_partition} is at its partitionMax"),
+            );
+            return;
+        };
+        *ctx.next_member += 1;
+        let id = format!("{app}.{}.{}", spec.alias, *ctx.next_member);
+        c.members.push(Member {
+            id: id.clone(),
+            status: MemberStatus::Created,
+            network_partition: network_partition.to_string(),
+            partition: partition.clone(),
+            host: None,
+            ports: BTreeMap::new(),
+            pid: None,
+            created_at: ctx.now,
+            active_at: None,
+            since: ctx.now,
+        });
+        ctx.event(
+            app,
+            format!("member {id}"),
+            format!("created in {network_partition}/{partition}"),
+        );
+        ctx.out
+            .actions
+            .push(Action::StartMember(Box::new(StartMember {
+                member_id: id,
+                application: app.to_string(),
+                cluster: spec.alias.clone(),
+                cartridge: spec.cartridge.clone(),
+                network_partition: network_partition.to_string(),
+                partition,
+                dependencies: deps.to_vec(),
+            })));
+    }
+    let mut extra = live.saturating_sub(c.desired);
+    // Members not yet serving go first, newest first.
+    let mut order: Vec<usize> = (0..c.members.len())
+        .filter(|&i| c.members[i].status.is_live())
+        .collect();
+    order.sort_by_key(|&i| {
+        (
+            c.members[i].status == MemberStatus::Active,
+            std::cmp::Reverse(c.members[i].created_at),
+        )
+    });
+    for i in order {
+        if extra == 0 {
+            break;
+        }
+        extra -= 1;
+        stop_member(
+            app,
+            &spec.alias,
+            &mut c.members[i],
+            ctx,
+            "above desired size",
+        );
+    }
+}
+
+fn stop_members(app: &str, c: &mut ClusterState, ctx: &mut Ctx<'_>, reason: &str) {
+    for m in &mut c.members {
+        stop_member(app, &c.alias, m, ctx, reason);
+    }
+}
+
+fn stop_member(app: &str, cluster: &str, m: &mut Member, ctx: &mut Ctx<'_>, reason: &str) {
+    if !m.status.is_live() {
+        return;
+    }
+    m.status = MemberStatus::ReadyToShutDown;
+    m.since = ctx.now;
+    ctx.out.actions.push(Action::StopMember(StopMember {
+        member_id: m.id.clone(),
+        application: app.to_string(),
+        cluster: cluster.to_string(),
+        reason: reason.to_string(),
+    }));
+}
+
+/// Applies an observation to the member it names; returns the member's application.
+pub(crate) fn apply_observation(
+    state: &mut State,
+    observation: &Observation,
+    now: Millis,
+    out: &mut Output,
+) -> Option<String> {
+    let wanted = observation.member_id();
+    for (app_id, app) in &mut state.apps {
+        let Some((cluster, member)) = find_member(&mut app.root, wanted) else {
+            continue;
+        };
+        let mut ctx_event = |message: String| {
+            out.events.push(Event {
+                at: now,
+                application: app_id.clone(),
+                subject: format!("member {wanted}"),
+                message,
+            })
+        };
+        match observation {
+            Observation::Started {
+                pid, host, ports, ..
+            } => {
+                member.pid = Some(*pid);
+                member.host = Some(host.clone());
+                member.ports = ports.clone();
+                if member.status == MemberStatus::Created {
+                    member.status = MemberStatus::Starting;
+                    member.since = now;
+                    ctx_event(format!("starting as pid {pid}"));
+                }
+            }
+            Observation::Healthy { .. } => {
+                if matches!(
+                    member.status,
+                    MemberStatus::Created | MemberStatus::Starting
+                ) {
+                    member.status = MemberStatus::Active;
+                    member.active_at = Some(now);
+                    member.since = now;
+                    ctx_event("active".into());
+                }
+            }
+            Observation::Unhealthy { reason, .. } => {
+                if member.status.is_live() {
+                    ctx_event(format!("faulted: {reason}"));
+                    member.status = MemberStatus::ReadyToShutDown;
+                    member.since = now;
+                    out.actions.push(Action::StopMember(StopMember {
+                        member_id: wanted.to_string(),
+                        application: app_id.clone(),
+                        cluster,
+                        reason: reason.clone(),
+                    }));
+                }
+            }
+            Observation::Exited { reason, .. } => {
+                if member.status.is_live() {
+                    ctx_event(format!("faulted: {reason}"));
+                } else if member.status != MemberStatus::Terminated {
+                    ctx_event("terminated".into());
+                }
+                member.status = MemberStatus::Terminated;
+                member.since = now;
+            }
+        }
+        return Some(app_id.clone());
+    }
+    None
+}
+
+fn find_member<'a>(group: &'a mut GroupState, id: &str) -> Option<(String, &'a mut Member)> {
+    for inst in &mut group.instances {
+        for child in &mut inst.children {
+            let found = match child {
+                ChildState::Cluster(c) => {
+                    let alias = c.alias.clone();
+                    c.members
+                        .iter_mut()
+                        .find(|m| m.id == id)
+                        .map(|m| (alias, m))
+                }
+                ChildState::Group(g) => find_member(g, id),
+            };
+            if found.is_some() {
+                return found;
+            }
+        }
+    }
+    None
+}

@@ -1,0 +1,152 @@
+//! What the engine knows: the monitor tree of every deployed application.
+//!
+//! The state is plain data, serialisable, so the control plane can persist it after every step
+//! and rebuild the engine from it after a crash.
+
+use std::collections::BTreeMap;
+
+use cairn_model::AppSpec;
+use serde::{Deserialize, Serialize};
+
+/// Milliseconds since the Unix epoch, from the injected clock.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
+)]
+#[serde(transparent)]
+pub struct Millis(pub u64);
+
+impl Millis {
+    pub fn saturating_sub(self, other: Millis) -> u64 {
+        self.0.saturating_sub(other.0)
+    }
+}
+
+/// Member lifecycle, with Stratos' names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MemberStatus {
+    /// Decided; the runtime has been asked to start it.
+    Created,
+    /// Its process runs; not yet healthy.
+    Starting,
+    /// Healthy: counts as capacity and gets traffic.
+    Active,
+    /// Being stopped: gets no new traffic.
+    ReadyToShutDown,
+    Terminated,
+}
+
+impl MemberStatus {
+    /// Whether the member still counts towards its cluster's size.
+    pub fn is_live(self) -> bool {
+        matches!(
+            self,
+            MemberStatus::Created | MemberStatus::Starting | MemberStatus::Active
+        )
+    }
+}
+
+/// Cluster, group and application lifecycle, with Stratos' names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Status {
+    Created,
+    Active,
+    Inactive,
+    Terminating,
+    Terminated,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Member {
+    pub id: String,
+    pub status: MemberStatus,
+    pub network_partition: String,
+    pub partition: String,
+    pub host: Option<String>,
+    /// Port mapping name to `host:port`, once the runtime has assigned them.
+    pub ports: BTreeMap<String, String>,
+    pub pid: Option<u32>,
+    pub created_at: Millis,
+    pub active_at: Option<Millis>,
+    /// When the member entered its current status.
+    pub since: Millis,
+}
+
+/// Whether a component of a group instance should be running.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Phase {
+    /// Waiting for what it depends on; nothing runs.
+    Pending,
+    /// Kept at its desired size.
+    Running,
+    /// Being torn down; returns to Pending once nothing of it runs.
+    Stopping,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClusterState {
+    pub alias: String,
+    pub phase: Phase,
+    pub status: Status,
+    pub desired: u32,
+    pub members: Vec<Member>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GroupState {
+    pub alias: String,
+    pub phase: Phase,
+    pub status: Status,
+    pub instances: Vec<GroupInstance>,
+    /// Numbers instances of this group; never reused.
+    pub next_instance: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum ChildState {
+    Group(GroupState),
+    Cluster(ClusterState),
+}
+
+impl ChildState {
+    pub fn status(&self) -> Status {
+        match self {
+            ChildState::Group(g) => g.status,
+            ChildState::Cluster(c) => c.status,
+        }
+    }
+
+    pub fn phase(&self) -> Phase {
+        match self {
+            ChildState::Group(g) => g.phase,
+            ChildState::Cluster(c) => c.phase,
+        }
+    }
+}
+
+/// One instance of a group; its children line up index by index with the group spec's children.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GroupInstance {
+    pub id: String,
+    pub network_partition: String,
+    pub status: Status,
+    pub children: Vec<ChildState>,
+    /// Set by terminate-all: every child stops, then the instance starts again from scratch.
+    pub restarting: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AppState {
+    pub spec: AppSpec,
+    pub status: Status,
+    pub undeploying: bool,
+    pub deployed_at: Millis,
+    /// The application itself: one root instance per network partition in use.
+    pub root: GroupState,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct State {
+    pub apps: BTreeMap<String, AppState>,
+    /// Numbers members across all applications; never reused, so member ids are unique forever.
+    pub next_member: u64,
+}

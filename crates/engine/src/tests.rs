@@ -1,0 +1,394 @@
+//! Deterministic scenarios: a fake runtime answers the engine's actions under a manual clock.
+
+use std::collections::BTreeMap;
+
+use cairn_model::{
+    AppSpec, AutoscalingPolicy, Cartridge, ClusterSpec, ComponentRef, ComponentSpec, GroupSpec,
+    HealthCheck, NetworkPartitionPlacement, PartitionAlgorithm, PartitionPlacement, Probe,
+    TerminationBehaviour,
+};
+
+use crate::{Action, Engine, EngineConfig, MemberStatus, Millis, Observation, Output, Status};
+
+fn cluster(alias: &str, min: u32) -> ComponentSpec {
+    ComponentSpec::Cluster(ClusterSpec {
+        alias: alias.into(),
+        cartridge: Cartridge {
+            kind: "workload".into(),
+            host: Some("example.org".into()),
+            category: None,
+            provider: None,
+            display_name: None,
+            description: None,
+            version: None,
+            multi_tenant: false,
+            port_mappings: vec![cairn_model::PortMapping {
+                name: "http".into(),
+                protocol: cairn_model::Protocol::Http,
+                port: 8080,
+                proxy_port: Some(8280),
+            }],
+            command: None,
+            image: None,
+            env: BTreeMap::new(),
+            health: HealthCheck {
+                probe: Probe::Process,
+                interval_ms: 1000,
+                timeout_ms: 1000,
+                failure_threshold: 3,
+            },
+            properties: BTreeMap::new(),
+        },
+        min,
+        max: min + 2,
+        autoscaling: AutoscalingPolicy {
+            id: "default".into(),
+            requests_in_flight: None,
+            memory_consumption: None,
+            load_average: None,
+        },
+        deployment_policy: "dp".into(),
+        placements: vec![NetworkPartitionPlacement {
+            id: "np1".into(),
+            algorithm: PartitionAlgorithm::RoundRobin,
+            partitions: vec![
+                PartitionPlacement {
+                    id: "p1".into(),
+                    max: 10,
+                },
+                PartitionPlacement {
+                    id: "p2".into(),
+                    max: 10,
+                },
+            ],
+        }],
+    })
+}
+
+fn group(
+    alias: &str,
+    termination: TerminationBehaviour,
+    children: Vec<ComponentSpec>,
+    order: &[&str],
+) -> GroupSpec {
+    let refs = |names: &[&str]| -> Vec<ComponentRef> {
+        names
+            .iter()
+            .map(|n| {
+                children
+                    .iter()
+                    .map(ComponentSpec::reference)
+                    .find(|r| r.alias() == *n)
+                    .expect("test alias exists")
+            })
+            .collect()
+    };
+    let startup_orders = if order.is_empty() {
+        vec![]
+    } else {
+        vec![refs(order)]
+    };
+    GroupSpec {
+        alias: alias.into(),
+        name: alias.into(),
+        min_instances: 1,
+        max_instances: 1,
+        group_scaling_enabled: false,
+        termination,
+        children,
+        startup_orders,
+        scaling_dependents: vec![],
+    }
+}
+
+fn app(root: GroupSpec) -> AppSpec {
+    AppSpec {
+        id: "app".into(),
+        application_policy: "ap".into(),
+        network_partition_groups: vec![vec!["np1".into()]],
+        root,
+        domain_mappings: BTreeMap::new(),
+    }
+}
+
+/// Drives the engine like the control plane would, with a runtime that obeys instantly.
+struct Sim {
+    engine: Engine,
+    now: u64,
+    /// Members started and not yet stopped, in start order.
+    running: Vec<String>,
+    started: Vec<String>,
+    stopped: Vec<String>,
+    /// When false, started members stay Starting until `heal` is called.
+    auto_healthy: bool,
+}
+
+impl Sim {
+    fn deploy(spec: AppSpec) -> Sim {
+        Sim::deploy_with(spec, true)
+    }
+
+    fn deploy_with(spec: AppSpec, auto_healthy: bool) -> Sim {
+        let mut sim = Sim {
+            engine: Engine::new(EngineConfig::default()),
+            now: 1_000,
+            running: vec![],
+            started: vec![],
+            stopped: vec![],
+            auto_healthy,
+        };
+        let out = sim.engine.deploy(spec, Millis(sim.now)).expect("deploys");
+        sim.run(out);
+        sim
+    }
+
+    fn run(&mut self, out: Output) {
+        let mut queue: Vec<Observation> = Vec::new();
+        for action in out.actions {
+            match action {
+                Action::StartMember(s) => {
+                    self.started.push(s.member_id.clone());
+                    self.running.push(s.member_id.clone());
+                    queue.push(Observation::Started {
+                        member_id: s.member_id.clone(),
+                        pid: 1,
+                        host: "localhost".into(),
+                        ports: BTreeMap::from([("http".into(), "127.0.0.1:1".into())]),
+                    });
+                    if self.auto_healthy {
+                        queue.push(Observation::Healthy {
+                            member_id: s.member_id,
+                        });
+                    }
+                }
+                Action::StopMember(s) => {
+                    if let Some(i) = self.running.iter().position(|m| *m == s.member_id) {
+                        self.running.remove(i);
+                        self.stopped.push(s.member_id.clone());
+                        queue.push(Observation::Exited {
+                            member_id: s.member_id,
+                            reason: "stopped".into(),
+                        });
+                    }
+                }
+            }
+        }
+        for obs in queue {
+            self.now += 10;
+            let out = self.engine.observe(obs, Millis(self.now));
+            self.run(out);
+        }
+    }
+
+    fn kill(&mut self, member: &str) {
+        self.running.retain(|m| m != member);
+        self.now += 10;
+        let out = self.engine.observe(
+            Observation::Exited {
+                member_id: member.into(),
+                reason: "killed".into(),
+            },
+            Millis(self.now),
+        );
+        self.run(out);
+    }
+
+    fn running_in(&self, alias: &str) -> Vec<String> {
+        self.running
+            .iter()
+            .filter(|m| m.split('.').nth(1) == Some(alias))
+            .cloned()
+            .collect()
+    }
+
+    fn status(&self) -> Status {
+        self.engine.view("app").expect("deployed").status
+    }
+}
+
+#[test]
+fn startup_order_holds_and_independent_branches_start_together() {
+    let root = group(
+        "app",
+        TerminationBehaviour::TerminateNone,
+        vec![cluster("db", 1), cluster("web", 2), cluster("cache", 1)],
+        &["db", "web"],
+    );
+    let mut sim = Sim::deploy(app(root));
+    assert_eq!(sim.status(), Status::Active);
+    let order: Vec<&str> = sim
+        .started
+        .iter()
+        .map(|m| m.split('.').nth(1).unwrap_or(""))
+        .collect();
+    assert_eq!(order, ["db", "cache", "web", "web"]);
+    // web waited for db: with a runtime that never reports healthy, web is not created at all.
+    let root = group(
+        "app",
+        TerminationBehaviour::TerminateNone,
+        vec![cluster("db", 1), cluster("web", 1)],
+        &["db", "web"],
+    );
+    sim = Sim::deploy_with(app(root), false);
+    assert_eq!(sim.started.len(), 1);
+    assert_eq!(sim.status(), Status::Created);
+}
+
+#[test]
+fn terminate_none_replaces_only_the_member() {
+    let inner = group(
+        "g",
+        TerminationBehaviour::TerminateNone,
+        vec![cluster("a", 1), cluster("b", 1)],
+        &["a", "b"],
+    );
+    let root = group(
+        "app",
+        TerminationBehaviour::TerminateNone,
+        vec![ComponentSpec::Group(inner)],
+        &[],
+    );
+    let mut sim = Sim::deploy(app(root));
+    let b = sim.running_in("b")[0].clone();
+    let a = sim.running_in("a")[0].clone();
+    sim.kill(&a);
+    assert_eq!(sim.stopped, Vec::<String>::new());
+    assert!(sim.running.contains(&b));
+    assert_eq!(sim.running_in("a").len(), 1);
+    assert_eq!(sim.status(), Status::Active);
+}
+
+#[test]
+fn terminate_dependents_restarts_what_depends_on_the_member() {
+    let inner = group(
+        "g",
+        TerminationBehaviour::TerminateDependents,
+        vec![cluster("a", 1), cluster("b", 1), cluster("c", 1)],
+        &["a", "b"],
+    );
+    let root = group(
+        "app",
+        TerminationBehaviour::TerminateNone,
+        vec![ComponentSpec::Group(inner)],
+        &[],
+    );
+    let mut sim = Sim::deploy(app(root));
+    let b = sim.running_in("b")[0].clone();
+    let c = sim.running_in("c")[0].clone();
+    let a = sim.running_in("a")[0].clone();
+    sim.kill(&a);
+    assert_eq!(
+        sim.stopped,
+        vec![b.clone()],
+        "the dependent b is stopped, c is not"
+    );
+    assert!(sim.running.contains(&c));
+    assert_eq!(sim.running_in("b").len(), 1, "b is back once a is");
+    assert_ne!(sim.running_in("b")[0], b);
+    assert_eq!(sim.status(), Status::Active);
+}
+
+#[test]
+fn terminate_all_restarts_the_group_instance() {
+    let inner = group(
+        "g",
+        TerminationBehaviour::TerminateAll,
+        vec![cluster("a", 1), cluster("b", 1)],
+        &["a", "b"],
+    );
+    let root = group(
+        "app",
+        TerminationBehaviour::TerminateNone,
+        vec![ComponentSpec::Group(inner), cluster("outside", 1)],
+        &[],
+    );
+    let mut sim = Sim::deploy(app(root));
+    let a = sim.running_in("a")[0].clone();
+    let outside = sim.running_in("outside")[0].clone();
+    let b = sim.running_in("b")[0].clone();
+    sim.kill(&b);
+    assert_eq!(sim.stopped, vec![a.clone()], "a goes with b");
+    assert!(
+        sim.running.contains(&outside),
+        "outside the group nothing restarts"
+    );
+    assert_eq!(sim.running_in("a").len(), 1);
+    assert_eq!(sim.running_in("b").len(), 1);
+    assert_ne!(sim.running_in("a")[0], a);
+    assert_eq!(sim.status(), Status::Active);
+}
+
+#[test]
+fn undeploy_stops_in_reverse_dependency_order() {
+    let root = group(
+        "app",
+        TerminationBehaviour::TerminateNone,
+        vec![cluster("db", 1), cluster("web", 1)],
+        &["db", "web"],
+    );
+    let mut sim = Sim::deploy(app(root));
+    let out = sim
+        .engine
+        .undeploy("app", Millis(sim.now))
+        .expect("deployed");
+    let first: Vec<String> = out
+        .actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::StopMember(s) => Some(s.cluster.clone()),
+            Action::StartMember(_) => None,
+        })
+        .collect();
+    assert_eq!(first, ["web"], "db waits until web is gone");
+    sim.run(out);
+    assert!(sim.running.is_empty());
+    assert!(!sim.engine.is_deployed("app"));
+}
+
+#[test]
+fn members_spread_over_partitions_and_time_out_when_never_healthy() {
+    let root = group(
+        "app",
+        TerminationBehaviour::TerminateNone,
+        vec![cluster("web", 3)],
+        &[],
+    );
+    let mut sim = Sim::deploy(app(root));
+    let view = sim.engine.view("app").expect("deployed");
+    let partitions: Vec<&str> = view.clusters[0]
+        .members
+        .iter()
+        .map(|m| m.partition.as_str())
+        .collect();
+    assert_eq!(partitions, ["p1", "p2", "p1"]);
+    assert!(
+        view.clusters[0]
+            .members
+            .iter()
+            .all(|m| m.status == MemberStatus::Active)
+    );
+
+    sim.auto_healthy = false;
+    let victim = sim.running_in("web")[0].clone();
+    sim.kill(&victim);
+    let replacement = sim.running_in("web").last().cloned().expect("replaced");
+    let out = sim.engine.tick(Millis(sim.now + 61_000));
+    assert!(
+        out.actions
+            .iter()
+            .any(|a| matches!(a, Action::StopMember(s) if s.member_id == replacement))
+    );
+}
+
+#[test]
+fn rfc3339_formats_utc_with_milliseconds() {
+    assert_eq!(crate::view::rfc3339(Millis(0)), "1970-01-01T00:00:00.000Z");
+    assert_eq!(
+        crate::view::rfc3339(Millis(1_795_307_886_123)),
+        "2026-11-22T00:38:06.123Z"
+    );
+    assert_eq!(
+        crate::view::rfc3339(Millis(951_782_400_000)),
+        "2000-02-29T00:00:00.000Z"
+    );
+}
