@@ -1,1 +1,233 @@
-//! Runs members through a runtime on one host, checks their health, reports observations
+//! Runs members on one host through a runtime, checks their health, and reports what it sees
+//! as the engine's observations.
+//!
+//! The agent decides nothing: it starts and stops what it is told to and reports facts.
+
+mod health;
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use cairn_engine::{Observation, StartMember, StopMember};
+use cairn_runtime::{Adoption, MemberSpec, PortRequest, Runtime, RunningMember};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+pub use health::probe;
+
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    /// The name members' `host` field shows.
+    pub host: String,
+    pub log_dir: PathBuf,
+    /// What a cartridge without a command runs: the built-in workload.
+    pub workload_command: Vec<String>,
+    /// How long a stopping member gets between SIGTERM and SIGKILL.
+    pub stop_grace: Duration,
+    /// Added to declared proxy ports, as the load balancer does.
+    pub proxy_port_offset: u16,
+}
+
+/// A handle on the host's members; cheap to clone.
+#[derive(Clone)]
+pub struct Agent<R: Runtime> {
+    inner: Arc<Inner<R>>,
+}
+
+struct Inner<R> {
+    runtime: R,
+    config: AgentConfig,
+    observations: mpsc::UnboundedSender<Observation>,
+    /// Health watchers by member id.
+    watchers: Mutex<HashMap<String, JoinHandle<()>>>,
+}
+
+impl<R: Runtime> Agent<R> {
+    /// Starts the agent; observations arrive on the returned receiver.
+    pub fn new(runtime: R, config: AgentConfig) -> (Agent<R>, mpsc::UnboundedReceiver<Observation>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let mut exits = runtime.exits();
+        let agent = Agent {
+            inner: Arc::new(Inner {
+                runtime,
+                config,
+                observations: tx,
+                watchers: Mutex::new(HashMap::new()),
+            }),
+        };
+        let forward = agent.clone();
+        tokio::spawn(async move {
+            while let Some(exit) = exits.recv().await {
+                forward.forget(&exit.member_id);
+                forward.report(Observation::Exited {
+                    member_id: exit.member_id.clone(),
+                    reason: exit.status.to_string(),
+                });
+            }
+        });
+        (agent, rx)
+    }
+
+    pub fn config(&self) -> &AgentConfig {
+        &self.inner.config
+    }
+
+    /// Starts a member in the background; its progress arrives as observations.
+    pub fn start(&self, action: StartMember) {
+        let agent = self.clone();
+        tokio::spawn(async move {
+            let id = action.member_id.clone();
+            let spec = agent.member_spec(&action);
+            match agent.inner.runtime.start(spec).await {
+                Ok(running) => agent.started(&action, running),
+                Err(e) => agent.report(Observation::Exited {
+                    member_id: id,
+                    reason: format!("could not start: {e}"),
+                }),
+            }
+        });
+    }
+
+    /// Stops a member in the background; its exit arrives as an observation.
+    pub fn stop(&self, action: StopMember) {
+        self.forget(&action.member_id);
+        let agent = self.clone();
+        tokio::spawn(async move {
+            let grace = agent.inner.config.stop_grace;
+            if let Err(e) = agent.inner.runtime.stop(&action.member_id, grace).await {
+                tracing::warn!(member = %action.member_id, "stop failed: {e}");
+            }
+        });
+    }
+
+    /// Takes over a member that ran before the control plane restarted; false if it is gone.
+    pub async fn adopt(&self, record: &RunningMember, health: &cairn_model::HealthCheck, active: bool) -> bool {
+        if self.inner.runtime.adopt(record).await != Adoption::Adopted {
+            return false;
+        }
+        self.watch(&record.member_id, health.clone(), record.ports.clone(), active);
+        true
+    }
+
+    /// Stops every process of ours that is not in `keep`: leftovers of a crash.
+    pub async fn kill_orphans(&self, keep: &[String]) -> Vec<String> {
+        self.inner.runtime.kill_orphans(keep).await
+    }
+
+    fn started(&self, action: &StartMember, running: RunningMember) {
+        let ports = running
+            .ports
+            .iter()
+            .map(|(name, addr)| (name.clone(), addr.to_string()))
+            .collect();
+        self.report(Observation::Started {
+            member_id: running.member_id.clone(),
+            pid: running.pid,
+            host: self.inner.config.host.clone(),
+            ports,
+        });
+        self.watch(&running.member_id, action.cartridge.health.clone(), running.ports, false);
+    }
+
+    fn watch(&self, member_id: &str, check: cairn_model::HealthCheck, ports: BTreeMap<String, SocketAddr>, active: bool) {
+        let tx = self.inner.observations.clone();
+        let id = member_id.to_string();
+        let handle = tokio::spawn(health::watch(id.clone(), check, ports, active, tx));
+        let mut watchers = self.inner.watchers.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(old) = watchers.insert(id, handle) {
+            old.abort();
+        }
+    }
+
+    fn forget(&self, member_id: &str) {
+        let mut watchers = self.inner.watchers.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(handle) = watchers.remove(member_id) {
+            handle.abort();
+        }
+    }
+
+    fn report(&self, observation: Observation) {
+        // The receiver only goes away when the control plane shuts down.
+        let _ = self.inner.observations.send(observation);
+    }
+
+    fn member_spec(&self, action: &StartMember) -> MemberSpec {
+        let config = &self.inner.config;
+        let cartridge = &action.cartridge;
+        let command = cartridge
+            .command
+            .clone()
+            .unwrap_or_else(|| config.workload_command.clone());
+        let mut env = cartridge.env.clone();
+        env.insert("CAIRN_NETWORK_PARTITION".into(), action.network_partition.clone());
+        env.insert("CAIRN_PARTITION".into(), action.partition.clone());
+        env.extend(dependency_env(&action.dependencies, config.proxy_port_offset));
+        MemberSpec {
+            member_id: action.member_id.clone(),
+            application: action.application.clone(),
+            cluster: action.cluster.clone(),
+            command,
+            env,
+            ports: cartridge
+                .port_mappings
+                .iter()
+                .map(|p| PortRequest {
+                    name: p.name.clone(),
+                    port: p.port,
+                })
+                .collect(),
+            log_dir: config.log_dir.clone(),
+        }
+    }
+}
+
+/// The environment that tells a member where the clusters it depends on are.
+pub fn dependency_env(deps: &[cairn_engine::DependencyEndpoints], proxy_port_offset: u16) -> BTreeMap<String, String> {
+    let mut env = BTreeMap::new();
+    let aliases: Vec<&str> = deps.iter().map(|d| d.alias.as_str()).collect();
+    if !aliases.is_empty() {
+        env.insert("CAIRN_DEPENDS_ON".into(), aliases.join(","));
+    }
+    for dep in deps {
+        for (port, addrs) in &dep.ports {
+            env.insert(format!("CAIRN_DEP_{}_{}", env_name(&dep.alias), env_name(port)), addrs.join(","));
+        }
+        for (port, proxy) in &dep.proxy_ports {
+            let listen = proxy.saturating_add(proxy_port_offset);
+            env.insert(
+                format!("CAIRN_DEP_{}_{}_PROXY", env_name(&dep.alias), env_name(port)),
+                format!("127.0.0.1:{listen}"),
+            );
+        }
+    }
+    env
+}
+
+/// `my-db.http` → `MY_DB_HTTP`: upper case, anything else than letters and digits becomes `_`.
+pub fn env_name(name: &str) -> String {
+    name.chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_uppercase() } else { '_' })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cairn_engine::DependencyEndpoints;
+
+    #[test]
+    fn dependency_env_names_every_endpoint() {
+        let deps = vec![DependencyEndpoints {
+            alias: "my-db".into(),
+            ports: BTreeMap::from([("http-80".into(), vec!["127.0.0.1:4000".into(), "127.0.0.1:4001".into()])]),
+            proxy_ports: BTreeMap::from([("http-80".into(), 8280)]),
+        }];
+        let env = dependency_env(&deps, 10_000);
+        assert_eq!(env["CAIRN_DEPENDS_ON"], "my-db");
+        assert_eq!(env["CAIRN_DEP_MY_DB_HTTP_80"], "127.0.0.1:4000,127.0.0.1:4001");
+        assert_eq!(env["CAIRN_DEP_MY_DB_HTTP_80_PROXY"], "127.0.0.1:18280");
+    }
+}

@@ -123,6 +123,15 @@ pub enum EngineError {
     NotDeployed(String),
 }
 
+/// A member with where it belongs.
+#[derive(Debug, Clone, Copy)]
+pub struct MemberRef<'a> {
+    pub application: &'a str,
+    pub cluster: &'a str,
+    pub cartridge: &'a Cartridge,
+    pub member: &'a Member,
+}
+
 /// The engine: state plus the functions that move it.
 #[derive(Debug, Clone, Default)]
 pub struct Engine {
@@ -227,11 +236,18 @@ impl Engine {
         self.state.apps.values().flat_map(view::routes).collect()
     }
 
-    /// Every member that is or may be running, for recovery after a restart.
-    pub fn members(&self) -> Vec<(&str, &Member)> {
+    /// Every member the engine knows, with its cluster's cartridge, for recovery after a restart.
+    pub fn members(&self) -> Vec<MemberRef<'_>> {
         let mut all = Vec::new();
         for app in self.state.apps.values() {
-            view::visit_members(&app.root, &mut |m| all.push((app.spec.id.as_str(), m)));
+            view::visit_members(&app.spec.root, &app.root, &mut |cluster, member| {
+                all.push(MemberRef {
+                    application: &app.spec.id,
+                    cluster: &cluster.alias,
+                    cartridge: &cluster.cartridge,
+                    member,
+                })
+            });
         }
         all
     }

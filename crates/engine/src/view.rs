@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use cairn_model::{ComponentSpec, GroupSpec, PortMapping};
+use cairn_model::{ClusterSpec, ComponentSpec, GroupSpec, PortMapping};
 use serde::{Deserialize, Serialize};
 
 use crate::state::{
@@ -224,12 +224,17 @@ fn collect_routes(
     }
 }
 
-pub(crate) fn visit_members<'a>(group: &'a GroupState, f: &mut impl FnMut(&'a Member)) {
+pub(crate) fn visit_members<'a>(
+    spec: &'a GroupSpec,
+    group: &'a GroupState,
+    f: &mut impl FnMut(&'a ClusterSpec, &'a Member),
+) {
     for inst in &group.instances {
-        for child in &inst.children {
-            match child {
-                ChildState::Cluster(c) => c.members.iter().for_each(&mut *f),
-                ChildState::Group(g) => visit_members(g, f),
+        for (child_spec, child) in spec.children.iter().zip(&inst.children) {
+            match (child_spec, child) {
+                (ComponentSpec::Cluster(cs), ChildState::Cluster(c)) => c.members.iter().for_each(|m| f(cs, m)),
+                (ComponentSpec::Group(gs), ChildState::Group(g)) => visit_members(gs, g, f),
+                _ => {}
             }
         }
     }

@@ -1,0 +1,560 @@
+//! The control plane's core: the catalog, the engine's loop, and the wiring to the agent and
+//! the load balancer. The APIs call into it; nothing else changes state.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use cairn_agent::{Agent, AgentConfig};
+use cairn_engine::{Action, AppView, Engine, EngineConfig, EngineError, Event, Millis, Observation, Output, State};
+use cairn_lb::{LbStats, LoadBalancer};
+use cairn_model::{AppSpec, ArtifactKind, Bundle, Catalog, Diagnostics};
+use cairn_runtime::{ProcessRuntime, RunningMember};
+use cairn_store::{RedbStore, Store};
+use serde::Serialize;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::events::EventLog;
+use crate::routes::route_table;
+use crate::ServerError;
+
+const CATALOG_KEY: &str = "catalog";
+const ENGINE_KEY: &str = "engine/state";
+/// How often the engine is given the time, for start timeouts.
+const TICK: Duration = Duration::from_millis(500);
+
+#[derive(Debug, Clone)]
+pub struct PlatformConfig {
+    pub data_dir: PathBuf,
+    /// Where the load balancer listens: proxy port plus this offset.
+    pub proxy_port_offset: u16,
+    pub proxy_bind: std::net::IpAddr,
+    /// What cartridges without a command run.
+    pub workload_command: Vec<String>,
+    pub host: String,
+    pub stop_grace: Duration,
+}
+
+/// A deployed application in the list of applications.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct AppSummary {
+    pub id: String,
+    /// `Created` for an application that is registered but not deployed.
+    pub status: String,
+    pub deployed: bool,
+    pub members: usize,
+    pub active_members: usize,
+}
+
+/// What reads see: refreshed after every step of the engine.
+#[derive(Debug, Default)]
+struct Snapshot {
+    views: BTreeMap<String, AppView>,
+}
+
+enum Command {
+    Deploy(Box<AppSpec>, oneshot::Sender<Result<(), PlatformError>>),
+    Undeploy(String, oneshot::Sender<Result<(), PlatformError>>),
+}
+
+/// Why a request to the platform was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum PlatformError {
+    #[error("{0}")]
+    Invalid(Diagnostics),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl From<EngineError> for PlatformError {
+    fn from(e: EngineError) -> Self {
+        match e {
+            EngineError::AlreadyDeployed(_) => PlatformError::Conflict(e.to_string()),
+            EngineError::NotDeployed(_) => PlatformError::Conflict(e.to_string()),
+        }
+    }
+}
+
+pub struct Platform {
+    config: PlatformConfig,
+    store: Arc<RedbStore>,
+    catalog: Mutex<Catalog>,
+    commands: mpsc::UnboundedSender<Command>,
+    snapshot: RwLock<Arc<Snapshot>>,
+    events: EventLog,
+    lb: LoadBalancer,
+}
+
+pub fn now() -> Millis {
+    let since = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+    Millis(since.as_millis() as u64)
+}
+
+impl Platform {
+    /// Opens the data directory, recovers what ran before, and starts the engine's loop.
+    pub async fn start(config: PlatformConfig) -> Result<Arc<Platform>, ServerError> {
+        std::fs::create_dir_all(&config.data_dir)
+            .map_err(|e| ServerError::Io(format!("{}: {e}", config.data_dir.display())))?;
+        let store = Arc::new(RedbStore::open(&config.data_dir).map_err(|e| ServerError::Store(e.to_string()))?);
+        let catalog: Catalog = store
+            .get_json(CATALOG_KEY)
+            .map_err(|e| ServerError::Store(e.to_string()))?
+            .unwrap_or_default();
+        let state: State = store
+            .get_json(ENGINE_KEY)
+            .map_err(|e| ServerError::Store(e.to_string()))?
+            .unwrap_or_default();
+        let engine = Engine::restore(EngineConfig::default(), state);
+        let runtime = ProcessRuntime::new(config.data_dir.clone());
+        let log_dir = config.data_dir.join("logs");
+        let (agent, observations) = Agent::new(
+            runtime,
+            AgentConfig {
+                host: config.host.clone(),
+                log_dir,
+                workload_command: config.workload_command.clone(),
+                stop_grace: config.stop_grace,
+                proxy_port_offset: config.proxy_port_offset,
+            },
+        );
+        let (commands, command_rx) = mpsc::unbounded_channel();
+        let platform = Arc::new(Platform {
+            lb: LoadBalancer::new(config.proxy_bind),
+            config,
+            store,
+            catalog: Mutex::new(catalog),
+            commands,
+            snapshot: RwLock::new(Arc::new(Snapshot::default())),
+            events: EventLog::default(),
+        });
+        let mut looped = EngineLoop {
+            platform: platform.clone(),
+            engine,
+            agent,
+            persisted: Vec::new(),
+            published: None,
+        };
+        looped.persisted = serde_json::to_vec(looped.engine.state()).unwrap_or_default();
+        let recovered = looped.recover().await;
+        looped.finish_step(recovered, Vec::new()).await;
+        tokio::spawn(looped.run(command_rx, observations));
+        Ok(platform)
+    }
+
+    pub fn config(&self) -> &PlatformConfig {
+        &self.config
+    }
+
+    pub fn catalog(&self) -> Catalog {
+        self.lock_catalog().clone()
+    }
+
+    fn lock_catalog(&self) -> std::sync::MutexGuard<'_, Catalog> {
+        self.catalog.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Registers every artifact of a bundle; with `replace` false an existing id is a conflict.
+    pub fn add(&self, bundle: Bundle, replace: bool) -> Result<(), PlatformError> {
+        let problems = cairn_model::validate_bundle(&bundle);
+        if !problems.0.is_empty() {
+            return Err(PlatformError::Invalid(problems));
+        }
+        let mut catalog = self.lock_catalog();
+        let ids = bundle_ids(&bundle);
+        if !replace {
+            if let Some((kind, id)) = ids.iter().find(|(kind, id)| catalog.contains(*kind, id)) {
+                return Err(PlatformError::Conflict(format!("{} {id} already exists", kind.name())));
+            }
+        }
+        let deployed = self.deployed();
+        if let Some(id) = bundle.applications.iter().map(|a| &a.id).find(|id| deployed.contains(*id)) {
+            return Err(PlatformError::Conflict(format!(
+                "application {id} is deployed: undeploy it before changing it"
+            )));
+        }
+        let mut next = catalog.clone();
+        next.add_bundle(bundle);
+        self.store
+            .put_json(CATALOG_KEY, &next)
+            .map_err(|e| PlatformError::Internal(e.to_string()))?;
+        *catalog = next;
+        Ok(())
+    }
+
+    /// Removes an artifact unless a deployed application, or another artifact, uses it.
+    pub fn remove(&self, kind: ArtifactKind, id: &str) -> Result<(), PlatformError> {
+        let mut catalog = self.lock_catalog();
+        if !catalog.contains(kind, id) {
+            return Err(PlatformError::NotFound(format!("{} {id} not found", kind.name())));
+        }
+        let deployed = self.deployed();
+        if kind == ArtifactKind::Application && deployed.contains(id) {
+            return Err(PlatformError::Conflict(format!(
+                "application {id} is deployed: undeploy it first"
+            )));
+        }
+        let users: Vec<String> = catalog
+            .applications_using(kind, id)
+            .into_iter()
+            .filter(|app| deployed.contains(app))
+            .collect();
+        if !users.is_empty() {
+            return Err(PlatformError::Conflict(format!(
+                "{} {id} is used by deployed application {}",
+                kind.name(),
+                users.join(", ")
+            )));
+        }
+        let mut next = catalog.clone();
+        next.remove(kind, id);
+        self.store
+            .put_json(CATALOG_KEY, &next)
+            .map_err(|e| PlatformError::Internal(e.to_string()))?;
+        *catalog = next;
+        Ok(())
+    }
+
+    /// Resolves and deploys an application; returns once the deployment is stored.
+    pub async fn deploy(&self, application: &str, application_policy: &str) -> Result<(), PlatformError> {
+        let spec = {
+            let catalog = self.lock_catalog();
+            cairn_model::resolve(&catalog, application, application_policy).map_err(PlatformError::Invalid)?
+        };
+        let (tx, rx) = oneshot::channel();
+        self.send(Command::Deploy(Box::new(spec), tx))?;
+        rx.await.map_err(|_| stopped())?
+    }
+
+    /// Starts undeploying; returns once that is stored.
+    pub async fn undeploy(&self, application: &str) -> Result<(), PlatformError> {
+        let (tx, rx) = oneshot::channel();
+        self.send(Command::Undeploy(application.to_string(), tx))?;
+        rx.await.map_err(|_| stopped())?
+    }
+
+    fn send(&self, command: Command) -> Result<(), PlatformError> {
+        self.commands.send(command).map_err(|_| stopped())
+    }
+
+    pub fn view(&self, application: &str) -> Option<AppView> {
+        self.read_snapshot().views.get(application).cloned()
+    }
+
+    pub fn is_deployed(&self, application: &str) -> bool {
+        self.read_snapshot().views.contains_key(application)
+    }
+
+    fn deployed(&self) -> std::collections::BTreeSet<String> {
+        self.read_snapshot().views.keys().cloned().collect()
+    }
+
+    /// Every registered application, deployed or not.
+    pub fn applications(&self) -> Vec<AppSummary> {
+        let snapshot = self.read_snapshot();
+        let catalog = self.lock_catalog();
+        let mut ids: Vec<&String> = catalog.applications.keys().collect();
+        ids.extend(snapshot.views.keys().filter(|id| !catalog.applications.contains_key(*id)));
+        ids.sort();
+        ids.iter()
+            .map(|id| match snapshot.views.get(*id) {
+                Some(view) => {
+                    let mut members = Vec::new();
+                    visit_view_members(view, &mut |m| members.push(m.status));
+                    AppSummary {
+                        id: id.to_string(),
+                        status: format!("{:?}", view.status),
+                        deployed: true,
+                        members: members.len(),
+                        active_members: members
+                            .iter()
+                            .filter(|s| **s == cairn_engine::MemberStatus::Active)
+                            .count(),
+                    }
+                }
+                None => AppSummary {
+                    id: id.to_string(),
+                    status: "Created".into(),
+                    deployed: false,
+                    members: 0,
+                    active_members: 0,
+                },
+            })
+            .collect()
+    }
+
+    pub fn events(&self) -> &EventLog {
+        &self.events
+    }
+
+    pub fn lb_stats(&self) -> LbStats {
+        self.lb.stats()
+    }
+
+    /// Member ids of one cluster of a deployed application, oldest first.
+    pub fn cluster_members(&self, application: &str, alias: &str) -> Option<Vec<String>> {
+        let view = self.view(application)?;
+        let mut found = None;
+        visit_view_clusters(&view, &mut |c| {
+            if c.alias == alias {
+                found.get_or_insert_with(Vec::new).extend(c.members.iter().map(|m| m.id.clone()));
+            }
+        });
+        found
+    }
+
+    pub fn log_dir(&self) -> PathBuf {
+        self.config.data_dir.join("logs")
+    }
+
+    fn read_snapshot(&self) -> Arc<Snapshot> {
+        self.snapshot.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    pub async fn shutdown(&self) {
+        self.lb.shutdown().await;
+    }
+}
+
+fn stopped() -> PlatformError {
+    PlatformError::Internal("the engine's loop has stopped".into())
+}
+
+fn bundle_ids(bundle: &Bundle) -> Vec<(ArtifactKind, String)> {
+    let mut ids = Vec::new();
+    ids.extend(bundle.cartridges.iter().map(|x| (ArtifactKind::Cartridge, x.kind.clone())));
+    ids.extend(bundle.cartridge_groups.iter().map(|x| (ArtifactKind::CartridgeGroup, x.name.clone())));
+    ids.extend(bundle.applications.iter().map(|x| (ArtifactKind::Application, x.id.clone())));
+    ids.extend(bundle.autoscaling_policies.iter().map(|x| (ArtifactKind::AutoscalingPolicy, x.id.clone())));
+    ids.extend(bundle.deployment_policies.iter().map(|x| (ArtifactKind::DeploymentPolicy, x.id.clone())));
+    ids.extend(bundle.application_policies.iter().map(|x| (ArtifactKind::ApplicationPolicy, x.id.clone())));
+    ids.extend(bundle.network_partitions.iter().map(|x| (ArtifactKind::NetworkPartition, x.id.clone())));
+    ids.extend(bundle.kubernetes_clusters.iter().map(|x| (ArtifactKind::KubernetesCluster, x.id.clone())));
+    ids
+}
+
+pub fn visit_view_clusters<'a>(view: &'a AppView, f: &mut impl FnMut(&'a cairn_engine::view::ClusterView)) {
+    fn walk<'a>(groups: &'a [cairn_engine::view::GroupView], f: &mut impl FnMut(&'a cairn_engine::view::ClusterView)) {
+        for g in groups {
+            for i in &g.instances {
+                i.clusters.iter().for_each(&mut *f);
+                walk(&i.groups, f);
+            }
+        }
+    }
+    view.clusters.iter().for_each(&mut *f);
+    walk(&view.groups, f);
+}
+
+fn visit_view_members<'a>(view: &'a AppView, f: &mut impl FnMut(&'a cairn_engine::view::MemberView)) {
+    visit_view_clusters(view, &mut |c| c.members.iter().for_each(&mut *f));
+}
+
+/// The engine's driver: the only owner of the engine.
+struct EngineLoop {
+    platform: Arc<Platform>,
+    engine: Engine,
+    agent: Agent<ProcessRuntime>,
+    /// The state as last written, to skip writing what did not change.
+    persisted: Vec<u8>,
+    published: Option<cairn_lb::RouteTable>,
+}
+
+impl EngineLoop {
+    async fn run(
+        mut self,
+        mut commands: mpsc::UnboundedReceiver<Command>,
+        mut observations: mpsc::UnboundedReceiver<Observation>,
+    ) {
+        let mut tick = tokio::time::interval(TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let mut out = Output::default();
+            let mut replies = Vec::new();
+            tokio::select! {
+                command = commands.recv() => match command {
+                    Some(command) => self.command(command, &mut out, &mut replies),
+                    None => return,
+                },
+                Some(observation) = observations.recv() => extend(&mut out, self.engine.observe(observation, now())),
+                _ = tick.tick() => extend(&mut out, self.engine.tick(now())),
+            }
+            // Take whatever else is waiting, so one write covers it all.
+            for _ in 0..256 {
+                match observations.try_recv() {
+                    Ok(observation) => extend(&mut out, self.engine.observe(observation, now())),
+                    Err(_) => break,
+                }
+            }
+            while let Ok(command) = commands.try_recv() {
+                self.command(command, &mut out, &mut replies);
+            }
+            self.finish_step(out, replies).await;
+        }
+    }
+
+    fn command(
+        &mut self,
+        command: Command,
+        out: &mut Output,
+        replies: &mut Vec<(oneshot::Sender<Result<(), PlatformError>>, Result<(), PlatformError>)>,
+    ) {
+        let (reply, result) = match command {
+            Command::Deploy(spec, reply) => (reply, self.engine.deploy(*spec, now())),
+            Command::Undeploy(app, reply) => (reply, self.engine.undeploy(&app, now())),
+        };
+        match result {
+            Ok(step) => {
+                extend(out, step);
+                replies.push((reply, Ok(())));
+            }
+            Err(e) => replies.push((reply, Err(e.into()))),
+        }
+    }
+
+    /// Persists, then answers, then acts: nothing is acknowledged or started before it is stored.
+    async fn finish_step(
+        &mut self,
+        out: Output,
+        replies: Vec<(oneshot::Sender<Result<(), PlatformError>>, Result<(), PlatformError>)>,
+    ) {
+        let stored = self.persist();
+        for (reply, result) in replies {
+            let result = match (&stored, result) {
+                (Err(e), Ok(())) => Err(PlatformError::Internal(e.clone())),
+                (_, result) => result,
+            };
+            let _ = reply.send(result);
+        }
+        if let Err(e) = stored {
+            tracing::error!("cannot store the engine's state, not acting on it: {e}");
+            return;
+        }
+        for action in out.actions {
+            match action {
+                Action::StartMember(start) => self.agent.start(*start),
+                Action::StopMember(stop) => self.agent.stop(stop),
+            }
+        }
+        self.platform.events.record(out.events);
+        self.refresh().await;
+    }
+
+    fn persist(&mut self) -> Result<(), String> {
+        let bytes = serde_json::to_vec(self.engine.state()).map_err(|e| e.to_string())?;
+        if bytes == self.persisted {
+            return Ok(());
+        }
+        self.platform.store.put(ENGINE_KEY, &bytes).map_err(|e| e.to_string())?;
+        self.persisted = bytes;
+        Ok(())
+    }
+
+    async fn refresh(&mut self) {
+        let views = self
+            .engine
+            .state()
+            .apps
+            .keys()
+            .filter_map(|id| self.engine.view(id).map(|v| (id.clone(), v)))
+            .collect();
+        *self.platform.snapshot.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(Snapshot { views });
+        let (table, problems) = route_table(&self.engine.routes(), self.platform.config.proxy_port_offset);
+        if self.published.as_ref() == Some(&table) {
+            return;
+        }
+        for problem in problems {
+            tracing::warn!("{problem}");
+        }
+        if let Err(e) = self.platform.lb.publish(table.clone()).await {
+            tracing::error!("load balancer: {e}");
+            self.platform.events.record([Event {
+                at: now(),
+                application: String::new(),
+                subject: "load balancer".into(),
+                message: e.to_string(),
+            }]);
+        }
+        self.published = Some(table);
+    }
+
+    /// Takes back the members that survived a restart of the control plane, and reports the
+    /// rest as gone so the engine replaces them.
+    async fn recover(&mut self) -> Output {
+        let mut keep = Vec::new();
+        let mut lost = Vec::new();
+        let mut stop = Vec::new();
+        let members: Vec<(String, String, String, cairn_model::HealthCheck, cairn_engine::Member)> = self
+            .engine
+            .members()
+            .into_iter()
+            .map(|r| {
+                (
+                    r.application.to_string(),
+                    r.cluster.to_string(),
+                    r.member.id.clone(),
+                    r.cartridge.health.clone(),
+                    r.member.clone(),
+                )
+            })
+            .collect();
+        for (application, cluster, id, health, member) in members {
+            if member.status == cairn_engine::MemberStatus::Terminated {
+                continue;
+            }
+            let Some(pid) = member.pid else {
+                lost.push(id);
+                continue;
+            };
+            let record = RunningMember {
+                member_id: id.clone(),
+                pid,
+                ports: member
+                    .ports
+                    .iter()
+                    .filter_map(|(name, addr)| addr.parse::<SocketAddr>().ok().map(|a| (name.clone(), a)))
+                    .collect(),
+                started_at: UNIX_EPOCH + Duration::from_millis(member.created_at.0),
+            };
+            let active = member.status == cairn_engine::MemberStatus::Active;
+            if self.agent.adopt(&record, &health, active).await {
+                keep.push(id.clone());
+                if member.status == cairn_engine::MemberStatus::ReadyToShutDown {
+                    stop.push(cairn_engine::StopMember {
+                        member_id: id,
+                        application,
+                        cluster,
+                        reason: "was stopping when the control plane went down".into(),
+                    });
+                }
+            } else {
+                lost.push(id);
+            }
+        }
+        for orphan in self.agent.kill_orphans(&keep).await {
+            tracing::warn!(member = %orphan, "killed a process no record claims");
+        }
+        let mut out = Output::default();
+        for id in lost {
+            let observation = Observation::Exited {
+                member_id: id,
+                reason: "gone while the control plane was down".into(),
+            };
+            extend(&mut out, self.engine.observe(observation, now()));
+        }
+        for s in stop {
+            out.actions.push(Action::StopMember(s));
+        }
+        out
+    }
+}
+
+fn extend(out: &mut Output, more: Output) {
+    out.actions.extend(more.actions);
+    out.events.extend(more.events);
+}

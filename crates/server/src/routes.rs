@@ -1,0 +1,84 @@
+//! From the engine's routes to the load balancer's table.
+
+use std::net::SocketAddr;
+
+use cairn_lb::{Backend, ClusterKey, ClusterRoute, RouteTable};
+use cairn_model::Protocol;
+
+/// The table for the engine's routes, each proxy port moved by `offset`; also what could not be routed.
+pub fn route_table(routes: &[cairn_engine::ClusterRoute], offset: u16) -> (RouteTable, Vec<String>) {
+    let mut table = RouteTable::default();
+    let mut problems = Vec::new();
+    for route in routes {
+        for mapping in &route.port_mappings {
+            let Some(proxy_port) = mapping.proxy_port else {
+                continue;
+            };
+            if mapping.protocol == Protocol::Tcp {
+                problems.push(format!(
+                    "{}/{}: port {} is tcp; the load balancer proxies http only, so proxy port {proxy_port} is not served",
+                    route.application, route.alias, mapping.name
+                ));
+                continue;
+            }
+            let Some(listen) = proxy_port.checked_add(offset) else {
+                problems.push(format!(
+                    "{}/{}: proxy port {proxy_port} plus offset {offset} is beyond 65535",
+                    route.application, route.alias
+                ));
+                continue;
+            };
+            let backends = route
+                .members
+                .iter()
+                .filter_map(|(member, ports)| {
+                    let addr: SocketAddr = ports.get(&mapping.name)?.parse().ok()?;
+                    Some(Backend::new(member.clone(), addr))
+                })
+                .collect();
+            table.listeners.entry(listen).or_default().clusters.push(ClusterRoute {
+                key: ClusterKey::new(&route.application, &route.alias),
+                hosts: route.hosts.clone(),
+                backends,
+            });
+        }
+    }
+    (table, problems)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cairn_model::PortMapping;
+    use std::collections::BTreeMap;
+
+    #[test]
+    fn shared_proxy_ports_carry_every_cluster_and_tcp_is_reported() {
+        let mapping = |name: &str, protocol, proxy| PortMapping {
+            name: name.into(),
+            protocol,
+            port: 8080,
+            proxy_port: Some(proxy),
+        };
+        let route = |alias: &str, mappings| cairn_engine::ClusterRoute {
+            application: "app".into(),
+            alias: alias.into(),
+            hosts: vec![format!("app.{alias}.example.org")],
+            port_mappings: mappings,
+            members: vec![(
+                format!("app.{alias}.1"),
+                BTreeMap::from([("http".to_string(), "127.0.0.1:4000".to_string())]),
+            )],
+        };
+        let routes = vec![
+            route("a", vec![mapping("http", Protocol::Http, 80), mapping("ssh", Protocol::Tcp, 22)]),
+            route("b", vec![mapping("http", Protocol::Http, 80)]),
+        ];
+        let (table, problems) = route_table(&routes, 10_000);
+        assert_eq!(table.listeners.keys().copied().collect::<Vec<_>>(), [10_080]);
+        assert_eq!(table.listeners[&10_080].clusters.len(), 2);
+        assert_eq!(table.listeners[&10_080].clusters[0].backends[0].addr.port(), 4000);
+        assert_eq!(problems.len(), 1);
+        assert!(problems[0].contains("tcp"), "{}", problems[0]);
+    }
+}
