@@ -32,9 +32,16 @@ pub struct AgentConfig {
 }
 
 /// A handle on the host's members; cheap to clone.
-#[derive(Clone)]
 pub struct Agent<R: Runtime> {
     inner: Arc<Inner<R>>,
+}
+
+impl<R: Runtime> Clone for Agent<R> {
+    fn clone(&self) -> Self {
+        Agent {
+            inner: self.inner.clone(),
+        }
+    }
 }
 
 struct Inner<R> {
@@ -101,6 +108,14 @@ impl<R: Runtime> Agent<R> {
                 tracing::warn!(member = %action.member_id, "stop failed: {e}");
             }
         });
+    }
+
+    /// Stops a member and waits until it has exited.
+    pub async fn stop_now(&self, member_id: &str) {
+        self.forget(member_id);
+        if let Err(e) = self.inner.runtime.stop(member_id, self.inner.config.stop_grace).await {
+            tracing::warn!(member = %member_id, "stop failed: {e}");
+        }
     }
 
     /// Takes over a member that ran before the control plane restarted; false if it is gone.

@@ -1,1 +1,151 @@
-fn main() {}
+//! The `cairn` binary: the CLI and the long-running subcommands (`up`, `demo`, `workload`).
+//!
+//! Thin by design: client commands only speak the public REST API, and `up` only wires the
+//! server crate together.
+
+mod client;
+mod render;
+mod up;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Parser)]
+#[command(name = "cairn", version, about = "Cairn: composite applications, deployed, balanced, healed")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the platform on this machine: control plane, agent, load balancer, store
+    Up(up::UpArgs),
+    /// Run the platform with a sample three-tier application and print where to look
+    Demo(up::DemoArgs),
+    /// Register a YAML blueprint's artifacts and deploy its application
+    Deploy {
+        file: PathBuf,
+        /// Return once the deployment is accepted instead of waiting for Active
+        #[arg(long)]
+        no_wait: bool,
+        /// Give up waiting after this many seconds
+        #[arg(long, default_value_t = 300)]
+        timeout: u64,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// List applications
+    Apps {
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Show an application's runtime tree: groups, clusters, members
+    Status {
+        application: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Stop every member of an application, in reverse dependency order
+    Undeploy {
+        application: String,
+        #[arg(long)]
+        no_wait: bool,
+        #[arg(long, default_value_t = 120)]
+        timeout: u64,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Show the output of a cluster's members
+    Logs {
+        application: String,
+        alias: String,
+        /// Keep following new output
+        #[arg(short, long)]
+        follow: bool,
+        /// Lines from the end of each member's log
+        #[arg(long, default_value_t = 100)]
+        tail: usize,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Show what happened to an application, and why
+    Events {
+        application: String,
+        #[arg(short, long)]
+        follow: bool,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Check blueprints (YAML) and Stratos JSON artifacts without running anything
+    Validate {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        #[arg(long, value_enum, default_value_t = Output::Text)]
+        output: Output,
+    },
+    /// Run the built-in workload: a small HTTP server configured by its environment
+    Workload,
+}
+
+#[derive(Args, Clone)]
+struct ClientArgs {
+    /// The Cairn server's native API
+    #[arg(long, env = "CAIRN_URL", default_value = "http://127.0.0.1:7070")]
+    url: String,
+    #[arg(long, short, value_enum, default_value_t = Output::Text)]
+    output: Output,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Output {
+    Text,
+    Json,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Command::Validate { files, output } = &cli.command {
+        return client::validate(files, *output);
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(run(cli.command));
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(command: Command) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Up(args) => up::up(args).await,
+        Command::Demo(args) => up::demo(args).await,
+        Command::Workload => {
+            let config = cairn_workload::WorkloadConfig::from_env()?;
+            cairn_workload::serve(config).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Deploy { file, no_wait, timeout, client } => client::deploy(&client, &file, no_wait, timeout).await,
+        Command::Apps { client } => client::apps(&client).await,
+        Command::Status { application, client } => client::status(&client, &application).await,
+        Command::Undeploy { application, no_wait, timeout, client } => {
+            client::undeploy(&client, &application, no_wait, timeout).await
+        }
+        Command::Logs { application, alias, follow, tail, client } => {
+            client::logs(&client, &application, &alias, follow, tail).await
+        }
+        Command::Events { application, follow, client } => client::events(&client, &application, follow).await,
+        Command::Validate { .. } => unreachable!("handled before the runtime starts"),
+    }
+}

@@ -12,7 +12,7 @@ use cairn_engine::{Action, AppView, Engine, EngineConfig, EngineError, Event, Mi
 use cairn_lb::{LbStats, LoadBalancer};
 use cairn_model::{AppSpec, ArtifactKind, Bundle, Catalog, Diagnostics};
 use cairn_runtime::{ProcessRuntime, RunningMember};
-use cairn_store::{RedbStore, Store};
+use cairn_store::{RedbStore, Store, StoreExt};
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
 
@@ -57,6 +57,8 @@ struct Snapshot {
 enum Command {
     Deploy(Box<AppSpec>, oneshot::Sender<Result<(), PlatformError>>),
     Undeploy(String, oneshot::Sender<Result<(), PlatformError>>),
+    /// Stop every member and the loop; desired state stays stored.
+    Shutdown(oneshot::Sender<()>),
 }
 
 /// Why a request to the platform was refused.
@@ -316,7 +318,12 @@ impl Platform {
         self.snapshot.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
+    /// Stops every member and the engine's loop, then the load balancer; stored state stays.
     pub async fn shutdown(&self) {
+        let (tx, rx) = oneshot::channel();
+        if self.commands.send(Command::Shutdown(tx)).is_ok() {
+            let _ = rx.await;
+        }
         self.lb.shutdown().await;
     }
 }
@@ -378,6 +385,11 @@ impl EngineLoop {
             let mut replies = Vec::new();
             tokio::select! {
                 command = commands.recv() => match command {
+                    Some(Command::Shutdown(reply)) => {
+                        self.stop_everything().await;
+                        let _ = reply.send(());
+                        return;
+                    }
                     Some(command) => self.command(command, &mut out, &mut replies),
                     None => return,
                 },
@@ -407,6 +419,8 @@ impl EngineLoop {
         let (reply, result) = match command {
             Command::Deploy(spec, reply) => (reply, self.engine.deploy(*spec, now())),
             Command::Undeploy(app, reply) => (reply, self.engine.undeploy(&app, now())),
+            // Taken only while the loop waits; a shutdown queued behind others is answered by dropping it.
+            Command::Shutdown(_) => return,
         };
         match result {
             Ok(step) => {
@@ -481,6 +495,18 @@ impl EngineLoop {
             }]);
         }
         self.published = Some(table);
+    }
+
+    async fn stop_everything(&mut self) {
+        let ids: Vec<String> = self
+            .engine
+            .members()
+            .iter()
+            .filter(|r| r.member.status != cairn_engine::MemberStatus::Terminated)
+            .map(|r| r.member.id.clone())
+            .collect();
+        let stops = ids.iter().map(|id| self.agent.stop_now(id));
+        futures_util::future::join_all(stops).await;
     }
 
     /// Takes back the members that survived a restart of the control plane, and reports the

@@ -1,0 +1,254 @@
+//! Client commands: each speaks only the native REST API.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use cairn_model::{Bundle, Catalog, Diagnostic, Diagnostics};
+use serde_json::Value;
+
+use crate::render;
+use crate::{ClientArgs, Output};
+
+fn http() -> anyhow::Result<reqwest::Client> {
+    reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(5))
+        .build()
+        .context("cannot build an HTTP client")
+}
+
+/// Sends a request and returns the JSON body, or the server's error in words.
+async fn call(request: reqwest::RequestBuilder, url: &str) -> anyhow::Result<Value> {
+    let response = request
+        .send()
+        .await
+        .with_context(|| format!("cannot reach Cairn at {url} (is `cairn up` running? CAIRN_URL selects the server)"))?;
+    let status = response.status();
+    let text = response.text().await.unwrap_or_default();
+    let body: Value = if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::String(text)) };
+    if status.is_success() {
+        return Ok(body);
+    }
+    let mut message = body
+        .get("error")
+        .and_then(Value::as_str)
+        .map(str::to_string)
+        .unwrap_or_else(|| body.to_string());
+    if let Some(diagnostics) = body.get("diagnostics").and_then(Value::as_array) {
+        if !diagnostics.is_empty() {
+            let lines: Vec<String> = diagnostics
+                .iter()
+                .filter_map(|d| serde_json::from_value::<Diagnostic>(d.clone()).ok())
+                .map(|d| d.to_string())
+                .collect();
+            message = lines.join("\n");
+        }
+    }
+    bail!("{message} (HTTP {status})")
+}
+
+pub async fn deploy(client: &ClientArgs, file: &Path, no_wait: bool, timeout: u64) -> anyhow::Result<ExitCode> {
+    let text = std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
+    let source = file.display().to_string();
+    let url = format!("{}/v1/blueprints", client.url);
+    let body = call(http()?.post(&url).query(&[("source", source.as_str())]).body(text), &client.url).await?;
+    let deployed: Vec<String> = body
+        .get("deployed")
+        .and_then(Value::as_array)
+        .map(|a| a.iter().filter_map(Value::as_str).map(str::to_string).collect())
+        .unwrap_or_default();
+    if no_wait || client.output == Output::Json {
+        if client.output == Output::Json {
+            println!("{}", serde_json::to_string_pretty(&body)?);
+        } else {
+            println!("deploying {}", deployed.join(", "));
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    for app in &deployed {
+        wait_until(client, app, Duration::from_secs(timeout), Goal::Active).await?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Goal {
+    Active,
+    Gone,
+}
+
+/// Polls the runtime view, drawing progress, until the application reaches the goal.
+async fn wait_until(client: &ClientArgs, app: &str, timeout: Duration, goal: Goal) -> anyhow::Result<()> {
+    let http = http()?;
+    let bar = indicatif::ProgressBar::new(0);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{spinner} {prefix} [{bar:30}] {pos}/{len} members active {msg}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    bar.set_prefix(app.to_string());
+    bar.enable_steady_tick(Duration::from_millis(100));
+    let started = Instant::now();
+    loop {
+        let url = format!("{}/v1/applications/{app}", client.url);
+        let response = http.get(&url).send().await.with_context(|| format!("cannot reach Cairn at {}", client.url))?;
+        if response.status() == reqwest::StatusCode::NOT_FOUND {
+            if goal == Goal::Gone {
+                bar.finish_with_message("undeployed");
+                return Ok(());
+            }
+        } else {
+            let view: Value = response.json().await.unwrap_or(Value::Null);
+            let (active, total) = render::member_counts(&view);
+            bar.set_length(total as u64);
+            bar.set_position(active as u64);
+            let status = view.get("status").and_then(Value::as_str).unwrap_or("?");
+            bar.set_message(status.to_string());
+            if goal == Goal::Active && status == "Active" {
+                bar.finish_with_message(format!("Active in {:.1} s", started.elapsed().as_secs_f64()));
+                return Ok(());
+            }
+        }
+        if started.elapsed() > timeout {
+            bar.abandon();
+            bail!("{app} did not become {} within {} s", if goal == Goal::Active { "Active" } else { "undeployed" }, timeout.as_secs());
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+pub async fn apps(client: &ClientArgs) -> anyhow::Result<ExitCode> {
+    let body = call(http()?.get(format!("{}/v1/applications", client.url)), &client.url).await?;
+    match client.output {
+        Output::Json => println!("{}", serde_json::to_string_pretty(&body)?),
+        Output::Text => println!("{}", render::apps_table(&body)),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn status(client: &ClientArgs, app: &str) -> anyhow::Result<ExitCode> {
+    let body = call(http()?.get(format!("{}/v1/applications/{app}", client.url)), &client.url).await?;
+    match client.output {
+        Output::Json => println!("{}", serde_json::to_string_pretty(&body)?),
+        Output::Text => print!("{}", render::tree(&body)),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn undeploy(client: &ClientArgs, app: &str, no_wait: bool, timeout: u64) -> anyhow::Result<ExitCode> {
+    call(http()?.post(format!("{}/v1/applications/{app}/undeploy", client.url)), &client.url).await?;
+    if no_wait {
+        println!("undeploying {app}");
+        return Ok(ExitCode::SUCCESS);
+    }
+    wait_until(client, app, Duration::from_secs(timeout), Goal::Gone).await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn logs(client: &ClientArgs, app: &str, alias: &str, follow: bool, tail: usize) -> anyhow::Result<ExitCode> {
+    let url = format!("{}/v1/applications/{app}/clusters/{alias}/logs", client.url);
+    let request = http()?.get(&url).query(&[("tail", tail.to_string()), ("follow", follow.to_string())]);
+    stream_to_stdout(request, &client.url).await
+}
+
+pub async fn events(client: &ClientArgs, app: &str, follow: bool) -> anyhow::Result<ExitCode> {
+    let url = format!("{}/v1/events", client.url);
+    let request = http()?.get(&url).query(&[("application", app.to_string()), ("follow", follow.to_string())]);
+    if follow || client.output == Output::Json {
+        return stream_to_stdout(request, &client.url).await;
+    }
+    let body = call(request, &client.url).await?;
+    println!("{}", render::events_table(&body));
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn stream_to_stdout(request: reqwest::RequestBuilder, url: &str) -> anyhow::Result<ExitCode> {
+    use std::io::Write;
+    let mut response = request.send().await.with_context(|| format!("cannot reach Cairn at {url}"))?;
+    if !response.status().is_success() {
+        let status = response.status();
+        let text = response.text().await.unwrap_or_default();
+        let message = serde_json::from_str::<Value>(&text)
+            .ok()
+            .and_then(|v| v.get("error").and_then(Value::as_str).map(str::to_string))
+            .unwrap_or(text);
+        bail!("{message} (HTTP {status})");
+    }
+    let mut stdout = std::io::stdout();
+    while let Some(chunk) = response.chunk().await? {
+        stdout.write_all(&chunk)?;
+        stdout.flush()?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Parses and checks files locally; all problems of all files are reported together.
+pub fn validate(files: &[PathBuf], output: Output) -> ExitCode {
+    let mut problems: Vec<Diagnostic> = Vec::new();
+    let mut catalog = Catalog::default();
+    let mut policies: Vec<(String, Option<String>)> = Vec::new();
+    for file in files {
+        let source = file.display().to_string();
+        let text = match std::fs::read_to_string(file) {
+            Ok(text) => text,
+            Err(e) => {
+                problems.push(file_problem(&source, format!("cannot read: {e}")));
+                continue;
+            }
+        };
+        match parse_file(&source, &text) {
+            Ok(bundle) => {
+                problems.extend(cairn_model::validate_bundle(&bundle).0);
+                policies.extend(bundle.applications.iter().map(|a| (a.id.clone(), bundle.deploy_with.clone())));
+                catalog.add_bundle(bundle);
+            }
+            Err(Diagnostics(found)) => problems.extend(found),
+        }
+    }
+    // Cross-references can be checked once the application policy is known.
+    if problems.is_empty() {
+        let only_policy = if catalog.application_policies.len() == 1 {
+            catalog.application_policies.keys().next().cloned()
+        } else {
+            None
+        };
+        for (app, policy) in policies {
+            if let Some(policy) = policy.or_else(|| only_policy.clone()) {
+                if let Err(Diagnostics(found)) = cairn_model::resolve(&catalog, &app, &policy) {
+                    problems.extend(found);
+                }
+            }
+        }
+    }
+    match output {
+        Output::Json => println!("{}", serde_json::to_string_pretty(&problems).unwrap_or_default()),
+        Output::Text if problems.is_empty() => println!("{} valid", files.len()),
+        Output::Text => {
+            for p in &problems {
+                eprintln!("{p}");
+            }
+            eprintln!("{} problem{}", problems.len(), if problems.len() == 1 { "" } else { "s" });
+        }
+    }
+    if problems.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+}
+
+fn parse_file(source: &str, text: &str) -> Result<Bundle, Diagnostics> {
+    let json = source.ends_with(".json") || text.trim_start().starts_with('{');
+    if json {
+        cairn_model::parse_stratos_any(source, text).map(|(_, bundle)| bundle)
+    } else {
+        cairn_model::parse_yaml(source, text)
+    }
+}
+
+fn file_problem(source: &str, message: String) -> Diagnostic {
+    Diagnostic {
+        location: cairn_model::Location {
+            source: source.to_string(),
+            line: None,
+            path: String::new(),
+        },
+        message,
+    }
+}

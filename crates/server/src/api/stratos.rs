@@ -1,0 +1,270 @@
+//! The Stratos 4.1 REST subset that Stratos' sample scripts use, under `/api`.
+//!
+//! Artifacts are taken as Stratos wrote them and answered with Stratos' response shape
+//! (`{"statusCode": …, "message": …}`), so existing curl scripts and clients work unchanged.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use base64::Engine as _;
+use cairn_engine::view::{ClusterView, GroupView};
+use cairn_model::{ArtifactKind, Catalog};
+use serde::Serialize;
+use serde_json::{Value, json};
+
+use super::{body_text, status_of};
+use crate::platform::{Platform, PlatformError};
+
+/// The artifact collections and the kind each holds.
+const COLLECTIONS: [(&str, ArtifactKind); 8] = [
+    ("autoscalingPolicies", ArtifactKind::AutoscalingPolicy),
+    ("networkPartitions", ArtifactKind::NetworkPartition),
+    ("deploymentPolicies", ArtifactKind::DeploymentPolicy),
+    ("cartridges", ArtifactKind::Cartridge),
+    ("cartridgeGroups", ArtifactKind::CartridgeGroup),
+    ("applicationPolicies", ArtifactKind::ApplicationPolicy),
+    ("applications", ArtifactKind::Application),
+    ("kubernetesClusters", ArtifactKind::KubernetesCluster),
+];
+
+#[derive(Clone)]
+struct Api {
+    platform: Arc<Platform>,
+    /// `Basic <base64(user:password)>`, compared whole.
+    authorization: Arc<str>,
+}
+
+pub fn router(platform: Arc<Platform>, user: &str, password: &str) -> Router {
+    let token = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+    let api = Api {
+        platform,
+        authorization: format!("Basic {token}").into(),
+    };
+    let mut router = Router::new();
+    for (collection, kind) in COLLECTIONS {
+        router = router
+            .route(
+                &format!("/api/{collection}"),
+                get(move |s: State<Api>| list(s, kind))
+                    .post(move |s: State<Api>, b: Bytes| create(s, kind, b, false))
+                    .put(move |s: State<Api>, b: Bytes| create(s, kind, b, true)),
+            )
+            .route(
+                &format!("/api/{collection}/{{id}}"),
+                get(move |s: State<Api>, p: Path<String>| get_one(s, kind, p))
+                    .put(move |s: State<Api>, _p: Path<String>, b: Bytes| create(s, kind, b, true))
+                    .delete(move |s: State<Api>, p: Path<String>| delete(s, kind, p)),
+            );
+    }
+    router
+        .route("/api/applications/{id}/deploy/{policy}", post(deploy))
+        .route("/api/applications/{id}/undeploy", post(undeploy))
+        .route("/api/applications/{id}/runtime", get(runtime))
+        .route("/api/applications/{id}/domainMappings", post(add_domain_mappings))
+        .layer(middleware::from_fn_with_state(api.clone(), basic_auth))
+        .with_state(api)
+}
+
+async fn basic_auth(State(api): State<Api>, headers: HeaderMap, request: axum::extract::Request, next: Next) -> Response {
+    let given = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+    if given == Some(&*api.authorization) {
+        return next.run(request).await;
+    }
+    let mut response = message(StatusCode::UNAUTHORIZED, "authentication failed: basic credentials required".into());
+    response
+        .headers_mut()
+        .insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Basic realm=\"cairn\""));
+    response
+}
+
+/// Stratos' response body: `{"statusCode": 201, "message": "…"}`.
+fn message(status: StatusCode, text: String) -> Response {
+    (status, Json(json!({"statusCode": status.as_u16(), "message": text}))).into_response()
+}
+
+fn refusal(error: PlatformError) -> Response {
+    message(status_of(&error), error.to_string())
+}
+
+async fn create(State(api): State<Api>, kind: ArtifactKind, body: Bytes, replace: bool) -> Response {
+    let bundle = match body_text(&body)
+        .and_then(|text| cairn_model::parse_stratos(kind, "request body", text).map_err(PlatformError::Invalid))
+    {
+        Ok(bundle) => bundle,
+        Err(e) => return refusal(e),
+    };
+    let ids = first_id(&bundle);
+    if replace && !api.platform.catalog().contains(kind, &ids) {
+        return refusal(PlatformError::NotFound(format!("{} {ids} not found", kind.name())));
+    }
+    match api.platform.add(bundle, replace) {
+        Ok(()) if replace => message(StatusCode::OK, format!("{} updated successfully: {ids}", kind.name())),
+        Ok(()) => message(StatusCode::CREATED, format!("{} added successfully: {ids}", kind.name())),
+        Err(e) => refusal(e),
+    }
+}
+
+fn first_id(bundle: &cairn_model::Bundle) -> String {
+    let ids = [
+        bundle.cartridges.first().map(|x| &x.kind),
+        bundle.cartridge_groups.first().map(|x| &x.name),
+        bundle.applications.first().map(|x| &x.id),
+        bundle.autoscaling_policies.first().map(|x| &x.id),
+        bundle.deployment_policies.first().map(|x| &x.id),
+        bundle.application_policies.first().map(|x| &x.id),
+        bundle.network_partitions.first().map(|x| &x.id),
+        bundle.kubernetes_clusters.first().map(|x| &x.id),
+    ];
+    ids.into_iter().flatten().next().cloned().unwrap_or_default()
+}
+
+fn artifacts(catalog: &Catalog, kind: ArtifactKind) -> Vec<(String, Value)> {
+    fn all<T: Serialize>(map: &std::collections::BTreeMap<String, T>) -> Vec<(String, Value)> {
+        map.iter()
+            .map(|(id, x)| (id.clone(), serde_json::to_value(x).unwrap_or(Value::Null)))
+            .collect()
+    }
+    match kind {
+        ArtifactKind::Cartridge => all(&catalog.cartridges),
+        ArtifactKind::CartridgeGroup => all(&catalog.cartridge_groups),
+        ArtifactKind::Application => all(&catalog.applications),
+        ArtifactKind::AutoscalingPolicy => all(&catalog.autoscaling_policies),
+        ArtifactKind::DeploymentPolicy => all(&catalog.deployment_policies),
+        ArtifactKind::ApplicationPolicy => all(&catalog.application_policies),
+        ArtifactKind::NetworkPartition => all(&catalog.network_partitions),
+        ArtifactKind::KubernetesCluster => catalog
+            .kubernetes_clusters
+            .iter()
+            .map(|(id, k)| (id.clone(), k.raw.clone()))
+            .collect(),
+        ArtifactKind::DomainMappings => all(&catalog.domain_mappings),
+        ArtifactKind::ApplicationSignup => all(&catalog.artifact_repositories),
+    }
+}
+
+async fn list(State(api): State<Api>, kind: ArtifactKind) -> Response {
+    let catalog = api.platform.catalog();
+    let items: Vec<Value> = artifacts(&catalog, kind)
+        .into_iter()
+        .map(|(id, value)| with_status(&api.platform, kind, &id, value))
+        .collect();
+    Json(items).into_response()
+}
+
+async fn get_one(State(api): State<Api>, kind: ArtifactKind, Path(id): Path<String>) -> Response {
+    let catalog = api.platform.catalog();
+    match artifacts(&catalog, kind).into_iter().find(|(x, _)| *x == id) {
+        Some((id, value)) => Json(with_status(&api.platform, kind, &id, value)).into_response(),
+        None => refusal(PlatformError::NotFound(format!("{} {id} not found", kind.name()))),
+    }
+}
+
+/// Applications carry Stratos' `status`: Created, or Deployed once deployed.
+fn with_status(platform: &Platform, kind: ArtifactKind, id: &str, mut value: Value) -> Value {
+    if kind == ArtifactKind::Application {
+        if let Value::Object(map) = &mut value {
+            map.insert("applicationId".into(), Value::String(id.to_string()));
+            let status = if platform.is_deployed(id) { "Deployed" } else { "Created" };
+            map.insert("status".into(), Value::String(status.into()));
+        }
+    }
+    value
+}
+
+async fn delete(State(api): State<Api>, kind: ArtifactKind, Path(id): Path<String>) -> Response {
+    match api.platform.remove(kind, &id) {
+        Ok(()) => message(StatusCode::OK, format!("{} deleted successfully: {id}", kind.name())),
+        Err(e) => refusal(e),
+    }
+}
+
+async fn deploy(State(api): State<Api>, Path((id, policy)): Path<(String, String)>) -> Response {
+    match api.platform.deploy(&id, &policy).await {
+        Ok(()) => message(StatusCode::ACCEPTED, format!("application deployed successfully: {id}")),
+        Err(e) => refusal(e),
+    }
+}
+
+async fn undeploy(State(api): State<Api>, Path(id): Path<String>) -> Response {
+    match api.platform.undeploy(&id).await {
+        Ok(()) => message(StatusCode::ACCEPTED, format!("application undeployed successfully: {id}")),
+        Err(e) => refusal(e),
+    }
+}
+
+async fn add_domain_mappings(State(api): State<Api>, Path(id): Path<String>, body: Bytes) -> Response {
+    let bundle = match body_text(&body).and_then(|text| {
+        cairn_model::parse_domain_mappings(&id, "request body", text).map_err(PlatformError::Invalid)
+    }) {
+        Ok(bundle) => bundle,
+        Err(e) => return refusal(e),
+    };
+    match api.platform.add(bundle, true) {
+        Ok(()) => message(StatusCode::OK, format!("domain mappings added successfully: {id}")),
+        Err(e) => refusal(e),
+    }
+}
+
+/// Stratos' ApplicationInfoBean: application instances, group instances, cluster instances, members.
+async fn runtime(State(api): State<Api>, Path(id): Path<String>) -> Response {
+    let Some(view) = api.platform.view(&id) else {
+        if api.platform.catalog().applications.contains_key(&id) {
+            return Json(json!({"applicationId": id, "status": "Created", "applicationInstances": []})).into_response();
+        }
+        return refusal(PlatformError::NotFound(format!("application {id} not found")));
+    };
+    let status = format!("{:?}", view.status);
+    let instance = json!({
+        "instanceId": format!("{id}-1"),
+        "status": status,
+        "clusterInstances": view.clusters.iter().map(cluster_info).collect::<Vec<_>>(),
+        "groupInstances": view.groups.iter().flat_map(group_infos).collect::<Vec<_>>(),
+    });
+    Json(json!({
+        "applicationId": id,
+        "status": status,
+        "applicationInstances": [instance],
+    }))
+    .into_response()
+}
+
+fn group_infos(group: &GroupView) -> Vec<Value> {
+    group
+        .instances
+        .iter()
+        .map(|i| {
+            json!({
+                "groupId": group.alias,
+                "instanceId": i.id,
+                "status": format!("{:?}", i.status),
+                "networkPartitionId": i.network_partition,
+                "clusterInstances": i.clusters.iter().map(cluster_info).collect::<Vec<_>>(),
+                "groupInstances": i.groups.iter().flat_map(group_infos).collect::<Vec<_>>(),
+            })
+        })
+        .collect()
+}
+
+fn cluster_info(cluster: &ClusterView) -> Value {
+    json!({
+        "alias": cluster.alias,
+        "serviceName": cluster.cartridge,
+        "status": format!("{:?}", cluster.status),
+        "member": cluster.members.iter().map(|m| json!({
+            "memberId": m.id,
+            "status": format!("{:?}", m.status),
+            "networkPartitionId": m.network_partition,
+            "partitionId": m.partition,
+            "defaultPrivateIP": m.host,
+            "ports": m.ports,
+            "createdTime": m.created_at,
+            "activeTime": m.active_at,
+        })).collect::<Vec<_>>(),
+    })
+}
