@@ -52,6 +52,9 @@ fn data_dir(given: Option<PathBuf>) -> anyhow::Result<PathBuf> {
 }
 
 async fn start(args: UpArgs, data_dir: PathBuf) -> anyhow::Result<cairn_server::Server> {
+    std::fs::create_dir_all(&data_dir).with_context(|| format!("cannot create {}", data_dir.display()))?;
+    // Members carry the data directory as their mark; one spelling of it must find them again.
+    let data_dir = std::fs::canonicalize(&data_dir).with_context(|| format!("cannot resolve {}", data_dir.display()))?;
     let exe = std::env::current_exe().context("cannot find the cairn executable to run the built-in workload")?;
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_string())

@@ -1,11 +1,25 @@
 //! Cairn's declarative model: parsing (native YAML, Stratos 4.1 JSON), validation and resolution.
 //!
-//! No I/O: callers hand in text and a source name; files are read elsewhere.
+//! No I/O: callers hand in text and a source name; files are read elsewhere. Both syntaxes
+//! read into one positioned value tree and convert through one path-tracking reader, so
+//! their errors share wording and always name the source, the line and the path.
 
+mod catalog;
 pub mod diagnostic;
+mod json;
+mod reader;
 pub mod spec;
+mod stratos;
+mod tree;
 pub mod types;
+mod validate;
+mod yaml;
+mod yaml_tree;
 
+pub use catalog::{Catalog, resolve};
 pub use diagnostic::{Diagnostic, Diagnostics, Location};
 pub use spec::{AppSpec, ClusterSpec, ComponentSpec, GroupSpec};
+pub use stratos::{detect_stratos_kind, parse_domain_mappings, parse_stratos, parse_stratos_any};
 pub use types::*;
+pub use validate::validate_bundle;
+pub use yaml::parse_yaml;

@@ -38,6 +38,8 @@ pub struct GroupSpec {
     pub scaling_dependents: Vec<Vec<ComponentRef>>,
 }
 
+// Boxing the cluster would only make every match clumsier; application trees are small.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ComponentSpec {

@@ -280,3 +280,184 @@ pub struct Bundle {
     /// The application policy a YAML blueprint names for its application's deployment.
     pub deploy_with: Option<String>,
 }
+
+/// The kinds of artifact Stratos' API accepts, one per JSON file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ArtifactKind {
+    Cartridge,
+    CartridgeGroup,
+    Application,
+    AutoscalingPolicy,
+    DeploymentPolicy,
+    ApplicationPolicy,
+    NetworkPartition,
+    KubernetesCluster,
+    DomainMappings,
+    ApplicationSignup,
+}
+
+impl ArtifactKind {
+    pub const ALL: [ArtifactKind; 10] = [
+        ArtifactKind::Cartridge,
+        ArtifactKind::CartridgeGroup,
+        ArtifactKind::Application,
+        ArtifactKind::AutoscalingPolicy,
+        ArtifactKind::DeploymentPolicy,
+        ArtifactKind::ApplicationPolicy,
+        ArtifactKind::NetworkPartition,
+        ArtifactKind::KubernetesCluster,
+        ArtifactKind::DomainMappings,
+        ArtifactKind::ApplicationSignup,
+    ];
+
+    /// The kind in words, as messages name it.
+    pub fn name(self) -> &'static str {
+        match self {
+            ArtifactKind::Cartridge => "cartridge",
+            ArtifactKind::CartridgeGroup => "cartridge group",
+            ArtifactKind::Application => "application",
+            ArtifactKind::AutoscalingPolicy => "autoscaling policy",
+            ArtifactKind::DeploymentPolicy => "deployment policy",
+            ArtifactKind::ApplicationPolicy => "application policy",
+            ArtifactKind::NetworkPartition => "network partition",
+            ArtifactKind::KubernetesCluster => "kubernetes cluster",
+            ArtifactKind::DomainMappings => "domain mappings",
+            ArtifactKind::ApplicationSignup => "application signup",
+        }
+    }
+}
+
+impl std::fmt::Display for ArtifactKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl ComponentRef {
+    /// Reads Stratos' `cartridge.<alias>` or `group.<alias>`.
+    pub fn parse(text: &str) -> Result<ComponentRef, String> {
+        let text = text.trim();
+        let (make, alias): (fn(String) -> ComponentRef, &str) =
+            if let Some(alias) = text.strip_prefix("cartridge.") {
+                (ComponentRef::Cartridge, alias)
+            } else if let Some(alias) = text.strip_prefix("group.") {
+                (ComponentRef::Group, alias)
+            } else {
+                return Err(format!(
+                    "expected `cartridge.<alias>` or `group.<alias>`, found `{text}`"
+                ));
+            };
+        let alias = alias.trim();
+        if alias.is_empty() {
+            return Err(format!("`{text}` names no alias"));
+        }
+        Ok(make(alias.to_string()))
+    }
+}
+
+impl HealthCheck {
+    pub const DEFAULT_INTERVAL_MS: u64 = 1000;
+    pub const DEFAULT_TIMEOUT_MS: u64 = 1000;
+    pub const DEFAULT_FAILURE_THRESHOLD: u32 = 3;
+
+    /// The check a cartridge gets when it names none: HTTP GET /healthz on the first http
+    /// port mapping, else a TCP connect to the first port, else the process alone.
+    pub fn for_ports(ports: &[PortMapping]) -> HealthCheck {
+        HealthCheck {
+            probe: Probe::for_ports(ports),
+            interval_ms: Self::DEFAULT_INTERVAL_MS,
+            timeout_ms: Self::DEFAULT_TIMEOUT_MS,
+            failure_threshold: Self::DEFAULT_FAILURE_THRESHOLD,
+        }
+    }
+}
+
+impl Probe {
+    pub fn for_ports(ports: &[PortMapping]) -> Probe {
+        if let Some(http) = ports.iter().find(|p| p.protocol == Protocol::Http) {
+            return Probe::Http {
+                port: http.name.clone(),
+                path: "/healthz".into(),
+            };
+        }
+        match ports.first() {
+            Some(first) => Probe::Tcp {
+                port: first.name.clone(),
+            },
+            None => Probe::Process,
+        }
+    }
+
+    /// The port mapping the probe uses, if any.
+    pub fn port(&self) -> Option<&str> {
+        match self {
+            Probe::Process => None,
+            Probe::Tcp { port } | Probe::Http { port, .. } => Some(port),
+        }
+    }
+}
+
+impl PortMapping {
+    /// Stratos' default name for an unnamed mapping.
+    pub fn default_name(protocol: Protocol, port: u16) -> String {
+        format!("{}-{port}", protocol.name())
+    }
+}
+
+impl Protocol {
+    pub fn name(self) -> &'static str {
+        match self {
+            Protocol::Http => "http",
+            Protocol::Https => "https",
+            Protocol::Tcp => "tcp",
+        }
+    }
+}
+
+impl AutoscalingPolicy {
+    /// The id of the policy used when a cartridge names none.
+    pub const DEFAULT_ID: &'static str = "default";
+
+    /// The policy used when a cartridge names none.
+    pub fn fallback() -> AutoscalingPolicy {
+        AutoscalingPolicy {
+            id: Self::DEFAULT_ID.into(),
+            requests_in_flight: Some(50.0),
+            memory_consumption: Some(80.0),
+            load_average: Some(80.0),
+        }
+    }
+}
+
+impl NetworkPartitionAlgorithm {
+    /// The bursting groups when a policy lists none: one per partition for
+    /// `one-after-another`, a single group of all for `all-at-once`.
+    pub fn default_groups(self, network_partitions: &[String]) -> Vec<Vec<String>> {
+        match self {
+            NetworkPartitionAlgorithm::OneAfterAnother => network_partitions
+                .iter()
+                .map(|id| vec![id.clone()])
+                .collect(),
+            NetworkPartitionAlgorithm::AllAtOnce if network_partitions.is_empty() => Vec::new(),
+            NetworkPartitionAlgorithm::AllAtOnce => vec![network_partitions.to_vec()],
+        }
+    }
+}
+
+impl ApplicationPolicy {
+    /// Reads Stratos' `networkPartitionGroups` property: groups separated by `,`, members by `|`.
+    pub fn parse_partition_groups(text: &str) -> Vec<Vec<String>> {
+        text.split(',')
+            .map(|group| {
+                group
+                    .split('|')
+                    .map(str::trim)
+                    .filter(|id| !id.is_empty())
+                    .map(str::to_string)
+                    .collect::<Vec<_>>()
+            })
+            .filter(|group| !group.is_empty())
+            .collect()
+    }
+}

@@ -52,22 +52,25 @@ pub struct Server {
 /// Starts everything and returns once every listener is bound.
 pub async fn start(config: ServerConfig) -> Result<Server, ServerError> {
     let platform = Platform::start(config.platform.clone()).await?;
+    // Everything is bound before anything is served, so a client that reaches one API reaches all.
+    let stratos = match config.stratos_api {
+        Some(addr) => Some((bind(addr).await?, tls::server_config(&config.platform.data_dir)?)),
+        None => None,
+    };
     let api_listener = bind(config.api).await?;
     let api = api_listener.local_addr().unwrap_or(config.api);
+    let mut stratos_api = None;
+    if let Some((listener, tls)) = stratos {
+        stratos_api = listener.local_addr().ok();
+        let router = api::stratos::router(platform.clone(), &config.stratos_user, &config.stratos_password);
+        tokio::spawn(serve_tls(listener, router, tls));
+    }
     let native = api::native::router(platform.clone());
     tokio::spawn(async move {
         if let Err(e) = axum::serve(api_listener, native).await {
             tracing::error!("native API stopped: {e}");
         }
     });
-    let mut stratos_api = None;
-    if let Some(addr) = config.stratos_api {
-        let tls = tls::server_config(&config.platform.data_dir)?;
-        let listener = bind(addr).await?;
-        stratos_api = Some(listener.local_addr().unwrap_or(addr));
-        let router = api::stratos::router(platform.clone(), &config.stratos_user, &config.stratos_password);
-        tokio::spawn(serve_tls(listener, router, tls));
-    }
     Ok(Server {
         platform,
         api,

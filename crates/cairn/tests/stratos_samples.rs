@@ -1,0 +1,190 @@
+//! Stratos' sample applications, driven with curl exactly as Stratos' own scripts drive them,
+//! against a real `cairn up`: every one reaches Active with its startup orders honoured, then
+//! undeploys and its artifacts delete cleanly so the next sample can post them again.
+
+mod support;
+
+use serde_json::Value;
+use support::{Cairn, members, samples};
+
+struct Sample {
+    application: &'static str,
+    /// `(collection, file under stratos-samples)` in the scripts' order.
+    posts: &'static [(&'static str, &'static str)],
+    /// `(before, after)`: `after` starts only once `before` is Active.
+    orders: &'static [(&'static str, &'static str)],
+    /// Components with no order between them, whose start-up windows overlap.
+    parallel: &'static [(&'static str, &'static str)],
+}
+
+const SAMPLES: &[Sample] = &[
+    Sample {
+        application: "single-cartridge-app",
+        posts: &[
+            ("autoscalingPolicies", "autoscaling-policies/autoscaling-policy-1.json"),
+            ("networkPartitions", "network-partitions/mock/network-partition-1.json"),
+            ("deploymentPolicies", "deployment-policies/deployment-policy-1.json"),
+            ("cartridges", "cartridges/mock/php.json"),
+            ("applicationPolicies", "application-policies/application-policy-1.json"),
+            ("applications", "applications/simple/single-cartridge-app/artifacts/application.json"),
+        ],
+        orders: &[],
+        parallel: &[],
+    },
+    Sample {
+        application: "cartridge-group-app",
+        posts: &[
+            ("autoscalingPolicies", "autoscaling-policies/autoscaling-policy-1.json"),
+            ("networkPartitions", "network-partitions/mock/network-partition-1.json"),
+            ("networkPartitions", "network-partitions/mock/network-partition-2.json"),
+            ("deploymentPolicies", "deployment-policies/deployment-policy-1.json"),
+            ("cartridges", "cartridges/mock/tomcat.json"),
+            ("cartridges", "cartridges/mock/esb.json"),
+            ("cartridges", "cartridges/mock/php.json"),
+            ("cartridgeGroups", "cartridge-groups/esb-php-group.json"),
+            ("applicationPolicies", "application-policies/application-policy-1.json"),
+            ("applications", "applications/simple/single-group-app/artifacts/application.json"),
+        ],
+        orders: &[("my-esb", "my-php")],
+        parallel: &[("my-tomcat", "my-esb-php-group")],
+    },
+    Sample {
+        application: "my-compositeapp",
+        posts: &[
+            ("autoscalingPolicies", "autoscaling-policies/autoscaling-policy-1.json"),
+            ("networkPartitions", "network-partitions/mock/network-partition-1.json"),
+            ("networkPartitions", "network-partitions/mock/network-partition-2.json"),
+            ("deploymentPolicies", "deployment-policies/deployment-policy-1.json"),
+            ("deploymentPolicies", "deployment-policies/deployment-policy-2.json"),
+            ("cartridges", "cartridges/mock/mysql.json"),
+            ("cartridges", "cartridges/mock/postgres.json"),
+            ("cartridges", "cartridges/mock/esb.json"),
+            ("cartridges", "cartridges/mock/tomcat.json"),
+            ("cartridges", "cartridges/mock/php.json"),
+            ("cartridgeGroups", "cartridge-groups/app-group.json"),
+            ("cartridgeGroups", "cartridge-groups/db-group.json"),
+            ("applicationPolicies", "application-policies/application-policy-1.json"),
+            ("applications", "applications/complex/php-tomcat-group-postgres-mysql-group-esb/artifacts/application.json"),
+        ],
+        orders: &[("my-dbgroup", "my-appgroup"), ("my-dbgroup", "my-esb"), ("my-php", "my-tomcat")],
+        parallel: &[("my-appgroup", "my-esb"), ("my-postgres", "my-mysql")],
+    },
+    Sample {
+        application: "complex-app-with-lb",
+        posts: &[
+            ("autoscalingPolicies", "autoscaling-policies/autoscaling-policy-1.json"),
+            ("networkPartitions", "network-partitions/mock/network-partition-1.json"),
+            ("deploymentPolicies", "deployment-policies/deployment-policy-1.json"),
+            ("cartridges", "cartridges/mock/stratos-lb.json"),
+            ("cartridges", "cartridges/mock/tomcat.json"),
+            ("cartridges", "cartridges/mock/tomcat1.json"),
+            ("cartridges", "cartridges/mock/tomcat2.json"),
+            ("cartridgeGroups", "cartridge-groups/group6c3.json"),
+            ("cartridgeGroups", "cartridge-groups/group8c.json"),
+            ("applicationPolicies", "application-policies/application-policy-1.json"),
+            ("applications", "applications/nested/complex-app-with-lb/artifacts/application.json"),
+        ],
+        orders: &[("my-tomcat", "my-stratos-lb"), ("my-stratos-lb", "my-group6"), ("my-group6", "my-group8")],
+        parallel: &[("my-tomcat2-group6", "my-group7")],
+    },
+];
+
+#[test]
+fn every_stratos_sample_deploys_through_the_stratos_api_in_script_order() {
+    let cairn = Cairn::start("stratos", &[80, 8280, 8281]);
+    for sample in SAMPLES {
+        run_sample(&cairn, sample);
+    }
+}
+
+fn run_sample(cairn: &Cairn, sample: &Sample) {
+    let app = sample.application;
+    for (collection, file) in sample.posts {
+        let (code, body) = cairn.stratos_curl("POST", collection, Some(&samples().join(file)));
+        assert_eq!(code, 201, "{app}: POST {collection} {file}: {body}\n{}", cairn.output());
+    }
+    let (code, body) = cairn.stratos_curl("POST", &format!("applications/{app}/deploy/application-policy-1"), None);
+    assert_eq!(code, 202, "{app}: deploy: {body}");
+    let view = cairn.wait_active(app);
+
+    let (code, runtime) = cairn.stratos_curl("GET", &format!("applications/{app}/runtime"), None);
+    assert_eq!(code, 200, "{app}: runtime: {runtime}");
+    let runtime: Value = serde_json::from_str(&runtime).expect("runtime is JSON");
+    assert_eq!(runtime["status"], "Active", "{app}: {runtime}");
+
+    for (before, after) in sample.orders {
+        let ready = window(&view, before).1;
+        let started = window(&view, after).0;
+        assert!(ready <= started, "{app}: {after} started at {started}, before {before} was Active at {ready}");
+    }
+    for (a, b) in sample.parallel {
+        let (a_start, a_active) = window(&view, a);
+        let (b_start, b_active) = window(&view, b);
+        assert!(
+            a_start <= b_active && b_start <= a_active,
+            "{app}: {a} [{a_start}, {a_active}] and {b} [{b_start}, {b_active}] should overlap"
+        );
+    }
+
+    let (code, body) = cairn.stratos_curl("POST", &format!("applications/{app}/undeploy"), None);
+    assert_eq!(code, 202, "{app}: undeploy: {body}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while cairn.view(app).is_some() {
+        assert!(std::time::Instant::now() < deadline, "{app}: still deployed 10 s after undeploy");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(support::member_processes(&cairn.data_dir).is_empty(), "{app}: members left after undeploy");
+    let (code, body) = cairn.stratos_curl("DELETE", &format!("applications/{app}"), None);
+    assert_eq!(code, 200, "{app}: DELETE application: {body}");
+    for (collection, file) in sample.posts.iter().filter(|(c, _)| *c != "applications") {
+        let id = artifact_id(collection, &samples().join(file));
+        let (code, body) = cairn.stratos_curl("DELETE", &format!("{collection}/{id}"), None);
+        assert_eq!(code, 200, "{app}: DELETE {collection}/{id}: {body}");
+    }
+}
+
+/// When a component started (first member created) and became Active (its last member that
+/// counts became Active), as RFC 3339 strings, which order like the times they name.
+fn window(view: &Value, alias: &str) -> (String, String) {
+    let scope = find(view, alias).unwrap_or_else(|| panic!("no {alias} in {view}"));
+    let all = members(&scope);
+    assert!(!all.is_empty(), "{alias} has no members");
+    let start = all.iter().map(|(_, m)| m["created_at"].as_str().unwrap_or("").to_string()).min();
+    let active = all.iter().map(|(_, m)| m["active_at"].as_str().unwrap_or("~").to_string()).max();
+    (start.unwrap_or_default(), active.unwrap_or_default())
+}
+
+/// The cluster or group with this alias, as a view node that [`members`] can walk.
+fn find(node: &Value, alias: &str) -> Option<Value> {
+    for c in node["clusters"].as_array().into_iter().flatten() {
+        if c["alias"] == alias {
+            return Some(serde_json::json!({"clusters": [c]}));
+        }
+    }
+    for g in node["groups"].as_array().into_iter().flatten() {
+        if g["alias"] == alias {
+            return Some(serde_json::json!({"groups": [g]}));
+        }
+        for i in g["instances"].as_array().into_iter().flatten() {
+            if let Some(found) = find(i, alias) {
+                return Some(found);
+            }
+        }
+    }
+    None
+}
+
+fn artifact_id(collection: &str, file: &std::path::Path) -> String {
+    let text = std::fs::read_to_string(file).expect("sample readable");
+    let key = match collection {
+        "cartridges" => "\"type\"",
+        "cartridgeGroups" => "\"name\"",
+        _ => "\"id\"",
+    };
+    // The samples are not all strict JSON, so the id is read as text: the first `"key": "value"`.
+    let at = text.find(key).expect("id key present") + key.len();
+    let rest = &text[at..];
+    let open = rest.find('"').expect("id value") + 1;
+    let close = rest[open..].find('"').expect("id value end") + open;
+    rest[open..close].to_string()
+}

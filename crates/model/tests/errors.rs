@@ -1,0 +1,419 @@
+//! Malformed input: every problem is reported, with its exact message and place.
+
+use cairn_model::*;
+
+enum Input {
+    Yaml,
+    Json(ArtifactKind),
+}
+
+/// Parses `text` and asserts the diagnostics, each written as `Display` shows it.
+fn check(input: Input, text: &str, expected: &[&str]) {
+    let result = match input {
+        Input::Yaml => parse_yaml("t", text),
+        Input::Json(kind) => parse_stratos(kind, "t", text),
+    };
+    let got: Vec<String> = match result {
+        Ok(bundle) => panic!("parsed, expected errors: {bundle:?}\n{text}"),
+        Err(diagnostics) => diagnostics.0.iter().map(ToString::to_string).collect(),
+    };
+    assert_eq!(got, expected, "\n{text}");
+}
+
+use ArtifactKind::*;
+use Input::{Json, Yaml};
+
+const CARTRIDGE: &str = r#"{"type": "php", "portMapping": [{"protocol": "http", "port": "8080"}]}"#;
+
+#[test]
+fn stratos_json_errors() {
+    check(
+        Json(Cartridge),
+        "{\"type\": \"php\",\n \"portMapping\": [}",
+        &["t:2:18: expected a value, found `}`"],
+    );
+    check(
+        Json(Cartridge),
+        "{\"portMapping\": []}",
+        &["t:1:1: missing field `type`"],
+    );
+    check(
+        Json(Cartridge),
+        "[1, 2]",
+        &["t:1:1: expected a map, found a list"],
+    );
+    check(
+        Json(Cartridge),
+        r#"{"type": "php", "portMapping": "http"}"#,
+        &["t:1:32 at $.portMapping: expected a list, found a string"],
+    );
+    check(
+        Json(Cartridge),
+        r#"{"type": "php", "portMapping": [{"protocol": "udp", "port": "abc"}, {"protocol": "http", "port": 70000}]}"#,
+        &[
+            "t:1:46 at $.portMapping[0].protocol: unknown protocol `udp`, expected one of: http, https, tcp",
+            "t:1:61 at $.portMapping[0].port: expected a whole number, found `abc`",
+            "t:1:98 at $.portMapping[1].port: expected a whole number from 0 to 65535, found `70000`",
+        ],
+    );
+    check(
+        Json(Cartridge),
+        r#"{"type": "php", "portMapping": [{"protocol": "http", "port": "0"}]}"#,
+        &["t:1:62 at $.portMapping[0].port: port 0 is not a usable port"],
+    );
+    check(
+        Json(Cartridge),
+        r#"{"type": "php", "portMapping": [{"protocol": "http", "port": 80}, {"name": "http-80", "protocol": "tcp", "port": 81}]}"#,
+        &["t:1:76 at $.portMapping[1].name: port mapping name `http-80` is used twice"],
+    );
+    check(
+        Json(Cartridge),
+        r#"{"type": "php", "multiTenant": "maybe"}"#,
+        &["t:1:32 at $.multiTenant: expected true or false, found `maybe`"],
+    );
+    check(
+        Json(Cartridge),
+        &CARTRIDGE.replace("}]}", r#"}], "health": {"http": "/up", "tcp": true}}"#),
+        &["t:1:82 at $.health: choose one of `http`, `tcp` and `process`"],
+    );
+    check(
+        Json(Cartridge),
+        &CARTRIDGE.replace("}]}", r#"}], "health": {"http": "/up", "port": "admin"}}"#),
+        &[
+            "t:1:106 at $.health.port: the health check uses port `admin`, which is not a port mapping of this cartridge",
+        ],
+    );
+    check(
+        Json(Cartridge),
+        &CARTRIDGE.replace("}]}", r#"}], "command": ["run", 7, ["x"]]}"#),
+        &["t:1:94 at $.command[2]: expected a string, found a list"],
+    );
+    check(
+        Json(AutoscalingPolicy),
+        r#"{"id": "a", "loadThresholds": {"memoryConsumption": {"threshold": 150}, "requestsInFlight": {"threshold": "x"}}}"#,
+        &["t:1:107 at $.loadThresholds.requestsInFlight.threshold: expected a number, found `x`"],
+    );
+    check(
+        Json(AutoscalingPolicy),
+        r#"{"id": "a", "loadThresholds": {"memoryConsumption": {"threshold": 150}}}"#,
+        &[
+            "t:1:67 at $.loadThresholds.memoryConsumption.threshold: the memory consumption threshold is a percentage above 0 and at most 100, found 150",
+        ],
+    );
+    check(
+        Json(DeploymentPolicy),
+        r#"{"id": "d", "networkPartitions": [{"id": "np", "partitionAlgo": "random", "partitions": [{"id": "p"}]}]}"#,
+        &[
+            "t:1:65 at $.networkPartitions[0].partitionAlgo: unknown partition algorithm `random`, expected one of: one-after-another, round-robin",
+            "t:1:90 at $.networkPartitions[0].partitions[0]: missing field `partitionMax`",
+        ],
+    );
+    check(
+        Json(DeploymentPolicy),
+        r#"{"id": "d", "networkPartitions": []}"#,
+        &["t:1:34 at $.networkPartitions: the deployment policy names no network partition"],
+    );
+    check(
+        Json(ApplicationPolicy),
+        r#"{"id": "a", "algorithm": "one-after-another", "networkPartitions": ["np1"], "properties": [{"name": "networkPartitionGroups", "value": "np1|np2"}]}"#,
+        &[
+            "t:1:91 at $.properties: network partition group member `np2` is not one of the policy's network partitions",
+        ],
+    );
+    check(
+        Json(CartridgeGroup),
+        r#"{"name": "g", "dependencies": {"terminationBehaviour": "terminate-some", "startupOrders": [{"aliases": ["cartridge.a, frontend.b"]}]}}"#,
+        &[
+            "t:1:105 at $.dependencies.startupOrders[0].aliases[0]: expected `cartridge.<alias>` or `group.<alias>`, found `frontend.b`",
+            "t:1:56 at $.dependencies.terminationBehaviour: unknown termination behaviour `terminate-some`, expected one of: terminate-all, terminate-dependents, terminate-none",
+        ],
+    );
+    check(
+        Json(CartridgeGroup),
+        r#"{"name": "g", "dependencies": {"startupOrders": [{"aliases": ["cartridge.a", "cartridge.b"]}, "cartridge.b,cartridge.a"]}}"#,
+        &[
+            "t:1:49 at $.dependencies.startupOrders: the startup orders form a cycle: cartridge.a → cartridge.b → cartridge.a",
+        ],
+    );
+    check(
+        Json(Application),
+        &app(r#""cartridgeMin": 3, "cartridgeMax": 2"#, "", ""),
+        &["t:4:103 at $.components.cartridges[0].cartridgeMax: min (3) is greater than max (2)"],
+    );
+    check(
+        Json(Application),
+        &app("", r#""groupMinInstances": 2, "groupMaxInstances": 1"#, ""),
+        &[
+            "t:3:101 at $.components.groups[0].groupMaxInstances: min instances (2) is greater than max instances (1)",
+        ],
+    );
+    check(
+        Json(Application),
+        &app(
+            "",
+            "",
+            r#""startupOrders": [{"aliases": ["group.g", "cartridge.nope"]}]"#,
+        ),
+        &[
+            "t:5:101 at $.components.dependencies.startupOrders[0].aliases[1]: the startup order names `cartridge.nope`, which is not a component of the application",
+        ],
+    );
+    check(
+        Json(Application),
+        &app(
+            "",
+            "",
+            r#""scalingDependents": [{"aliases": ["cartridge.c"]}], "startupOrders": [{"aliases": ["cartridge.c, group.g, cartridge.c"]}]"#,
+        ),
+        &[
+            "t:5:129 at $.components.dependencies.startupOrders: the startup orders form a cycle: cartridge.c → group.g → cartridge.c",
+        ],
+    );
+    check(
+        Json(Application),
+        &app("", "", "").replace(r#""alias": "g""#, r#""alias": "c""#),
+        &["t:3:26 at $.components.groups[0].alias: alias `c` is used twice in the application"],
+    );
+    check(
+        Json(Application),
+        r#"{"applicationId": "a", "components": {"cartridges": [{"type": "php"}]}}"#,
+        &["t:1:54 at $.components.cartridges[0]: missing field `subscribableInfo`"],
+    );
+    check(
+        Json(DomainMappings),
+        r#"{"domainMappings": [{"cartridgeAlias": "web"}]}"#,
+        &["t:1:21 at $.domainMappings[0]: missing field `domainName`"],
+    );
+}
+
+/// An application with one group `g` and one cartridge `c`, with extra fields spliced in.
+fn app(cartridge_extra: &str, group_extra: &str, dependencies: &str) -> String {
+    let comma = |s: &str| {
+        if s.is_empty() {
+            String::new()
+        } else {
+            format!(", {s}")
+        }
+    };
+    format!(
+        "{{\"applicationId\": \"a\", \"components\": {{\n\
+         \"groups\": [\n\
+         {{\"name\": \"grp\", \"alias\": \"g\", \"deploymentPolicy\": \"d\"{}, \"cartridges\": []}}],\n\
+         \"cartridges\": [{{\"type\": \"php\", \"subscribableInfo\": {{\"alias\": \"c\"}}{}}}],\n\
+         \"dependencies\": {{\"terminationBehaviour\": \"terminate-all\"{}}}}}}}",
+        comma(group_extra),
+        comma(cartridge_extra),
+        comma(dependencies),
+    )
+}
+
+const MINIMAL: &str =
+    "application: a\ncartridges:\n  web:\n    ports: [8000]\ncomponents:\n  web:\n";
+
+#[test]
+fn yaml_blueprint_errors() {
+    check(Yaml, "", &["t:1:1: the blueprint is empty"]);
+    check(
+        Yaml,
+        "application: a\ncartridges: [1, 2\n",
+        &["t:2:13: unclosed bracket '['"],
+    );
+    check(
+        Yaml,
+        "application: a\napplication: b\n",
+        &["t:2:1: duplicate key `application`"],
+    );
+    check(Yaml, "- a\n- b\n", &["t:1:1: expected a map, found a list"]);
+    check(
+        Yaml,
+        &MINIMAL
+            .replace("  web:\n", "  web:\n    min_instance: 2\n")
+            .replacen("    min_instance: 2\n", "", 1),
+        &[
+            "t:7:5 at $.components.web.min_instance: unknown field `min_instance`, expected one of: cartridge, min, max, autoscaling_policy, deployment_policy, depends_on, domains",
+        ],
+    );
+    check(
+        Yaml,
+        &format!("{MINIMAL}    min: 3\n    max: 2\n"),
+        &["t:8:10 at $.components.web.max: min (3) is greater than max (2)"],
+    );
+    check(
+        Yaml,
+        &format!("{MINIMAL}    depends_on: [db]\n"),
+        &[
+            "t:7:18 at $.components.web.depends_on[0]: unknown component `db` in `depends_on`, expected one of: web",
+        ],
+    );
+    check(
+        Yaml,
+        &format!(
+            "{MINIMAL}    depends_on: [api]\n  api:\n    cartridge: web\n    depends_on: [web]\n"
+        ),
+        &[
+            "t:6:3 at $.components: the startup orders form a cycle: cartridge.api → cartridge.web → cartridge.api",
+        ],
+    );
+    check(
+        Yaml,
+        &MINIMAL.replace(
+            "ports: [8000]",
+            "ports: [0, {port: 8001, proxy_port: 70000}]",
+        ),
+        &[
+            "t:4:41 at $.cartridges.web.ports[1].proxy_port: expected a whole number from 0 to 65535, found `70000`",
+        ],
+    );
+    check(
+        Yaml,
+        &MINIMAL.replace("ports: [8000]", "ports: [0]"),
+        &["t:4:13 at $.cartridges.web.ports[0]: port 0 is not a usable port"],
+    );
+    check(
+        Yaml,
+        &MINIMAL.replace(
+            "ports: [8000]",
+            "ports: [8000]\n    health: {interval: fast, tcp: yes}",
+        ),
+        &[
+            "t:5:35 at $.cartridges.web.health.tcp: expected true or false, found `yes`",
+            "t:5:24 at $.cartridges.web.health.interval: expected a duration like `500ms` or `2s`, found `fast`",
+        ],
+    );
+    check(
+        Yaml,
+        "cartridges:\n  web:\ncomponents:\n  web:\n",
+        &["t:1:1: missing field `application`"],
+    );
+    check(
+        Yaml,
+        &format!("{MINIMAL}deploy_with: elsewhere\n"),
+        &[
+            "t:7:14 at $.deploy_with: `deploy_with` names `elsewhere`, which is not an application policy of this blueprint",
+        ],
+    );
+    check(
+        Yaml,
+        &format!("{MINIMAL}deployment_policies:\n  a:\n  b:\n"),
+        &[
+            "t:6:3 at $.components.web: `web` has no deployment policy: several are declared, so name one with `deployment_policy`",
+        ],
+    );
+    check(
+        Yaml,
+        &format!("{MINIMAL}deployment_policies:\n  d:\n    network_partitions:\n      cloud:\n"),
+        &[
+            "t:10:7 at $.deployment_policies.d.network_partitions.cloud: name the partitions of `cloud`: it is not declared in this blueprint",
+        ],
+    );
+    check(
+        Yaml,
+        "application: a\ncartridges: {web: }\ncomponents:\n  one:\n    components:\n      web:\n  two:\n    group: one\n    components:\n      web2: {cartridge: other}\n",
+        &[
+            "t:8:5 at $.components.two: group `one` is used twice with different members; give one of them another `group` name",
+        ],
+    );
+    check(
+        Yaml,
+        &format!("{MINIMAL}autoscaling_policies:\n  default:\n    load_average: 0\n"),
+        &[
+            "t:9:19 at $.autoscaling_policies.default.load_average: the load average threshold is a percentage above 0 and at most 100, found 0",
+        ],
+    );
+    check(
+        Yaml,
+        &format!(
+            "{MINIMAL}application_policies:\n  p:\n    algorithm: sometimes\n    network_partitions: [local]\n"
+        ),
+        &[
+            "t:9:16 at $.application_policies.p.algorithm: unknown network partition algorithm `sometimes`, expected one of: one-after-another, all-at-once",
+        ],
+    );
+}
+
+/// Resolution errors name the artifact and the path inside it.
+fn check_resolve(
+    files: &[(ArtifactKind, &str)],
+    application: &str,
+    policy: &str,
+    expected: &[&str],
+) {
+    let mut catalog = Catalog::default();
+    for (kind, text) in files {
+        catalog.add_bundle(parse_stratos(*kind, "t", text).unwrap_or_else(|e| panic!("{e}")));
+    }
+    let got: Vec<String> = match resolve(&catalog, application, policy) {
+        Ok(spec) => panic!("resolved: {spec:?}"),
+        Err(d) => d.0.iter().map(ToString::to_string).collect(),
+    };
+    assert_eq!(got, expected);
+}
+
+const NP: &str = r#"{"id": "np1", "partitions": [{"id": "p1"}]}"#;
+const DP: &str = r#"{"id": "dp", "networkPartitions": [{"id": "np1", "partitionAlgo": "round-robin", "partitions": [{"id": "p1", "partitionMax": 3}]}]}"#;
+const AP: &str = r#"{"id": "ap", "algorithm": "all-at-once", "networkPartitions": ["np1"]}"#;
+const GROUP: &str = r#"{"name": "grp", "cartridges": ["php"], "dependencies": {"startupOrders": [{"aliases": ["cartridge.c", "cartridge.x"]}]}}"#;
+
+#[test]
+fn resolution_errors() {
+    let application =
+        app("", "", "").replace(r#""deploymentPolicy": "d""#, r#""deploymentPolicy": "dp""#);
+    check_resolve(
+        &[(Application, &application)],
+        "nope",
+        "ap",
+        &["application nope: unknown application `nope`"],
+    );
+    check_resolve(
+        &[(Application, &application)],
+        "a",
+        "ap",
+        &["application a: unknown application policy `ap`"],
+    );
+    check_resolve(
+        &[
+            (Application, &application),
+            (ApplicationPolicy, AP),
+            (NetworkPartition, NP),
+            (DeploymentPolicy, DP),
+        ],
+        "a",
+        "ap",
+        &[
+            "application a at $.components.groups[0].name: unknown cartridge group `grp`",
+            "application a at $.components.cartridges[0].cartridge: unknown cartridge type `php`",
+            "application a at $.components.cartridges[0].deployment_policy: cartridge `c` has no deployment policy, and no group around it has one",
+        ],
+    );
+    let nested = application.replace(
+        r#""cartridges": []}"#,
+        r#""cartridges": [{"type": "php", "subscribableInfo": {"alias": "c2"}}, {"type": "tomcat", "subscribableInfo": {"alias": "c3"}}]}"#,
+    );
+    let dp_elsewhere = DP.replace(r#""id": "p1""#, r#""id": "p9""#);
+    check_resolve(
+        &[
+            (Application, &nested),
+            (
+                ApplicationPolicy,
+                &AP.replace(r#"["np1"]"#, r#"["np1", "np2"]"#),
+            ),
+            (NetworkPartition, NP),
+            (NetworkPartition, &NP.replace("np1", "np2")),
+            (DeploymentPolicy, &dp_elsewhere),
+            (CartridgeGroup, GROUP),
+            (Cartridge, r#"{"type": "php"}"#),
+            (Cartridge, r#"{"type": "tomcat"}"#),
+        ],
+        "a",
+        "ap",
+        &[
+            "deployment policy dp at $.network_partitions[0].partitions[0].id: network partition `np1` has no partition `p9`",
+            "application a at $.components.groups[0].cartridges[0].deployment_policy: deployment policy `dp` of cartridge `c2` does not cover network partition `np2` of application policy `ap`",
+            "application a at $.components.groups[0].cartridges[1].cartridge: cartridge `tomcat` is not a member of cartridge group `grp`",
+            "application a at $.components.groups[0].cartridges[1].deployment_policy: deployment policy `dp` of cartridge `c3` does not cover network partition `np2` of application policy `ap`",
+            "cartridge group grp at $.dependencies.startup_orders[0][0]: the startup order names `cartridge.c`, which is not a direct component of group `g`",
+            "cartridge group grp at $.dependencies.startup_orders[0][1]: the startup order names `cartridge.x`, which is not a direct component of group `g`",
+            "application a at $.components.cartridges[0].deployment_policy: cartridge `c` has no deployment policy, and no group around it has one",
+        ],
+    );
+}
