@@ -187,6 +187,8 @@ pub fn validate(files: &[PathBuf], output: Output) -> ExitCode {
     let mut problems: Vec<Diagnostic> = Vec::new();
     let mut catalog = Catalog::default();
     let mut policies: Vec<(String, Option<String>)> = Vec::new();
+    // Stratos files name no policy to deploy with; exactly one given alongside is taken as it.
+    let mut stratos_policies: Vec<String> = Vec::new();
     for file in files {
         let source = file.display().to_string();
         let text = match std::fs::read_to_string(file) {
@@ -199,6 +201,9 @@ pub fn validate(files: &[PathBuf], output: Output) -> ExitCode {
         match parse_file(&source, &text) {
             Ok(bundle) => {
                 problems.extend(cairn_model::validate_bundle(&bundle).0);
+                if bundle.deploy_with.is_none() {
+                    stratos_policies.extend(bundle.application_policies.iter().map(|p| p.id.clone()));
+                }
                 policies.extend(bundle.applications.iter().map(|a| (a.id.clone(), bundle.deploy_with.clone())));
                 catalog.add_bundle(bundle);
             }
@@ -207,11 +212,7 @@ pub fn validate(files: &[PathBuf], output: Output) -> ExitCode {
     }
     // Cross-references can be checked once the application policy is known.
     if problems.is_empty() {
-        let only_policy = if catalog.application_policies.len() == 1 {
-            catalog.application_policies.keys().next().cloned()
-        } else {
-            None
-        };
+        let only_policy = if stratos_policies.len() == 1 { stratos_policies.pop() } else { None };
         for (app, policy) in policies {
             if let Some(policy) = policy.or_else(|| only_policy.clone()) {
                 if let Err(Diagnostics(found)) = cairn_model::resolve(&catalog, &app, &policy) {

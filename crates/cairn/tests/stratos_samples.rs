@@ -126,6 +126,16 @@ fn run_sample(cairn: &Cairn, sample: &Sample) {
         );
     }
 
+    // What a deployed application uses cannot be deleted from under it.
+    for path in [format!("applications/{app}"), "applicationPolicies/application-policy-1".into(), "cartridges/php".into()] {
+        if path.ends_with("php") && !sample.posts.iter().any(|(_, f)| f.ends_with("php.json")) {
+            continue;
+        }
+        let (code, body) = cairn.stratos_curl("DELETE", &path, None);
+        assert_eq!(code, 409, "{app}: DELETE {path} while deployed: {body}");
+        assert!(body.contains(app), "{app}: the refusal names the application: {body}");
+    }
+
     let (code, body) = cairn.stratos_curl("POST", &format!("applications/{app}/undeploy"), None);
     assert_eq!(code, 202, "{app}: undeploy: {body}");
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);

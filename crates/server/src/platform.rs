@@ -52,6 +52,8 @@ pub struct AppSummary {
 #[derive(Debug, Default)]
 struct Snapshot {
     views: BTreeMap<String, AppView>,
+    /// Per deployed application: its application policy and network partitions.
+    placements: BTreeMap<String, (String, Vec<String>)>,
 }
 
 enum Command {
@@ -201,11 +203,22 @@ impl Platform {
                 "application {id} is deployed: undeploy it first"
             )));
         }
-        let users: Vec<String> = catalog
+        let mut users: Vec<String> = catalog
             .applications_using(kind, id)
             .into_iter()
             .filter(|app| deployed.contains(app))
             .collect();
+        // Which application policy and partitions a deployment uses is deployment state.
+        for (app, (policy, partitions)) in &self.read_snapshot().placements {
+            let uses = match kind {
+                ArtifactKind::ApplicationPolicy => policy == id,
+                ArtifactKind::NetworkPartition => partitions.iter().any(|p| p == id),
+                _ => false,
+            };
+            if uses && !users.contains(app) {
+                users.push(app.clone());
+            }
+        }
         if !users.is_empty() {
             return Err(PlatformError::Conflict(format!(
                 "{} {id} is used by deployed application {}",
@@ -477,7 +490,17 @@ impl EngineLoop {
             .keys()
             .filter_map(|id| self.engine.view(id).map(|v| (id.clone(), v)))
             .collect();
-        *self.platform.snapshot.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(Snapshot { views });
+        let placements = self
+            .engine
+            .state()
+            .apps
+            .iter()
+            .map(|(id, app)| {
+                let partitions = app.spec.network_partition_groups.iter().flatten().cloned().collect();
+                (id.clone(), (app.spec.application_policy.clone(), partitions))
+            })
+            .collect();
+        *self.platform.snapshot.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(Snapshot { views, placements });
         let (table, problems) = route_table(&self.engine.routes(), self.platform.config.proxy_port_offset);
         if self.published.as_ref() == Some(&table) {
             return;
