@@ -5,6 +5,7 @@
 //! no I/O, no threads, no async. The control plane feeds it inputs and carries out the actions it
 //! returns; simulation feeds it the same inputs at any speed.
 
+pub mod autoscale;
 mod placement;
 mod reconcile;
 pub mod state;
@@ -85,6 +86,13 @@ pub enum Observation {
     Unhealthy { member_id: String, reason: String },
     /// Its process is gone.
     Exited { member_id: String, reason: String },
+    /// Load figures; each source reports the ones it measures.
+    Load {
+        member_id: String,
+        in_flight: Option<f64>,
+        cpu_percent: Option<f64>,
+        memory_percent: Option<f64>,
+    },
 }
 
 impl Observation {
@@ -93,7 +101,8 @@ impl Observation {
             Observation::Started { member_id, .. }
             | Observation::Healthy { member_id }
             | Observation::Unhealthy { member_id, .. }
-            | Observation::Exited { member_id, .. } => member_id,
+            | Observation::Exited { member_id, .. }
+            | Observation::Load { member_id, .. } => member_id,
         }
     }
 }
@@ -106,6 +115,9 @@ pub struct Event {
     /// What it is about: `member <id>`, `cluster <alias>`, `group <instance id>`, `application`.
     pub subject: String,
     pub message: String,
+    /// For scaling decisions: the sizes, the reason and the figures behind it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decision: Option<autoscale::Decision>,
 }
 
 /// The actions to carry out and the events to record after one step.
@@ -121,6 +133,15 @@ pub enum EngineError {
     AlreadyDeployed(String),
     #[error("application {0} is not deployed")]
     NotDeployed(String),
+    #[error("application {application} has no cluster {alias}")]
+    NoCluster { application: String, alias: String },
+    #[error("cluster {alias} takes between {min} and {max} members, not {asked}")]
+    OutOfRange {
+        alias: String,
+        min: u32,
+        max: u32,
+        asked: u32,
+    },
 }
 
 /// A member with where it belongs.
@@ -173,6 +194,7 @@ impl Engine {
             application: id.clone(),
             subject: "application".into(),
             message: "deployed".into(),
+            decision: None,
         });
         self.reconcile_app(&id, now, &mut out);
         Ok(out)
@@ -190,6 +212,7 @@ impl Engine {
                 application: application.to_string(),
                 subject: "application".into(),
                 message: "undeploying in reverse dependency order".into(),
+                decision: None,
             });
         }
         self.reconcile_app(application, now, &mut out);
@@ -214,6 +237,37 @@ impl Engine {
         };
         self.reconcile_app(&app_id, now, &mut out);
         out
+    }
+
+    /// Sets a cluster's size by hand and suspends its autoscaling; `None` resumes autoscaling.
+    pub fn scale(
+        &mut self,
+        application: &str,
+        alias: &str,
+        size: Option<u32>,
+        now: Millis,
+    ) -> Result<Output, EngineError> {
+        let Some(app) = self.state.apps.get_mut(application) else {
+            return Err(EngineError::NotDeployed(application.to_string()));
+        };
+        let Some((min, max)) = reconcile::cluster_bounds(&app.spec.root, alias) else {
+            return Err(EngineError::NoCluster {
+                application: application.to_string(),
+                alias: alias.to_string(),
+            });
+        };
+        if let Some(asked) = size.filter(|n| !(min..=max).contains(n)) {
+            return Err(EngineError::OutOfRange {
+                alias: alias.to_string(),
+                min,
+                max,
+                asked,
+            });
+        }
+        let mut out = Output::default();
+        reconcile::set_manual(app, alias, size, now, &mut out);
+        self.reconcile_app(application, now, &mut out);
+        Ok(out)
     }
 
     /// Lets time pass: start timeouts, and anything that waits for time.
@@ -270,6 +324,7 @@ impl Engine {
                 application: id.to_string(),
                 subject: "application".into(),
                 message: "undeployed: every member terminated".into(),
+                decision: None,
             });
         }
     }

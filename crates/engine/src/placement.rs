@@ -58,6 +58,8 @@ mod tests {
                 created_at: Millis(0),
                 active_at: None,
                 since: Millis(0),
+                load: Default::default(),
+                stop_at: None,
             })
             .collect();
         assert_eq!(choose(&placement, &members).as_deref(), expected);

@@ -10,6 +10,7 @@ use cairn_model::{
     AppSpec, ClusterSpec, ComponentRef, ComponentSpec, GroupSpec, TerminationBehaviour,
 };
 
+use crate::autoscale;
 use crate::placement;
 use crate::state::{
     AppState, ChildState, ClusterState, GroupInstance, GroupState, Member, MemberStatus, Millis,
@@ -33,6 +34,7 @@ impl Ctx<'_> {
             application: app.to_string(),
             subject,
             message,
+            decision: None,
         });
     }
 }
@@ -118,6 +120,9 @@ fn new_instance(id: String, network_partition: &str, spec: &GroupSpec) -> GroupI
                 status: Status::Created,
                 desired: c.min,
                 members: Vec::new(),
+                scaler: Default::default(),
+                estimates: Vec::new(),
+                sampled_at: None,
             }),
         })
         .collect();
@@ -389,7 +394,10 @@ fn drive_child(
         (ComponentSpec::Cluster(cs), ChildState::Cluster(c)) => {
             housekeep_cluster(app, cs, c, ctx);
             match c.phase {
-                Phase::Running => size_cluster(app, cs, c, &np, &deps, ctx),
+                Phase::Running => {
+                    autoscale_cluster(app, cs, c, ctx);
+                    size_cluster(app, cs, c, &np, &deps, ctx)
+                }
                 Phase::Stopping => {
                     stop_members(app, c, ctx, "stopping cluster");
                     if c.members.is_empty() {
@@ -547,6 +555,22 @@ fn housekeep_cluster(app: &str, spec: &ClusterSpec, c: &mut ClusterState, ctx: &
     c.members.retain(|m| m.status != MemberStatus::Terminated);
     let timeout = ctx.config.start_timeout_ms;
     for m in &mut c.members {
+        if let Some(stop_at) = m.stop_at {
+            let idle = m
+                .load
+                .in_flight
+                .is_some_and(|(t, v)| t > m.since && v == 0.0);
+            if ctx.now >= stop_at || idle {
+                m.stop_at = None;
+                ctx.out.actions.push(Action::StopMember(StopMember {
+                    member_id: m.id.clone(),
+                    application: app.to_string(),
+                    cluster: spec.alias.clone(),
+                    reason: "drained".into(),
+                }));
+            }
+            continue;
+        }
         let starting = matches!(m.status, MemberStatus::Created | MemberStatus::Starting);
         if starting && ctx.now.saturating_sub(m.created_at) > timeout {
             let reason = format!("not active {timeout} ms after creation");
@@ -600,6 +624,8 @@ fn size_cluster(
             created_at: ctx.now,
             active_at: None,
             since: ctx.now,
+            load: Default::default(),
+            stop_at: None,
         });
         ctx.event(
             app,
@@ -619,29 +645,130 @@ fn size_cluster(
             })));
     }
     let mut extra = live.saturating_sub(c.desired);
-    // Members not yet serving go first, newest first.
+    // Members not yet serving go first (newest first), then the least loaded Active ones.
     let mut order: Vec<usize> = (0..c.members.len())
         .filter(|&i| c.members[i].status.is_live())
         .collect();
-    order.sort_by_key(|&i| {
-        (
-            c.members[i].status == MemberStatus::Active,
-            std::cmp::Reverse(c.members[i].created_at),
-        )
+    order.sort_by(|&a, &b| {
+        let (ma, mb) = (&c.members[a], &c.members[b]);
+        let key = |m: &Member| (m.status == MemberStatus::Active, in_flight(m));
+        let (ka, kb) = (key(ma), key(mb));
+        ka.0.cmp(&kb.0)
+            .then(ka.1.total_cmp(&kb.1))
+            .then(mb.created_at.cmp(&ma.created_at))
     });
+    let drain_ms = spec.autoscaling.timing.drain_ms;
     for i in order {
         if extra == 0 {
             break;
         }
         extra -= 1;
-        stop_member(
-            app,
-            &spec.alias,
-            &mut c.members[i],
-            ctx,
-            "above desired size",
-        );
+        let m = &mut c.members[i];
+        if m.status == MemberStatus::Active && drain_ms > 0 {
+            // Out of the route table now; stopped once its requests finished.
+            m.status = MemberStatus::ReadyToShutDown;
+            m.since = ctx.now;
+            m.stop_at = Some(Millis(ctx.now.0 + drain_ms));
+            ctx.event(
+                app,
+                format!("member {}", m.id),
+                "draining: above desired size".into(),
+            );
+        } else {
+            stop_member(app, &spec.alias, m, ctx, "above desired size");
+        }
     }
+}
+
+fn in_flight(m: &Member) -> f64 {
+    m.load.in_flight.map_or(0.0, |(_, v)| v)
+}
+
+/// Samples the cluster's load once a second and lets the autoscaler move its desired size.
+fn autoscale_cluster(app: &str, spec: &ClusterSpec, c: &mut ClusterState, ctx: &mut Ctx<'_>) {
+    let now = ctx.now;
+    if c.sampled_at.is_some_and(|t| now.saturating_sub(t) < 1_000) {
+        return;
+    }
+    c.sampled_at = Some(now);
+    let policy = &spec.autoscaling;
+    // A figure older than this is missing, not zero.
+    let fresh = |v: Option<(Millis, f64)>| {
+        v.filter(|(t, _)| now.saturating_sub(*t) <= 5_000)
+            .map(|(_, v)| v)
+    };
+    let active: Vec<&Member> = c
+        .members
+        .iter()
+        .filter(|m| m.status == MemberStatus::Active)
+        .collect();
+    let mut any = false;
+    for factor in autoscale::Factor::ALL {
+        let values: Vec<f64> = active
+            .iter()
+            .filter_map(|m| {
+                fresh(match factor {
+                    autoscale::Factor::RequestsInFlight => m.load.in_flight,
+                    autoscale::Factor::MemoryConsumption => m.load.memory_percent,
+                    autoscale::Factor::LoadAverage => m.load.cpu_percent,
+                })
+            })
+            .collect();
+        if values.is_empty() {
+            continue;
+        }
+        any = true;
+        let value = match factor {
+            autoscale::Factor::RequestsInFlight => values.iter().sum(),
+            _ => values.iter().sum::<f64>() / values.len() as f64,
+        };
+        c.scaler.record(factor, now, value, &policy.timing);
+    }
+    if !any {
+        return;
+    }
+    let sizes = autoscale::Sizes {
+        active: active.len() as u32,
+        pending: c
+            .members
+            .iter()
+            .filter(|m| matches!(m.status, MemberStatus::Created | MemberStatus::Starting))
+            .count() as u32,
+        desired: c.desired,
+        min: spec.min,
+        max: spec.max,
+    };
+    let estimates = autoscale::estimates(&c.scaler, policy, sizes);
+    let need = autoscale::need(&estimates, sizes);
+    c.estimates = estimates.clone();
+    let Some(decision) =
+        autoscale::decide(&mut c.scaler, &policy.timing, now, sizes, need, estimates)
+    else {
+        return;
+    };
+    c.desired = decision.to;
+    ctx.out.events.push(Event {
+        at: now,
+        application: app.to_string(),
+        subject: format!("cluster {}", spec.alias),
+        message: explain(&decision),
+        decision: Some(decision),
+    });
+}
+
+/// One line an operator can read: sizes, reason, and each factor's figures.
+pub(crate) fn explain(decision: &autoscale::Decision) -> String {
+    let mut text = format!(
+        "scale {} -> {}: {:?}",
+        decision.from, decision.to, decision.reason
+    );
+    for e in &decision.estimates {
+        text.push_str(&format!(
+            "; {:?} average {:.1} predicted {:.1} threshold {:.0} needs {}",
+            e.factor, e.average, e.predicted, e.threshold, e.required
+        ));
+    }
+    text
 }
 
 fn stop_members(app: &str, c: &mut ClusterState, ctx: &mut Ctx<'_>, reason: &str) {
@@ -651,11 +778,15 @@ fn stop_members(app: &str, c: &mut ClusterState, ctx: &mut Ctx<'_>, reason: &str
 }
 
 fn stop_member(app: &str, cluster: &str, m: &mut Member, ctx: &mut Ctx<'_>, reason: &str) {
-    if !m.status.is_live() {
+    // A draining member is stopped now rather than when its drain ends.
+    let draining = m.stop_at.take().is_some();
+    if !m.status.is_live() && !draining {
         return;
     }
-    m.status = MemberStatus::ReadyToShutDown;
-    m.since = ctx.now;
+    if m.status.is_live() {
+        m.status = MemberStatus::ReadyToShutDown;
+        m.since = ctx.now;
+    }
     ctx.out.actions.push(Action::StopMember(StopMember {
         member_id: m.id.clone(),
         application: app.to_string(),
@@ -682,6 +813,7 @@ pub(crate) fn apply_observation(
                 application: app_id.clone(),
                 subject: format!("member {wanted}"),
                 message,
+                decision: None,
             })
         };
         match observation {
@@ -721,6 +853,23 @@ pub(crate) fn apply_observation(
                     }));
                 }
             }
+            Observation::Load {
+                in_flight,
+                cpu_percent,
+                memory_percent,
+                ..
+            } => {
+                let stamp = |v: &Option<f64>| v.map(|v| (now, v));
+                if in_flight.is_some() {
+                    member.load.in_flight = stamp(in_flight);
+                }
+                if cpu_percent.is_some() {
+                    member.load.cpu_percent = stamp(cpu_percent);
+                }
+                if memory_percent.is_some() {
+                    member.load.memory_percent = stamp(memory_percent);
+                }
+            }
             Observation::Exited { reason, .. } => {
                 if member.status.is_live() {
                     ctx_event(format!("faulted: {reason}"));
@@ -755,4 +904,62 @@ fn find_member<'a>(group: &'a mut GroupState, id: &str) -> Option<(String, &'a m
         }
     }
     None
+}
+
+/// A cluster's [min, max], found by alias anywhere in the application.
+pub(crate) fn cluster_bounds(spec: &GroupSpec, alias: &str) -> Option<(u32, u32)> {
+    spec.children.iter().find_map(|child| match child {
+        ComponentSpec::Cluster(c) if c.alias == alias => Some((c.min, c.max)),
+        ComponentSpec::Cluster(_) => None,
+        ComponentSpec::Group(g) => cluster_bounds(g, alias),
+    })
+}
+
+/// Fixes every instance of a cluster at `size`, or hands it back to the autoscaler.
+pub(crate) fn set_manual(
+    app: &mut AppState,
+    alias: &str,
+    size: Option<u32>,
+    now: Millis,
+    out: &mut Output,
+) {
+    fn walk(group: &mut GroupState, alias: &str, size: Option<u32>, changed: &mut Vec<(u32, u32)>) {
+        for inst in &mut group.instances {
+            for child in &mut inst.children {
+                match child {
+                    ChildState::Cluster(c) if c.alias == alias => {
+                        c.scaler.manual = size.is_some();
+                        if let Some(n) = size {
+                            changed.push((c.desired, n));
+                            c.desired = n;
+                        }
+                    }
+                    ChildState::Cluster(_) => {}
+                    ChildState::Group(g) => walk(g, alias, size, changed),
+                }
+            }
+        }
+    }
+    let mut changed = Vec::new();
+    walk(&mut app.root, alias, size, &mut changed);
+    let message = match size {
+        Some(n) => {
+            let from = changed.first().map_or(n, |c| c.0);
+            format!("scale {from} -> {n}: Manual; autoscaling suspended")
+        }
+        None => "autoscaling resumed".to_string(),
+    };
+    let decision = size.map(|n| autoscale::Decision {
+        from: changed.first().map_or(n, |c| c.0),
+        to: n,
+        reason: autoscale::Reason::Manual,
+        estimates: Vec::new(),
+    });
+    out.events.push(Event {
+        at: now,
+        application: app.spec.id.clone(),
+        subject: format!("cluster {alias}"),
+        message,
+        decision,
+    });
 }

@@ -6,6 +6,8 @@
 use std::collections::BTreeMap;
 
 use cairn_model::AppSpec;
+
+use crate::autoscale::{Estimate, ScalerState};
 use serde::{Deserialize, Serialize};
 
 /// Milliseconds since the Unix epoch, from the injected clock.
@@ -69,6 +71,20 @@ pub struct Member {
     pub active_at: Option<Millis>,
     /// When the member entered its current status.
     pub since: Millis,
+    /// The latest load reported for it.
+    #[serde(default)]
+    pub load: MemberLoad,
+    /// A draining member is stopped at this time, or earlier once it has nothing in flight.
+    #[serde(default)]
+    pub stop_at: Option<Millis>,
+}
+
+/// The latest value of each load figure and when it was taken; `None` until one is reported.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct MemberLoad {
+    pub in_flight: Option<(Millis, f64)>,
+    pub cpu_percent: Option<(Millis, f64)>,
+    pub memory_percent: Option<(Millis, f64)>,
 }
 
 /// Whether a component of a group instance should be running.
@@ -89,6 +105,13 @@ pub struct ClusterState {
     pub status: Status,
     pub desired: u32,
     pub members: Vec<Member>,
+    #[serde(default)]
+    pub scaler: ScalerState,
+    /// What the autoscaler last saw, for the runtime view.
+    #[serde(default)]
+    pub estimates: Vec<Estimate>,
+    #[serde(default)]
+    pub sampled_at: Option<Millis>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -46,6 +46,7 @@ fn cluster(alias: &str, min: u32) -> ComponentSpec {
             requests_in_flight: None,
             memory_consumption: None,
             load_average: None,
+            timing: Default::default(),
         },
         deployment_policy: "dp".into(),
         placements: vec![NetworkPartitionPlacement {

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use cairn_model::{ClusterSpec, ComponentSpec, GroupSpec, PortMapping};
 use serde::{Deserialize, Serialize};
 
+use crate::autoscale::Estimate;
 use crate::state::{
     AppState, ChildState, GroupInstance, GroupState, Member, MemberStatus, Millis, Status,
 };
@@ -40,6 +41,12 @@ pub struct ClusterView {
     pub status: Status,
     pub min: u32,
     pub max: u32,
+    /// The size the engine keeps it at, summed over group instances.
+    pub desired: u32,
+    /// False while a size set by hand holds.
+    pub autoscaling: bool,
+    /// What the autoscaler last saw per factor: averages, predictions, thresholds, members needed.
+    pub observations: Vec<Estimate>,
     pub members: Vec<MemberView>,
 }
 
@@ -106,10 +113,18 @@ fn children_view(
             ComponentSpec::Cluster(cs) => {
                 let mut status = None;
                 let mut members = Vec::new();
+                let mut desired = 0;
+                let mut autoscaling = true;
+                let mut observations = Vec::new();
                 for state in states {
                     if let ChildState::Cluster(c) = state {
                         status = Some(worst(status, c.status));
                         members.extend(c.members.iter().map(member_view));
+                        desired += c.desired;
+                        autoscaling &= !c.scaler.manual;
+                        if observations.is_empty() {
+                            observations = c.estimates.clone();
+                        }
                     }
                 }
                 clusters.push(ClusterView {
@@ -118,6 +133,9 @@ fn children_view(
                     status: status.unwrap_or(Status::Created),
                     min: cs.min,
                     max: cs.max,
+                    desired,
+                    autoscaling,
+                    observations,
                     members,
                 });
             }
@@ -232,7 +250,9 @@ pub(crate) fn visit_members<'a>(
     for inst in &group.instances {
         for (child_spec, child) in spec.children.iter().zip(&inst.children) {
             match (child_spec, child) {
-                (ComponentSpec::Cluster(cs), ChildState::Cluster(c)) => c.members.iter().for_each(|m| f(cs, m)),
+                (ComponentSpec::Cluster(cs), ChildState::Cluster(c)) => {
+                    c.members.iter().for_each(|m| f(cs, m))
+                }
                 (ComponentSpec::Group(gs), ChildState::Group(g)) => visit_members(gs, g, f),
                 _ => {}
             }

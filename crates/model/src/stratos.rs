@@ -669,6 +669,7 @@ fn autoscaling_policy(r: &mut Reader, at: &At, key: &Key) -> Option<AutoscalingP
         requests_in_flight: None,
         memory_consumption: None,
         load_average: None,
+        timing: ScalingTiming::default(),
     };
     if let Some(thresholds) = at.get("loadThresholds")
         && r.object(&thresholds)

@@ -177,6 +177,43 @@ pub struct AutoscalingPolicy {
     pub memory_consumption: Option<f64>,
     /// Percent of the member's CPU share.
     pub load_average: Option<f64>,
+    /// How the autoscaler averages, predicts and waits; Stratos' JSON leaves it at the defaults.
+    #[serde(default)]
+    pub timing: ScalingTiming,
+}
+
+/// The autoscaler's windows, horizon, cooldowns and tolerance.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ScalingTiming {
+    /// Each factor is averaged, and its derivatives fitted, over this window.
+    pub window_ms: u64,
+    /// How far ahead the prediction looks; zero turns prediction off.
+    pub prediction_horizon_ms: u64,
+    /// A lower need must hold this long before the cluster scales down.
+    pub scale_down_stabilization_ms: u64,
+    /// The least time between two scale-ups of a cluster.
+    pub scale_up_cooldown_ms: u64,
+    /// The least time between two scale-downs of a cluster.
+    pub scale_down_cooldown_ms: u64,
+    /// A relative band around the threshold inside which the size stays as it is.
+    pub tolerance: f64,
+    /// How long a member that is removed gets to finish its requests before it is stopped.
+    pub drain_ms: u64,
+}
+
+impl Default for ScalingTiming {
+    fn default() -> Self {
+        ScalingTiming {
+            window_ms: 10_000,
+            prediction_horizon_ms: 10_000,
+            scale_down_stabilization_ms: 60_000,
+            scale_up_cooldown_ms: 0,
+            scale_down_cooldown_ms: 10_000,
+            tolerance: 0.1,
+            drain_ms: 2_000,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -426,6 +463,7 @@ impl AutoscalingPolicy {
             requests_in_flight: Some(50.0),
             memory_consumption: Some(80.0),
             load_average: Some(80.0),
+            timing: ScalingTiming::default(),
         }
     }
 }

@@ -538,6 +538,7 @@ fn autoscaling_policy(r: &mut Reader, at: &At, id: String, key: &Key) -> Option<
         requests_in_flight: None,
         memory_consumption: None,
         load_average: None,
+        timing: ScalingTiming::default(),
     };
     if is_null(at) {
         return Some(policy);
