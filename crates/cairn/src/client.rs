@@ -20,13 +20,16 @@ fn http() -> anyhow::Result<reqwest::Client> {
 
 /// Sends a request and returns the JSON body, or the server's error in words.
 async fn call(request: reqwest::RequestBuilder, url: &str) -> anyhow::Result<Value> {
-    let response = request
-        .send()
-        .await
-        .with_context(|| format!("cannot reach Cairn at {url} (is `cairn up` running? CAIRN_URL selects the server)"))?;
+    let response = request.send().await.with_context(|| {
+        format!("cannot reach Cairn at {url} (is `cairn up` running? CAIRN_URL selects the server)")
+    })?;
     let status = response.status();
     let text = response.text().await.unwrap_or_default();
-    let body: Value = if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::String(text)) };
+    let body: Value = if text.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_str(&text).unwrap_or(Value::String(text))
+    };
     if status.is_success() {
         return Ok(body);
     }
@@ -48,15 +51,33 @@ async fn call(request: reqwest::RequestBuilder, url: &str) -> anyhow::Result<Val
     bail!("{message} (HTTP {status})")
 }
 
-pub async fn deploy(client: &ClientArgs, file: &Path, no_wait: bool, timeout: u64) -> anyhow::Result<ExitCode> {
-    let text = std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
+pub async fn deploy(
+    client: &ClientArgs,
+    file: &Path,
+    no_wait: bool,
+    timeout: u64,
+) -> anyhow::Result<ExitCode> {
+    let text =
+        std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
     let source = file.display().to_string();
     let url = format!("{}/v1/blueprints", client.url);
-    let body = call(http()?.post(&url).query(&[("source", source.as_str())]).body(text), &client.url).await?;
+    let body = call(
+        http()?
+            .post(&url)
+            .query(&[("source", source.as_str())])
+            .body(text),
+        &client.url,
+    )
+    .await?;
     let deployed: Vec<String> = body
         .get("deployed")
         .and_then(Value::as_array)
-        .map(|a| a.iter().filter_map(Value::as_str).map(str::to_string).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(Value::as_str)
+                .map(str::to_string)
+                .collect()
+        })
         .unwrap_or_default();
     if no_wait || client.output == Output::Json {
         if client.output == Output::Json {
@@ -79,19 +100,30 @@ enum Goal {
 }
 
 /// Polls the runtime view, drawing progress, until the application reaches the goal.
-async fn wait_until(client: &ClientArgs, app: &str, timeout: Duration, goal: Goal) -> anyhow::Result<()> {
+async fn wait_until(
+    client: &ClientArgs,
+    app: &str,
+    timeout: Duration,
+    goal: Goal,
+) -> anyhow::Result<()> {
     let http = http()?;
     let bar = indicatif::ProgressBar::new(0);
     bar.set_style(
-        indicatif::ProgressStyle::with_template("{spinner} {prefix} [{bar:30}] {pos}/{len} members active {msg}")
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        indicatif::ProgressStyle::with_template(
+            "{spinner} {prefix} [{bar:30}] {pos}/{len} members active {msg}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
     bar.set_prefix(app.to_string());
     bar.enable_steady_tick(Duration::from_millis(100));
     let started = Instant::now();
     loop {
         let url = format!("{}/v1/applications/{app}", client.url);
-        let response = http.get(&url).send().await.with_context(|| format!("cannot reach Cairn at {}", client.url))?;
+        let response = http
+            .get(&url)
+            .send()
+            .await
+            .with_context(|| format!("cannot reach Cairn at {}", client.url))?;
         if response.status() == reqwest::StatusCode::NOT_FOUND {
             if goal == Goal::Gone {
                 bar.finish_with_message("undeployed");
@@ -105,20 +137,35 @@ async fn wait_until(client: &ClientArgs, app: &str, timeout: Duration, goal: Goa
             let status = view.get("status").and_then(Value::as_str).unwrap_or("?");
             bar.set_message(status.to_string());
             if goal == Goal::Active && status == "Active" {
-                bar.finish_with_message(format!("Active in {:.1} s", started.elapsed().as_secs_f64()));
+                bar.finish_with_message(format!(
+                    "Active in {:.1} s",
+                    started.elapsed().as_secs_f64()
+                ));
                 return Ok(());
             }
         }
         if started.elapsed() > timeout {
             bar.abandon();
-            bail!("{app} did not become {} within {} s", if goal == Goal::Active { "Active" } else { "undeployed" }, timeout.as_secs());
+            bail!(
+                "{app} did not become {} within {} s",
+                if goal == Goal::Active {
+                    "Active"
+                } else {
+                    "undeployed"
+                },
+                timeout.as_secs()
+            );
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
 
 pub async fn apps(client: &ClientArgs) -> anyhow::Result<ExitCode> {
-    let body = call(http()?.get(format!("{}/v1/applications", client.url)), &client.url).await?;
+    let body = call(
+        http()?.get(format!("{}/v1/applications", client.url)),
+        &client.url,
+    )
+    .await?;
     match client.output {
         Output::Json => println!("{}", serde_json::to_string_pretty(&body)?),
         Output::Text => println!("{}", render::apps_table(&body)),
@@ -127,7 +174,11 @@ pub async fn apps(client: &ClientArgs) -> anyhow::Result<ExitCode> {
 }
 
 pub async fn status(client: &ClientArgs, app: &str) -> anyhow::Result<ExitCode> {
-    let body = call(http()?.get(format!("{}/v1/applications/{app}", client.url)), &client.url).await?;
+    let body = call(
+        http()?.get(format!("{}/v1/applications/{app}", client.url)),
+        &client.url,
+    )
+    .await?;
     match client.output {
         Output::Json => println!("{}", serde_json::to_string_pretty(&body)?),
         Output::Text => print!("{}", render::tree(&body)),
@@ -135,8 +186,17 @@ pub async fn status(client: &ClientArgs, app: &str) -> anyhow::Result<ExitCode> 
     Ok(ExitCode::SUCCESS)
 }
 
-pub async fn undeploy(client: &ClientArgs, app: &str, no_wait: bool, timeout: u64) -> anyhow::Result<ExitCode> {
-    call(http()?.post(format!("{}/v1/applications/{app}/undeploy", client.url)), &client.url).await?;
+pub async fn undeploy(
+    client: &ClientArgs,
+    app: &str,
+    no_wait: bool,
+    timeout: u64,
+) -> anyhow::Result<ExitCode> {
+    call(
+        http()?.post(format!("{}/v1/applications/{app}/undeploy", client.url)),
+        &client.url,
+    )
+    .await?;
     if no_wait {
         println!("undeploying {app}");
         return Ok(ExitCode::SUCCESS);
@@ -145,15 +205,43 @@ pub async fn undeploy(client: &ClientArgs, app: &str, no_wait: bool, timeout: u6
     Ok(ExitCode::SUCCESS)
 }
 
-pub async fn logs(client: &ClientArgs, app: &str, alias: &str, follow: bool, tail: usize) -> anyhow::Result<ExitCode> {
+/// Posts to a cluster's `scale` or `autoscale` endpoint.
+pub async fn scale(
+    client: &ClientArgs,
+    app: &str,
+    alias: &str,
+    body: Value,
+    action: &str,
+) -> anyhow::Result<ExitCode> {
+    let url = format!(
+        "{}/v1/applications/{app}/clusters/{alias}/{action}",
+        client.url
+    );
+    call(http()?.post(&url).json(&body), &client.url).await?;
+    println!("{app}/{alias}: {action} {body}");
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn logs(
+    client: &ClientArgs,
+    app: &str,
+    alias: &str,
+    follow: bool,
+    tail: usize,
+) -> anyhow::Result<ExitCode> {
     let url = format!("{}/v1/applications/{app}/clusters/{alias}/logs", client.url);
-    let request = http()?.get(&url).query(&[("tail", tail.to_string()), ("follow", follow.to_string())]);
+    let request = http()?
+        .get(&url)
+        .query(&[("tail", tail.to_string()), ("follow", follow.to_string())]);
     stream_to_stdout(request, &client.url).await
 }
 
 pub async fn events(client: &ClientArgs, app: &str, follow: bool) -> anyhow::Result<ExitCode> {
     let url = format!("{}/v1/events", client.url);
-    let request = http()?.get(&url).query(&[("application", app.to_string()), ("follow", follow.to_string())]);
+    let request = http()?.get(&url).query(&[
+        ("application", app.to_string()),
+        ("follow", follow.to_string()),
+    ]);
     if follow || client.output == Output::Json {
         return stream_to_stdout(request, &client.url).await;
     }
@@ -164,7 +252,10 @@ pub async fn events(client: &ClientArgs, app: &str, follow: bool) -> anyhow::Res
 
 async fn stream_to_stdout(request: reqwest::RequestBuilder, url: &str) -> anyhow::Result<ExitCode> {
     use std::io::Write;
-    let mut response = request.send().await.with_context(|| format!("cannot reach Cairn at {url}"))?;
+    let mut response = request
+        .send()
+        .await
+        .with_context(|| format!("cannot reach Cairn at {url}"))?;
     if !response.status().is_success() {
         let status = response.status();
         let text = response.text().await.unwrap_or_default();
@@ -202,9 +293,15 @@ pub fn validate(files: &[PathBuf], output: Output) -> ExitCode {
             Ok(bundle) => {
                 problems.extend(cairn_model::validate_bundle(&bundle).0);
                 if bundle.deploy_with.is_none() {
-                    stratos_policies.extend(bundle.application_policies.iter().map(|p| p.id.clone()));
+                    stratos_policies
+                        .extend(bundle.application_policies.iter().map(|p| p.id.clone()));
                 }
-                policies.extend(bundle.applications.iter().map(|a| (a.id.clone(), bundle.deploy_with.clone())));
+                policies.extend(
+                    bundle
+                        .applications
+                        .iter()
+                        .map(|a| (a.id.clone(), bundle.deploy_with.clone())),
+                );
                 catalog.add_bundle(bundle);
             }
             Err(Diagnostics(found)) => problems.extend(found),
@@ -212,7 +309,11 @@ pub fn validate(files: &[PathBuf], output: Output) -> ExitCode {
     }
     // Cross-references can be checked once the application policy is known.
     if problems.is_empty() {
-        let only_policy = if stratos_policies.len() == 1 { stratos_policies.pop() } else { None };
+        let only_policy = if stratos_policies.len() == 1 {
+            stratos_policies.pop()
+        } else {
+            None
+        };
         for (app, policy) in policies {
             if let Some(policy) = policy.or_else(|| only_policy.clone()) {
                 if let Err(Diagnostics(found)) = cairn_model::resolve(&catalog, &app, &policy) {
@@ -222,16 +323,27 @@ pub fn validate(files: &[PathBuf], output: Output) -> ExitCode {
         }
     }
     match output {
-        Output::Json => println!("{}", serde_json::to_string_pretty(&problems).unwrap_or_default()),
+        Output::Json => println!(
+            "{}",
+            serde_json::to_string_pretty(&problems).unwrap_or_default()
+        ),
         Output::Text if problems.is_empty() => println!("{} valid", files.len()),
         Output::Text => {
             for p in &problems {
                 eprintln!("{p}");
             }
-            eprintln!("{} problem{}", problems.len(), if problems.len() == 1 { "" } else { "s" });
+            eprintln!(
+                "{} problem{}",
+                problems.len(),
+                if problems.len() == 1 { "" } else { "s" }
+            );
         }
     }
-    if problems.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+    if problems.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
 }
 
 fn parse_file(source: &str, text: &str) -> Result<Bundle, Diagnostics> {

@@ -13,7 +13,11 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 #[derive(Parser)]
-#[command(name = "cairn", version, about = "Cairn: composite applications, deployed, balanced, healed")]
+#[command(
+    name = "cairn",
+    version,
+    about = "Cairn: composite applications, deployed, balanced, healed"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -79,6 +83,23 @@ enum Command {
         #[command(flatten)]
         client: ClientArgs,
     },
+    /// Set a cluster's size by hand; its autoscaling stays suspended until `cairn autoscale … on`
+    Scale {
+        application: String,
+        alias: String,
+        size: u32,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Turn a cluster's autoscaling on, or off (holding its current size)
+    Autoscale {
+        application: String,
+        alias: String,
+        #[arg(value_enum)]
+        state: Switch,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
     /// Check blueprints (YAML) and Stratos JSON artifacts without running anything
     Validate {
         #[arg(required = true)]
@@ -100,6 +121,12 @@ struct ClientArgs {
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Switch {
+    On,
+    Off,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Output {
     Text,
     Json,
@@ -110,7 +137,10 @@ fn main() -> ExitCode {
     if let Command::Validate { files, output } = &cli.command {
         return client::validate(files, *output);
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -136,16 +166,59 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             cairn_workload::serve(config).await?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Deploy { file, no_wait, timeout, client } => client::deploy(&client, &file, no_wait, timeout).await,
+        Command::Deploy {
+            file,
+            no_wait,
+            timeout,
+            client,
+        } => client::deploy(&client, &file, no_wait, timeout).await,
         Command::Apps { client } => client::apps(&client).await,
-        Command::Status { application, client } => client::status(&client, &application).await,
-        Command::Undeploy { application, no_wait, timeout, client } => {
-            client::undeploy(&client, &application, no_wait, timeout).await
+        Command::Status {
+            application,
+            client,
+        } => client::status(&client, &application).await,
+        Command::Undeploy {
+            application,
+            no_wait,
+            timeout,
+            client,
+        } => client::undeploy(&client, &application, no_wait, timeout).await,
+        Command::Logs {
+            application,
+            alias,
+            follow,
+            tail,
+            client,
+        } => client::logs(&client, &application, &alias, follow, tail).await,
+        Command::Events {
+            application,
+            follow,
+            client,
+        } => client::events(&client, &application, follow).await,
+        Command::Scale {
+            application,
+            alias,
+            size,
+            client,
+        } => {
+            client::scale(
+                &client,
+                &application,
+                &alias,
+                serde_json::json!({ "size": size }),
+                "scale",
+            )
+            .await
         }
-        Command::Logs { application, alias, follow, tail, client } => {
-            client::logs(&client, &application, &alias, follow, tail).await
+        Command::Autoscale {
+            application,
+            alias,
+            state,
+            client,
+        } => {
+            let body = serde_json::json!({ "enabled": state == Switch::On });
+            client::scale(&client, &application, &alias, body, "autoscale").await
         }
-        Command::Events { application, follow, client } => client::events(&client, &application, follow).await,
         Command::Validate { .. } => unreachable!("handled before the runtime starts"),
     }
 }

@@ -8,7 +8,10 @@ fn str_of<'a>(v: &'a Value, key: &str) -> &'a str {
 }
 
 fn items<'a>(v: &'a Value, key: &str) -> &'a [Value] {
-    v.get(key).and_then(Value::as_array).map(Vec::as_slice).unwrap_or(&[])
+    v.get(key)
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
+        .unwrap_or(&[])
 }
 
 pub fn apps_table(apps: &Value) -> Table {
@@ -19,10 +22,15 @@ pub fn apps_table(apps: &Value) -> Table {
         table.add_row([
             str_of(app, "id").to_string(),
             str_of(app, "status").to_string(),
-            app.get("deployed").and_then(Value::as_bool).unwrap_or(false).to_string(),
+            app.get("deployed")
+                .and_then(Value::as_bool)
+                .unwrap_or(false)
+                .to_string(),
             format!(
                 "{}/{}",
-                app.get("active_members").and_then(Value::as_u64).unwrap_or(0),
+                app.get("active_members")
+                    .and_then(Value::as_u64)
+                    .unwrap_or(0),
                 app.get("members").and_then(Value::as_u64).unwrap_or(0)
             ),
         ]);
@@ -48,7 +56,13 @@ pub fn events_table(events: &Value) -> Table {
 fn cairn_engine_time(ms: u64) -> String {
     // Time of day is what a reader scans for; the date is in the JSON output.
     let secs = ms / 1000;
-    format!("{:02}:{:02}:{:02}.{:03}", secs / 3600 % 24, secs / 60 % 60, secs % 60, ms % 1000)
+    format!(
+        "{:02}:{:02}:{:02}.{:03}",
+        secs / 3600 % 24,
+        secs / 60 % 60,
+        secs % 60,
+        ms % 1000
+    )
 }
 
 /// Active and total members anywhere in a runtime view.
@@ -85,7 +99,11 @@ pub fn tree(view: &Value) -> String {
 fn node(v: &Value, depth: usize, out: &mut String) {
     let pad = "  ".repeat(depth);
     for group in items(v, "groups") {
-        out.push_str(&format!("{pad}group {} [{}]\n", str_of(group, "alias"), str_of(group, "status")));
+        out.push_str(&format!(
+            "{pad}group {} [{}]\n",
+            str_of(group, "alias"),
+            str_of(group, "status")
+        ));
         for instance in items(group, "instances") {
             out.push_str(&format!(
                 "{pad}  instance {} [{}] in {}\n",
@@ -109,7 +127,11 @@ fn node(v: &Value, depth: usize, out: &mut String) {
             let ports: Vec<String> = m
                 .get("ports")
                 .and_then(Value::as_object)
-                .map(|p| p.iter().map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or(""))).collect())
+                .map(|p| {
+                    p.iter()
+                        .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or("")))
+                        .collect()
+                })
                 .unwrap_or_default();
             out.push_str(&format!(
                 "{pad}  {} [{}] {}/{} {}\n",

@@ -47,15 +47,19 @@ fn data_dir(given: Option<PathBuf>) -> anyhow::Result<PathBuf> {
     if let Some(dir) = given.or_else(|| std::env::var_os("CAIRN_DATA_DIR").map(PathBuf::from)) {
         return Ok(dir);
     }
-    let home = std::env::var_os("HOME").context("neither --data-dir, CAIRN_DATA_DIR nor HOME is set")?;
+    let home =
+        std::env::var_os("HOME").context("neither --data-dir, CAIRN_DATA_DIR nor HOME is set")?;
     Ok(PathBuf::from(home).join(".local/share/cairn"))
 }
 
 async fn start(args: UpArgs, data_dir: PathBuf) -> anyhow::Result<cairn_server::Server> {
-    std::fs::create_dir_all(&data_dir).with_context(|| format!("cannot create {}", data_dir.display()))?;
+    std::fs::create_dir_all(&data_dir)
+        .with_context(|| format!("cannot create {}", data_dir.display()))?;
     // Members carry the data directory as their mark; one spelling of it must find them again.
-    let data_dir = std::fs::canonicalize(&data_dir).with_context(|| format!("cannot resolve {}", data_dir.display()))?;
-    let exe = std::env::current_exe().context("cannot find the cairn executable to run the built-in workload")?;
+    let data_dir = std::fs::canonicalize(&data_dir)
+        .with_context(|| format!("cannot resolve {}", data_dir.display()))?;
+    let exe = std::env::current_exe()
+        .context("cannot find the cairn executable to run the built-in workload")?;
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_string())
         .unwrap_or_else(|_| "localhost".into());
@@ -77,8 +81,12 @@ async fn start(args: UpArgs, data_dir: PathBuf) -> anyhow::Result<cairn_server::
 }
 
 fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("CAIRN_LOG").unwrap_or_else(|_| "info".into());
-    tracing_subscriber::fmt().with_env_filter(filter).with_target(false).init();
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_env("CAIRN_LOG").unwrap_or_else(|_| "info".into());
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .init();
 }
 
 pub async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
@@ -86,7 +94,10 @@ pub async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
     let dir = data_dir(args.data_dir.clone())?;
     let server = start(args, dir.clone()).await?;
     println!("cairn is up: data in {}", dir.display());
-    println!("  native API    http://{}  (openapi at /openapi.json)", server.api);
+    println!(
+        "  native API    http://{}  (openapi at /openapi.json)",
+        server.api
+    );
     if let Some(stratos) = server.stratos_api {
         println!("  Stratos API   https://{stratos}/api");
     }
@@ -105,19 +116,37 @@ pub async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
     let server = start(args.up, dir.clone()).await?;
     let bundle = cairn_model::parse_yaml("examples/three-tier.yaml", DEMO_BLUEPRINT)
         .map_err(|e| anyhow::anyhow!("the demo blueprint does not parse: {e}"))?;
-    let app = bundle.applications.first().map(|a| a.id.clone()).context("the demo blueprint has no application")?;
-    let policy = bundle.deploy_with.clone().context("the demo blueprint names no application policy")?;
+    let app = bundle
+        .applications
+        .first()
+        .map(|a| a.id.clone())
+        .context("the demo blueprint has no application")?;
+    let policy = bundle
+        .deploy_with
+        .clone()
+        .context("the demo blueprint names no application policy")?;
     server.platform.add(bundle, true)?;
     if !server.platform.is_deployed(&app) {
         server.platform.deploy(&app, &policy).await?;
     }
     let entry = 8080u16.saturating_add(offset);
     println!();
-    println!("cairn demo: application `{app}` (web -> backend group [cache-tier group -> api] -> db) is starting");
+    println!(
+        "cairn demo: application `{app}` (web -> backend group [cache-tier group -> api] -> db) is starting"
+    );
     println!("  entry point     http://127.0.0.1:{entry}/");
-    println!("  runtime tree    CAIRN_URL=http://{} cairn status {app}", server.api);
-    println!("  events          CAIRN_URL=http://{} cairn events {app} -f", server.api);
-    println!("  logs            CAIRN_URL=http://{} cairn logs {app} web -f", server.api);
+    println!(
+        "  runtime tree    CAIRN_URL=http://{} cairn status {app}",
+        server.api
+    );
+    println!(
+        "  events          CAIRN_URL=http://{} cairn events {app} -f",
+        server.api
+    );
+    println!(
+        "  logs            CAIRN_URL=http://{} cairn logs {app} web -f",
+        server.api
+    );
     println!("  data            {}", dir.display());
     println!("  stop with Ctrl-C");
     println!();

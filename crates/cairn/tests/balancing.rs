@@ -50,20 +50,43 @@ fn requests_spread_evenly_and_host_names_pick_the_cluster() {
     let http = client();
     let mut by_member: BTreeMap<String, u32> = BTreeMap::new();
     for _ in 0..300 {
-        let response = http.get(proxy(&cairn)).header("Host", "lb.web.example.test").send().expect("proxy answers");
+        let response = http
+            .get(proxy(&cairn))
+            .header("Host", "lb.web.example.test")
+            .send()
+            .expect("proxy answers");
         assert_eq!(response.status(), 200);
-        let member = response.headers()["x-cairn-member"].to_str().unwrap_or("").to_string();
+        let member = response.headers()["x-cairn-member"]
+            .to_str()
+            .unwrap_or("")
+            .to_string();
         *by_member.entry(member).or_default() += 1;
     }
     assert_eq!(by_member.len(), 3, "{by_member:?}");
     for (member, count) in &by_member {
-        assert!((90..=110).contains(count), "{member} got {count} of 300: {by_member:?}");
+        assert!(
+            (90..=110).contains(count),
+            "{member} got {count} of 300: {by_member:?}"
+        );
         assert!(member.starts_with("lb.web."), "{member}");
     }
-    let admin = http.get(proxy(&cairn)).header("Host", "lb.admin.example.test:8080").send().expect("proxy answers");
+    let admin = http
+        .get(proxy(&cairn))
+        .header("Host", "lb.admin.example.test:8080")
+        .send()
+        .expect("proxy answers");
     assert_eq!(admin.status(), 200);
-    assert!(admin.headers()["x-cairn-member"].to_str().unwrap_or("").starts_with("lb.admin."));
-    let unknown = http.get(proxy(&cairn)).header("Host", "nobody.example.test").send().expect("proxy answers");
+    assert!(
+        admin.headers()["x-cairn-member"]
+            .to_str()
+            .unwrap_or("")
+            .starts_with("lb.admin.")
+    );
+    let unknown = http
+        .get(proxy(&cairn))
+        .header("Host", "nobody.example.test")
+        .send()
+        .expect("proxy answers");
     assert_eq!(unknown.status(), 404);
     let text = unknown.text().unwrap_or_default();
     assert!(text.contains("nobody.example.test"), "{text}");
@@ -78,7 +101,8 @@ fn killing_a_member_under_steady_load_fails_no_request() {
     let failures = Arc::new(std::sync::Mutex::new(Vec::new()));
     let workers: Vec<_> = (0..4)
         .map(|_| {
-            let (url, stop, ok, failures) = (url.clone(), stop.clone(), ok.clone(), failures.clone());
+            let (url, stop, ok, failures) =
+                (url.clone(), stop.clone(), ok.clone(), failures.clone());
             std::thread::spawn(move || {
                 let http = client();
                 let deadline = Instant::now() + Duration::from_secs(10);
@@ -87,8 +111,14 @@ fn killing_a_member_under_steady_load_fails_no_request() {
                         Ok(r) if r.status() == 200 => {
                             ok.fetch_add(1, Ordering::Relaxed);
                         }
-                        Ok(r) => failures.lock().unwrap_or_else(|e| e.into_inner()).push(format!("HTTP {}", r.status())),
-                        Err(e) => failures.lock().unwrap_or_else(|e| e.into_inner()).push(e.to_string()),
+                        Ok(r) => failures
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .push(format!("HTTP {}", r.status())),
+                        Err(e) => failures
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .push(e.to_string()),
                     }
                 }
             })
@@ -103,10 +133,18 @@ fn killing_a_member_under_steady_load_fails_no_request() {
         .expect("a web member");
     let before = ok.load(Ordering::Relaxed);
     support::kill9(support::pid_of(&cairn.data_dir, &victim).expect("victim runs"));
-    cairn.wait_for("lb", "the killed member replaced", Duration::from_secs(10), |v| {
-        let web: Vec<_> = members(v).into_iter().filter(|(a, _)| a == "web").collect();
-        web.len() == 3 && web.iter().all(|(_, m)| m["status"] == "Active" && m["id"] != victim.as_str())
-    });
+    cairn.wait_for(
+        "lb",
+        "the killed member replaced",
+        Duration::from_secs(10),
+        |v| {
+            let web: Vec<_> = members(v).into_iter().filter(|(a, _)| a == "web").collect();
+            web.len() == 3
+                && web
+                    .iter()
+                    .all(|(_, m)| m["status"] == "Active" && m["id"] != victim.as_str())
+        },
+    );
     std::thread::sleep(Duration::from_millis(500));
     stop.store(true, Ordering::Relaxed);
     for w in workers {
@@ -114,6 +152,15 @@ fn killing_a_member_under_steady_load_fails_no_request() {
     }
     let failures = failures.lock().unwrap_or_else(|e| e.into_inner()).clone();
     let total = ok.load(Ordering::Relaxed);
-    assert!(failures.is_empty(), "{} of {} requests failed: {:?}", failures.len(), total, &failures[..failures.len().min(5)]);
-    assert!(total > before + 100, "load kept flowing after the kill: {before} then {total}");
+    assert!(
+        failures.is_empty(),
+        "{} of {} requests failed: {:?}",
+        failures.len(),
+        total,
+        &failures[..failures.len().min(5)]
+    );
+    assert!(
+        total > before + 100,
+        "load kept flowing after the kill: {before} then {total}"
+    );
 }

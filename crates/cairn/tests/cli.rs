@@ -24,14 +24,23 @@ fn cairn(args: &[&str], url: Option<&str>) -> (i32, String, String) {
 #[test]
 fn validate_accepts_the_samples_and_points_at_problems() {
     let examples = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples");
-    let good = [examples.join("three-tier.yaml"), samples().join("applications/nested/complex-app-with-lb/artifacts/application.json")];
-    let args: Vec<&str> = std::iter::once("validate").chain(good.iter().filter_map(|p| p.to_str())).collect();
+    let good = [
+        examples.join("three-tier.yaml"),
+        samples().join("applications/nested/complex-app-with-lb/artifacts/application.json"),
+    ];
+    let args: Vec<&str> = std::iter::once("validate")
+        .chain(good.iter().filter_map(|p| p.to_str()))
+        .collect();
     let (code, out, err) = cairn(&args, None);
     assert_eq!(code, 0, "{out}{err}");
 
     let dir = support::TempDir::new("cli-validate");
     let bad = dir.0.join("bad.yaml");
-    std::fs::write(&bad, "application: x\ncomponents:\n  web:\n    cartridge: nope\n    min: 3\n    max: 1\n").expect("write");
+    std::fs::write(
+        &bad,
+        "application: x\ncomponents:\n  web:\n    cartridge: nope\n    min: 3\n    max: 1\n",
+    )
+    .expect("write");
     let (code, _, err) = cairn(&["validate", bad.to_str().unwrap_or("")], None);
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("bad.yaml:"), "names the file and line: {err}");
@@ -44,7 +53,15 @@ fn status_json_has_the_documented_shape() {
     let url = format!("http://{}", server.api);
     let examples = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples");
     let blueprint = examples.join("minimal.yaml");
-    let (code, out, err) = cairn(&["deploy", blueprint.to_str().unwrap_or(""), "--timeout", "30"], Some(&url));
+    let (code, out, err) = cairn(
+        &[
+            "deploy",
+            blueprint.to_str().unwrap_or(""),
+            "--timeout",
+            "30",
+        ],
+        Some(&url),
+    );
     assert_eq!(code, 0, "{out}{err}");
 
     let (code, out, err) = cairn(&["status", "hello", "--output", "json"], Some(&url));
@@ -57,12 +74,31 @@ fn status_json_has_the_documented_shape() {
         assert!(cluster.get(key).is_some(), "cluster has {key}: {cluster}");
     }
     let member = &cluster["members"][0];
-    for key in ["id", "status", "network_partition", "partition", "host", "ports", "created_at", "active_at"] {
+    for key in [
+        "id",
+        "status",
+        "network_partition",
+        "partition",
+        "host",
+        "ports",
+        "created_at",
+        "active_at",
+    ] {
         assert!(member.get(key).is_some(), "member has {key}: {member}");
     }
     let created = member["created_at"].as_str().unwrap_or("");
-    assert_eq!(created.len(), "2026-11-22T00:18:06.123Z".len(), "RFC 3339 with milliseconds: {created}");
-    assert!(member["ports"]["http-8000"].as_str().unwrap_or("").starts_with("127.0.0.1:"), "{member}");
+    assert_eq!(
+        created.len(),
+        "2026-11-22T00:18:06.123Z".len(),
+        "RFC 3339 with milliseconds: {created}"
+    );
+    assert!(
+        member["ports"]["http-8000"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("127.0.0.1:"),
+        "{member}"
+    );
 
     let (code, out, _) = cairn(&["apps", "--output", "json"], Some(&url));
     assert_eq!(code, 0);
@@ -82,5 +118,8 @@ fn status_json_has_the_documented_shape() {
 fn an_unreachable_server_is_named() {
     let (code, _, err) = cairn(&["apps"], Some("http://127.0.0.1:9"));
     assert_eq!(code, 1);
-    assert!(err.contains("cannot reach Cairn at http://127.0.0.1:9"), "{err}");
+    assert!(
+        err.contains("cannot reach Cairn at http://127.0.0.1:9"),
+        "{err}"
+    );
 }

@@ -40,18 +40,40 @@ fn cairn_killed_during_deploy_converges_without_duplicates_or_orphans() {
         cairn.kill9();
         cairn.launch();
     }
-    let view = cairn.wait_for("crash", "Active with 8 Active members", Duration::from_secs(30), |v| {
-        v["status"] == "Active" && members(v).iter().filter(|(_, m)| m["status"] == "Active").count() == 8
-    });
+    let view = cairn.wait_for(
+        "crash",
+        "Active with 8 Active members",
+        Duration::from_secs(30),
+        |v| {
+            v["status"] == "Active"
+                && members(v)
+                    .iter()
+                    .filter(|(_, m)| m["status"] == "Active")
+                    .count()
+                    == 8
+        },
+    );
     let all = members(&view);
     assert_eq!(all.len(), 8, "exactly min members per cluster: {view}");
-    let ids: BTreeSet<String> = all.iter().map(|(_, m)| m["id"].as_str().unwrap_or("").to_string()).collect();
+    let ids: BTreeSet<String> = all
+        .iter()
+        .map(|(_, m)| m["id"].as_str().unwrap_or("").to_string())
+        .collect();
     assert_eq!(ids.len(), 8, "member ids are unique");
     for tier in ["t1", "t2", "t3", "t4"] {
-        assert_eq!(all.iter().filter(|(alias, _)| alias == tier).count(), 2, "{tier}: {view}");
+        assert_eq!(
+            all.iter().filter(|(alias, _)| alias == tier).count(),
+            2,
+            "{tier}: {view}"
+        );
     }
     // Give anything stray a moment to show up, then compare with what really runs.
     std::thread::sleep(Duration::from_millis(500));
-    let running: BTreeSet<String> = support::member_processes(&cairn.data_dir).into_values().collect();
-    assert_eq!(running, ids, "running processes are exactly the members in the view");
+    let running: BTreeSet<String> = support::member_processes(&cairn.data_dir)
+        .into_values()
+        .collect();
+    assert_eq!(
+        running, ids,
+        "running processes are exactly the members in the view"
+    );
 }

@@ -50,16 +50,23 @@ fn kill_a(termination: &str) -> (BTreeMap<String, String>, BTreeMap<String, Stri
     assert_eq!(before.len(), 4, "{before:?}");
     let pid = support::pid_of(&cairn.data_dir, &before["a"]).expect("a's member runs");
     support::kill9(pid);
-    let after = cairn.wait_for("heal", "a replaced and everything Active again", Duration::from_secs(20), |v| {
-        let now = ids(v);
-        v["status"] == "Active"
-            && now.len() == 4
-            && now.get("a") != before.get("a")
-            && members(v).iter().all(|(_, m)| m["status"] == "Active")
-    });
+    let after = cairn.wait_for(
+        "heal",
+        "a replaced and everything Active again",
+        Duration::from_secs(20),
+        |v| {
+            let now = ids(v);
+            v["status"] == "Active"
+                && now.len() == 4
+                && now.get("a") != before.get("a")
+                && members(v).iter().all(|(_, m)| m["status"] == "Active")
+        },
+    );
     let after = ids(&after);
     // Exactly the expected processes run: no leftovers of the restarted members.
-    let running: Vec<String> = support::member_processes(&cairn.data_dir).into_values().collect();
+    let running: Vec<String> = support::member_processes(&cairn.data_dir)
+        .into_values()
+        .collect();
     assert_eq!(running.len(), 4, "running: {running:?}, view: {after:?}");
     (before, after)
 }
@@ -69,7 +76,10 @@ fn check(termination: &str, restarted: &[&str]) {
     for alias in ["outside", "a", "b", "c"] {
         let changed = before[alias] != after[alias];
         let expected = alias == "a" || restarted.contains(&alias);
-        assert_eq!(changed, expected, "{termination}: {alias} restarted = {changed}; before {before:?}, after {after:?}");
+        assert_eq!(
+            changed, expected,
+            "{termination}: {alias} restarted = {changed}; before {before:?}, after {after:?}"
+        );
     }
 }
 

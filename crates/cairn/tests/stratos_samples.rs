@@ -21,12 +21,27 @@ const SAMPLES: &[Sample] = &[
     Sample {
         application: "single-cartridge-app",
         posts: &[
-            ("autoscalingPolicies", "autoscaling-policies/autoscaling-policy-1.json"),
-            ("networkPartitions", "network-partitions/mock/network-partition-1.json"),
-            ("deploymentPolicies", "deployment-policies/deployment-policy-1.json"),
+            (
+                "autoscalingPolicies",
+                "autoscaling-policies/autoscaling-policy-1.json",
+            ),
+            (
+                "networkPartitions",
+                "network-partitions/mock/network-partition-1.json",
+            ),
+            (
+                "deploymentPolicies",
+                "deployment-policies/deployment-policy-1.json",
+            ),
             ("cartridges", "cartridges/mock/php.json"),
-            ("applicationPolicies", "application-policies/application-policy-1.json"),
-            ("applications", "applications/simple/single-cartridge-app/artifacts/application.json"),
+            (
+                "applicationPolicies",
+                "application-policies/application-policy-1.json",
+            ),
+            (
+                "applications",
+                "applications/simple/single-cartridge-app/artifacts/application.json",
+            ),
         ],
         orders: &[],
         parallel: &[],
@@ -34,16 +49,34 @@ const SAMPLES: &[Sample] = &[
     Sample {
         application: "cartridge-group-app",
         posts: &[
-            ("autoscalingPolicies", "autoscaling-policies/autoscaling-policy-1.json"),
-            ("networkPartitions", "network-partitions/mock/network-partition-1.json"),
-            ("networkPartitions", "network-partitions/mock/network-partition-2.json"),
-            ("deploymentPolicies", "deployment-policies/deployment-policy-1.json"),
+            (
+                "autoscalingPolicies",
+                "autoscaling-policies/autoscaling-policy-1.json",
+            ),
+            (
+                "networkPartitions",
+                "network-partitions/mock/network-partition-1.json",
+            ),
+            (
+                "networkPartitions",
+                "network-partitions/mock/network-partition-2.json",
+            ),
+            (
+                "deploymentPolicies",
+                "deployment-policies/deployment-policy-1.json",
+            ),
             ("cartridges", "cartridges/mock/tomcat.json"),
             ("cartridges", "cartridges/mock/esb.json"),
             ("cartridges", "cartridges/mock/php.json"),
             ("cartridgeGroups", "cartridge-groups/esb-php-group.json"),
-            ("applicationPolicies", "application-policies/application-policy-1.json"),
-            ("applications", "applications/simple/single-group-app/artifacts/application.json"),
+            (
+                "applicationPolicies",
+                "application-policies/application-policy-1.json",
+            ),
+            (
+                "applications",
+                "applications/simple/single-group-app/artifacts/application.json",
+            ),
         ],
         orders: &[("my-esb", "my-php")],
         parallel: &[("my-tomcat", "my-esb-php-group")],
@@ -51,11 +84,26 @@ const SAMPLES: &[Sample] = &[
     Sample {
         application: "my-compositeapp",
         posts: &[
-            ("autoscalingPolicies", "autoscaling-policies/autoscaling-policy-1.json"),
-            ("networkPartitions", "network-partitions/mock/network-partition-1.json"),
-            ("networkPartitions", "network-partitions/mock/network-partition-2.json"),
-            ("deploymentPolicies", "deployment-policies/deployment-policy-1.json"),
-            ("deploymentPolicies", "deployment-policies/deployment-policy-2.json"),
+            (
+                "autoscalingPolicies",
+                "autoscaling-policies/autoscaling-policy-1.json",
+            ),
+            (
+                "networkPartitions",
+                "network-partitions/mock/network-partition-1.json",
+            ),
+            (
+                "networkPartitions",
+                "network-partitions/mock/network-partition-2.json",
+            ),
+            (
+                "deploymentPolicies",
+                "deployment-policies/deployment-policy-1.json",
+            ),
+            (
+                "deploymentPolicies",
+                "deployment-policies/deployment-policy-2.json",
+            ),
             ("cartridges", "cartridges/mock/mysql.json"),
             ("cartridges", "cartridges/mock/postgres.json"),
             ("cartridges", "cartridges/mock/esb.json"),
@@ -63,28 +111,57 @@ const SAMPLES: &[Sample] = &[
             ("cartridges", "cartridges/mock/php.json"),
             ("cartridgeGroups", "cartridge-groups/app-group.json"),
             ("cartridgeGroups", "cartridge-groups/db-group.json"),
-            ("applicationPolicies", "application-policies/application-policy-1.json"),
-            ("applications", "applications/complex/php-tomcat-group-postgres-mysql-group-esb/artifacts/application.json"),
+            (
+                "applicationPolicies",
+                "application-policies/application-policy-1.json",
+            ),
+            (
+                "applications",
+                "applications/complex/php-tomcat-group-postgres-mysql-group-esb/artifacts/application.json",
+            ),
         ],
-        orders: &[("my-dbgroup", "my-appgroup"), ("my-dbgroup", "my-esb"), ("my-php", "my-tomcat")],
+        orders: &[
+            ("my-dbgroup", "my-appgroup"),
+            ("my-dbgroup", "my-esb"),
+            ("my-php", "my-tomcat"),
+        ],
         parallel: &[("my-appgroup", "my-esb"), ("my-postgres", "my-mysql")],
     },
     Sample {
         application: "complex-app-with-lb",
         posts: &[
-            ("autoscalingPolicies", "autoscaling-policies/autoscaling-policy-1.json"),
-            ("networkPartitions", "network-partitions/mock/network-partition-1.json"),
-            ("deploymentPolicies", "deployment-policies/deployment-policy-1.json"),
+            (
+                "autoscalingPolicies",
+                "autoscaling-policies/autoscaling-policy-1.json",
+            ),
+            (
+                "networkPartitions",
+                "network-partitions/mock/network-partition-1.json",
+            ),
+            (
+                "deploymentPolicies",
+                "deployment-policies/deployment-policy-1.json",
+            ),
             ("cartridges", "cartridges/mock/stratos-lb.json"),
             ("cartridges", "cartridges/mock/tomcat.json"),
             ("cartridges", "cartridges/mock/tomcat1.json"),
             ("cartridges", "cartridges/mock/tomcat2.json"),
             ("cartridgeGroups", "cartridge-groups/group6c3.json"),
             ("cartridgeGroups", "cartridge-groups/group8c.json"),
-            ("applicationPolicies", "application-policies/application-policy-1.json"),
-            ("applications", "applications/nested/complex-app-with-lb/artifacts/application.json"),
+            (
+                "applicationPolicies",
+                "application-policies/application-policy-1.json",
+            ),
+            (
+                "applications",
+                "applications/nested/complex-app-with-lb/artifacts/application.json",
+            ),
         ],
-        orders: &[("my-tomcat", "my-stratos-lb"), ("my-stratos-lb", "my-group6"), ("my-group6", "my-group8")],
+        orders: &[
+            ("my-tomcat", "my-stratos-lb"),
+            ("my-stratos-lb", "my-group6"),
+            ("my-group6", "my-group8"),
+        ],
         parallel: &[("my-tomcat2-group6", "my-group7")],
     },
 ];
@@ -101,9 +178,18 @@ fn run_sample(cairn: &Cairn, sample: &Sample) {
     let app = sample.application;
     for (collection, file) in sample.posts {
         let (code, body) = cairn.stratos_curl("POST", collection, Some(&samples().join(file)));
-        assert_eq!(code, 201, "{app}: POST {collection} {file}: {body}\n{}", cairn.output());
+        assert_eq!(
+            code,
+            201,
+            "{app}: POST {collection} {file}: {body}\n{}",
+            cairn.output()
+        );
     }
-    let (code, body) = cairn.stratos_curl("POST", &format!("applications/{app}/deploy/application-policy-1"), None);
+    let (code, body) = cairn.stratos_curl(
+        "POST",
+        &format!("applications/{app}/deploy/application-policy-1"),
+        None,
+    );
     assert_eq!(code, 202, "{app}: deploy: {body}");
     let view = cairn.wait_active(app);
 
@@ -115,7 +201,10 @@ fn run_sample(cairn: &Cairn, sample: &Sample) {
     for (before, after) in sample.orders {
         let ready = window(&view, before).1;
         let started = window(&view, after).0;
-        assert!(ready <= started, "{app}: {after} started at {started}, before {before} was Active at {ready}");
+        assert!(
+            ready <= started,
+            "{app}: {after} started at {started}, before {before} was Active at {ready}"
+        );
     }
     for (a, b) in sample.parallel {
         let (a_start, a_active) = window(&view, a);
@@ -127,23 +216,36 @@ fn run_sample(cairn: &Cairn, sample: &Sample) {
     }
 
     // What a deployed application uses cannot be deleted from under it.
-    for path in [format!("applications/{app}"), "applicationPolicies/application-policy-1".into(), "cartridges/php".into()] {
+    for path in [
+        format!("applications/{app}"),
+        "applicationPolicies/application-policy-1".into(),
+        "cartridges/php".into(),
+    ] {
         if path.ends_with("php") && !sample.posts.iter().any(|(_, f)| f.ends_with("php.json")) {
             continue;
         }
         let (code, body) = cairn.stratos_curl("DELETE", &path, None);
         assert_eq!(code, 409, "{app}: DELETE {path} while deployed: {body}");
-        assert!(body.contains(app), "{app}: the refusal names the application: {body}");
+        assert!(
+            body.contains(app),
+            "{app}: the refusal names the application: {body}"
+        );
     }
 
     let (code, body) = cairn.stratos_curl("POST", &format!("applications/{app}/undeploy"), None);
     assert_eq!(code, 202, "{app}: undeploy: {body}");
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     while cairn.view(app).is_some() {
-        assert!(std::time::Instant::now() < deadline, "{app}: still deployed 10 s after undeploy");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{app}: still deployed 10 s after undeploy"
+        );
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
-    assert!(support::member_processes(&cairn.data_dir).is_empty(), "{app}: members left after undeploy");
+    assert!(
+        support::member_processes(&cairn.data_dir).is_empty(),
+        "{app}: members left after undeploy"
+    );
     let (code, body) = cairn.stratos_curl("DELETE", &format!("applications/{app}"), None);
     assert_eq!(code, 200, "{app}: DELETE application: {body}");
     for (collection, file) in sample.posts.iter().filter(|(c, _)| *c != "applications") {
@@ -159,8 +261,14 @@ fn window(view: &Value, alias: &str) -> (String, String) {
     let scope = find(view, alias).unwrap_or_else(|| panic!("no {alias} in {view}"));
     let all = members(&scope);
     assert!(!all.is_empty(), "{alias} has no members");
-    let start = all.iter().map(|(_, m)| m["created_at"].as_str().unwrap_or("").to_string()).min();
-    let active = all.iter().map(|(_, m)| m["active_at"].as_str().unwrap_or("~").to_string()).max();
+    let start = all
+        .iter()
+        .map(|(_, m)| m["created_at"].as_str().unwrap_or("").to_string())
+        .min();
+    let active = all
+        .iter()
+        .map(|(_, m)| m["active_at"].as_str().unwrap_or("~").to_string())
+        .max();
     (start.unwrap_or_default(), active.unwrap_or_default())
 }
 

@@ -270,6 +270,22 @@ impl Engine {
         Ok(out)
     }
 
+    /// Applies many observations, then lets time pass: one pass per application for the lot.
+    pub fn observe_batch(
+        &mut self,
+        observations: impl IntoIterator<Item = Observation>,
+        now: Millis,
+    ) -> Output {
+        let mut out = Output::default();
+        for observation in observations {
+            reconcile::apply_observation(&mut self.state, &observation, now, &mut out);
+        }
+        let tick = self.tick(now);
+        out.actions.extend(tick.actions);
+        out.events.extend(tick.events);
+        out
+    }
+
     /// Lets time pass: start timeouts, and anything that waits for time.
     pub fn tick(&mut self, now: Millis) -> Output {
         let mut out = Output::default();

@@ -361,6 +361,25 @@ impl Checks<'_> {
                 );
             }
         }
+        let timing = &policy.timing;
+        if !(0.0..1.0).contains(&timing.tolerance) {
+            self.report(
+                &key.field("tolerance"),
+                format!(
+                    "the tolerance is a fraction from 0 up to 1, found {}",
+                    timing.tolerance
+                ),
+            );
+        }
+        if timing.window_ms < 1_000 {
+            self.report(
+                &key.field("window"),
+                format!(
+                    "the window must be at least 1s to hold a sample, found {} ms",
+                    timing.window_ms
+                ),
+            );
+        }
     }
 
     fn deployment_policy(&mut self, policy: &DeploymentPolicy, key: &Key) {

@@ -545,13 +545,43 @@ fn autoscaling_policy(r: &mut Reader, at: &At, id: String, key: &Key) -> Option<
     }
     r.map(
         at,
-        Some(&["requests_in_flight", "memory_consumption", "load_average"]),
+        Some(&[
+            "requests_in_flight",
+            "memory_consumption",
+            "load_average",
+            "window",
+            "prediction_horizon",
+            "scale_down_stabilization",
+            "scale_up_cooldown",
+            "scale_down_cooldown",
+            "tolerance",
+            "drain",
+        ]),
     );
     let threshold =
         |r: &mut Reader, name: &str| at.get(name).and_then(|v| r.float(&v, &key.field(name)));
     policy.requests_in_flight = threshold(r, "requests_in_flight");
     policy.memory_consumption = threshold(r, "memory_consumption");
     policy.load_average = threshold(r, "load_average");
+    let timing = &mut policy.timing;
+    for (name, slot) in [
+        ("window", &mut timing.window_ms),
+        ("prediction_horizon", &mut timing.prediction_horizon_ms),
+        (
+            "scale_down_stabilization",
+            &mut timing.scale_down_stabilization_ms,
+        ),
+        ("scale_up_cooldown", &mut timing.scale_up_cooldown_ms),
+        ("scale_down_cooldown", &mut timing.scale_down_cooldown_ms),
+        ("drain", &mut timing.drain_ms),
+    ] {
+        if let Some(ms) = at.get(name).and_then(|v| duration(r, &v, &key.field(name))) {
+            *slot = ms;
+        }
+    }
+    if let Some(tolerance) = threshold(r, "tolerance") {
+        timing.tolerance = tolerance;
+    }
     Some(policy)
 }
 

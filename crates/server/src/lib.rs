@@ -54,7 +54,10 @@ pub async fn start(config: ServerConfig) -> Result<Server, ServerError> {
     let platform = Platform::start(config.platform.clone()).await?;
     // Everything is bound before anything is served, so a client that reaches one API reaches all.
     let stratos = match config.stratos_api {
-        Some(addr) => Some((bind(addr).await?, tls::server_config(&config.platform.data_dir)?)),
+        Some(addr) => Some((
+            bind(addr).await?,
+            tls::server_config(&config.platform.data_dir)?,
+        )),
         None => None,
     };
     let api_listener = bind(config.api).await?;
@@ -62,7 +65,11 @@ pub async fn start(config: ServerConfig) -> Result<Server, ServerError> {
     let mut stratos_api = None;
     if let Some((listener, tls)) = stratos {
         stratos_api = listener.local_addr().ok();
-        let router = api::stratos::router(platform.clone(), &config.stratos_user, &config.stratos_password);
+        let router = api::stratos::router(
+            platform.clone(),
+            &config.stratos_user,
+            &config.stratos_password,
+        );
         tokio::spawn(serve_tls(listener, router, tls));
     }
     let native = api::native::router(platform.clone());
@@ -79,10 +86,12 @@ pub async fn start(config: ServerConfig) -> Result<Server, ServerError> {
 }
 
 async fn bind(addr: SocketAddr) -> Result<TcpListener, ServerError> {
-    TcpListener::bind(addr).await.map_err(|e| ServerError::Listen {
-        addr,
-        reason: e.to_string(),
-    })
+    TcpListener::bind(addr)
+        .await
+        .map_err(|e| ServerError::Listen {
+            addr,
+            reason: e.to_string(),
+        })
 }
 
 async fn serve_tls(listener: TcpListener, router: axum::Router, tls: Arc<rustls::ServerConfig>) {
@@ -106,7 +115,10 @@ async fn serve_tls(listener: TcpListener, router: axum::Router, tls: Arc<rustls:
                 }
             };
             let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-            if let Err(e) = builder.serve_connection(TokioIo::new(stream), service).await {
+            if let Err(e) = builder
+                .serve_connection(TokioIo::new(stream), service)
+                .await
+            {
                 tracing::debug!(%peer, "stratos API connection: {e}");
             }
         });

@@ -8,7 +8,9 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use cairn_agent::{Agent, AgentConfig};
-use cairn_engine::{Action, AppView, Engine, EngineConfig, EngineError, Event, Millis, Observation, Output, State};
+use cairn_engine::{
+    Action, AppView, Engine, EngineConfig, EngineError, Event, Millis, Observation, Output, State,
+};
 use cairn_lb::{LbStats, LoadBalancer};
 use cairn_model::{AppSpec, ArtifactKind, Bundle, Catalog, Diagnostics};
 use cairn_runtime::{ProcessRuntime, RunningMember};
@@ -16,14 +18,14 @@ use cairn_store::{RedbStore, Store, StoreExt};
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
 
+use crate::ServerError;
 use crate::events::EventLog;
 use crate::routes::route_table;
-use crate::ServerError;
 
 const CATALOG_KEY: &str = "catalog";
 const ENGINE_KEY: &str = "engine/state";
 /// How often the engine is given the time, for start timeouts.
-const TICK: Duration = Duration::from_millis(500);
+const TICK: Duration = Duration::from_millis(1000);
 
 #[derive(Debug, Clone)]
 pub struct PlatformConfig {
@@ -59,6 +61,12 @@ struct Snapshot {
 enum Command {
     Deploy(Box<AppSpec>, oneshot::Sender<Result<(), PlatformError>>),
     Undeploy(String, oneshot::Sender<Result<(), PlatformError>>),
+    Scale {
+        application: String,
+        alias: String,
+        size: Option<u32>,
+        reply: oneshot::Sender<Result<(), PlatformError>>,
+    },
     /// Stop every member and the loop; desired state stays stored.
     Shutdown(oneshot::Sender<()>),
 }
@@ -81,6 +89,8 @@ impl From<EngineError> for PlatformError {
         match e {
             EngineError::AlreadyDeployed(_) => PlatformError::Conflict(e.to_string()),
             EngineError::NotDeployed(_) => PlatformError::Conflict(e.to_string()),
+            EngineError::NoCluster { .. } => PlatformError::NotFound(e.to_string()),
+            EngineError::OutOfRange { .. } => PlatformError::Conflict(e.to_string()),
         }
     }
 }
@@ -96,7 +106,9 @@ pub struct Platform {
 }
 
 pub fn now() -> Millis {
-    let since = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+    let since = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
     Millis(since.as_millis() as u64)
 }
 
@@ -105,7 +117,9 @@ impl Platform {
     pub async fn start(config: PlatformConfig) -> Result<Arc<Platform>, ServerError> {
         std::fs::create_dir_all(&config.data_dir)
             .map_err(|e| ServerError::Io(format!("{}: {e}", config.data_dir.display())))?;
-        let store = Arc::new(RedbStore::open(&config.data_dir).map_err(|e| ServerError::Store(e.to_string()))?);
+        let store = Arc::new(
+            RedbStore::open(&config.data_dir).map_err(|e| ServerError::Store(e.to_string()))?,
+        );
         let catalog: Catalog = store
             .get_json(CATALOG_KEY)
             .map_err(|e| ServerError::Store(e.to_string()))?
@@ -173,11 +187,19 @@ impl Platform {
         let ids = bundle_ids(&bundle);
         if !replace {
             if let Some((kind, id)) = ids.iter().find(|(kind, id)| catalog.contains(*kind, id)) {
-                return Err(PlatformError::Conflict(format!("{} {id} already exists", kind.name())));
+                return Err(PlatformError::Conflict(format!(
+                    "{} {id} already exists",
+                    kind.name()
+                )));
             }
         }
         let deployed = self.deployed();
-        if let Some(id) = bundle.applications.iter().map(|a| &a.id).find(|id| deployed.contains(*id)) {
+        if let Some(id) = bundle
+            .applications
+            .iter()
+            .map(|a| &a.id)
+            .find(|id| deployed.contains(*id))
+        {
             return Err(PlatformError::Conflict(format!(
                 "application {id} is deployed: undeploy it before changing it"
             )));
@@ -195,7 +217,10 @@ impl Platform {
     pub fn remove(&self, kind: ArtifactKind, id: &str) -> Result<(), PlatformError> {
         let mut catalog = self.lock_catalog();
         if !catalog.contains(kind, id) {
-            return Err(PlatformError::NotFound(format!("{} {id} not found", kind.name())));
+            return Err(PlatformError::NotFound(format!(
+                "{} {id} not found",
+                kind.name()
+            )));
         }
         let deployed = self.deployed();
         if kind == ArtifactKind::Application && deployed.contains(id) {
@@ -236,10 +261,15 @@ impl Platform {
     }
 
     /// Resolves and deploys an application; returns once the deployment is stored.
-    pub async fn deploy(&self, application: &str, application_policy: &str) -> Result<(), PlatformError> {
+    pub async fn deploy(
+        &self,
+        application: &str,
+        application_policy: &str,
+    ) -> Result<(), PlatformError> {
         let spec = {
             let catalog = self.lock_catalog();
-            cairn_model::resolve(&catalog, application, application_policy).map_err(PlatformError::Invalid)?
+            cairn_model::resolve(&catalog, application, application_policy)
+                .map_err(PlatformError::Invalid)?
         };
         let (tx, rx) = oneshot::channel();
         self.send(Command::Deploy(Box::new(spec), tx))?;
@@ -250,6 +280,23 @@ impl Platform {
     pub async fn undeploy(&self, application: &str) -> Result<(), PlatformError> {
         let (tx, rx) = oneshot::channel();
         self.send(Command::Undeploy(application.to_string(), tx))?;
+        rx.await.map_err(|_| stopped())?
+    }
+
+    /// Fixes a cluster's size (suspending its autoscaling), or with `None` resumes autoscaling.
+    pub async fn scale(
+        &self,
+        application: &str,
+        alias: &str,
+        size: Option<u32>,
+    ) -> Result<(), PlatformError> {
+        let (tx, rx) = oneshot::channel();
+        self.send(Command::Scale {
+            application: application.to_string(),
+            alias: alias.to_string(),
+            size,
+            reply: tx,
+        })?;
         rx.await.map_err(|_| stopped())?
     }
 
@@ -274,7 +321,12 @@ impl Platform {
         let snapshot = self.read_snapshot();
         let catalog = self.lock_catalog();
         let mut ids: Vec<&String> = catalog.applications.keys().collect();
-        ids.extend(snapshot.views.keys().filter(|id| !catalog.applications.contains_key(*id)));
+        ids.extend(
+            snapshot
+                .views
+                .keys()
+                .filter(|id| !catalog.applications.contains_key(*id)),
+        );
         ids.sort();
         ids.iter()
             .map(|id| match snapshot.views.get(*id) {
@@ -317,7 +369,9 @@ impl Platform {
         let mut found = None;
         visit_view_clusters(&view, &mut |c| {
             if c.alias == alias {
-                found.get_or_insert_with(Vec::new).extend(c.members.iter().map(|m| m.id.clone()));
+                found
+                    .get_or_insert_with(Vec::new)
+                    .extend(c.members.iter().map(|m| m.id.clone()));
             }
         });
         found
@@ -328,7 +382,10 @@ impl Platform {
     }
 
     fn read_snapshot(&self) -> Arc<Snapshot> {
-        self.snapshot.read().unwrap_or_else(|e| e.into_inner()).clone()
+        self.snapshot
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// Stops every member and the engine's loop, then the load balancer; stored state stays.
@@ -347,19 +404,65 @@ fn stopped() -> PlatformError {
 
 fn bundle_ids(bundle: &Bundle) -> Vec<(ArtifactKind, String)> {
     let mut ids = Vec::new();
-    ids.extend(bundle.cartridges.iter().map(|x| (ArtifactKind::Cartridge, x.kind.clone())));
-    ids.extend(bundle.cartridge_groups.iter().map(|x| (ArtifactKind::CartridgeGroup, x.name.clone())));
-    ids.extend(bundle.applications.iter().map(|x| (ArtifactKind::Application, x.id.clone())));
-    ids.extend(bundle.autoscaling_policies.iter().map(|x| (ArtifactKind::AutoscalingPolicy, x.id.clone())));
-    ids.extend(bundle.deployment_policies.iter().map(|x| (ArtifactKind::DeploymentPolicy, x.id.clone())));
-    ids.extend(bundle.application_policies.iter().map(|x| (ArtifactKind::ApplicationPolicy, x.id.clone())));
-    ids.extend(bundle.network_partitions.iter().map(|x| (ArtifactKind::NetworkPartition, x.id.clone())));
-    ids.extend(bundle.kubernetes_clusters.iter().map(|x| (ArtifactKind::KubernetesCluster, x.id.clone())));
+    ids.extend(
+        bundle
+            .cartridges
+            .iter()
+            .map(|x| (ArtifactKind::Cartridge, x.kind.clone())),
+    );
+    ids.extend(
+        bundle
+            .cartridge_groups
+            .iter()
+            .map(|x| (ArtifactKind::CartridgeGroup, x.name.clone())),
+    );
+    ids.extend(
+        bundle
+            .applications
+            .iter()
+            .map(|x| (ArtifactKind::Application, x.id.clone())),
+    );
+    ids.extend(
+        bundle
+            .autoscaling_policies
+            .iter()
+            .map(|x| (ArtifactKind::AutoscalingPolicy, x.id.clone())),
+    );
+    ids.extend(
+        bundle
+            .deployment_policies
+            .iter()
+            .map(|x| (ArtifactKind::DeploymentPolicy, x.id.clone())),
+    );
+    ids.extend(
+        bundle
+            .application_policies
+            .iter()
+            .map(|x| (ArtifactKind::ApplicationPolicy, x.id.clone())),
+    );
+    ids.extend(
+        bundle
+            .network_partitions
+            .iter()
+            .map(|x| (ArtifactKind::NetworkPartition, x.id.clone())),
+    );
+    ids.extend(
+        bundle
+            .kubernetes_clusters
+            .iter()
+            .map(|x| (ArtifactKind::KubernetesCluster, x.id.clone())),
+    );
     ids
 }
 
-pub fn visit_view_clusters<'a>(view: &'a AppView, f: &mut impl FnMut(&'a cairn_engine::view::ClusterView)) {
-    fn walk<'a>(groups: &'a [cairn_engine::view::GroupView], f: &mut impl FnMut(&'a cairn_engine::view::ClusterView)) {
+pub fn visit_view_clusters<'a>(
+    view: &'a AppView,
+    f: &mut impl FnMut(&'a cairn_engine::view::ClusterView),
+) {
+    fn walk<'a>(
+        groups: &'a [cairn_engine::view::GroupView],
+        f: &mut impl FnMut(&'a cairn_engine::view::ClusterView),
+    ) {
         for g in groups {
             for i in &g.instances {
                 i.clusters.iter().for_each(&mut *f);
@@ -371,7 +474,10 @@ pub fn visit_view_clusters<'a>(view: &'a AppView, f: &mut impl FnMut(&'a cairn_e
     walk(&view.groups, f);
 }
 
-fn visit_view_members<'a>(view: &'a AppView, f: &mut impl FnMut(&'a cairn_engine::view::MemberView)) {
+fn visit_view_members<'a>(
+    view: &'a AppView,
+    f: &mut impl FnMut(&'a cairn_engine::view::MemberView),
+) {
     visit_view_clusters(view, &mut |c| c.members.iter().for_each(&mut *f));
 }
 
@@ -407,7 +513,10 @@ impl EngineLoop {
                     None => return,
                 },
                 Some(observation) = observations.recv() => extend(&mut out, self.engine.observe(observation, now())),
-                _ = tick.tick() => extend(&mut out, self.engine.tick(now())),
+                _ = tick.tick() => {
+                    let load = self.load_observations();
+                    extend(&mut out, self.engine.observe_batch(load, now()));
+                }
             }
             // Take whatever else is waiting, so one write covers it all.
             for _ in 0..256 {
@@ -423,15 +532,41 @@ impl EngineLoop {
         }
     }
 
+    /// Requests in flight per member, as the load balancer counts them now.
+    fn load_observations(&self) -> Vec<Observation> {
+        self.platform
+            .lb
+            .stats()
+            .clusters
+            .into_iter()
+            .flat_map(|cluster| cluster.members)
+            .map(|member| Observation::Load {
+                member_id: member.member_id,
+                in_flight: Some(member.requests.in_flight as f64),
+                cpu_percent: None,
+                memory_percent: None,
+            })
+            .collect()
+    }
+
     fn command(
         &mut self,
         command: Command,
         out: &mut Output,
-        replies: &mut Vec<(oneshot::Sender<Result<(), PlatformError>>, Result<(), PlatformError>)>,
+        replies: &mut Vec<(
+            oneshot::Sender<Result<(), PlatformError>>,
+            Result<(), PlatformError>,
+        )>,
     ) {
         let (reply, result) = match command {
             Command::Deploy(spec, reply) => (reply, self.engine.deploy(*spec, now())),
             Command::Undeploy(app, reply) => (reply, self.engine.undeploy(&app, now())),
+            Command::Scale {
+                application,
+                alias,
+                size,
+                reply,
+            } => (reply, self.engine.scale(&application, &alias, size, now())),
             // Taken only while the loop waits; a shutdown queued behind others is answered by dropping it.
             Command::Shutdown(_) => return,
         };
@@ -448,7 +583,10 @@ impl EngineLoop {
     async fn finish_step(
         &mut self,
         out: Output,
-        replies: Vec<(oneshot::Sender<Result<(), PlatformError>>, Result<(), PlatformError>)>,
+        replies: Vec<(
+            oneshot::Sender<Result<(), PlatformError>>,
+            Result<(), PlatformError>,
+        )>,
     ) {
         let stored = self.persist();
         for (reply, result) in replies {
@@ -477,7 +615,10 @@ impl EngineLoop {
         if bytes == self.persisted {
             return Ok(());
         }
-        self.platform.store.put(ENGINE_KEY, &bytes).map_err(|e| e.to_string())?;
+        self.platform
+            .store
+            .put(ENGINE_KEY, &bytes)
+            .map_err(|e| e.to_string())?;
         self.persisted = bytes;
         Ok(())
     }
@@ -496,12 +637,28 @@ impl EngineLoop {
             .apps
             .iter()
             .map(|(id, app)| {
-                let partitions = app.spec.network_partition_groups.iter().flatten().cloned().collect();
-                (id.clone(), (app.spec.application_policy.clone(), partitions))
+                let partitions = app
+                    .spec
+                    .network_partition_groups
+                    .iter()
+                    .flatten()
+                    .cloned()
+                    .collect();
+                (
+                    id.clone(),
+                    (app.spec.application_policy.clone(), partitions),
+                )
             })
             .collect();
-        *self.platform.snapshot.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(Snapshot { views, placements });
-        let (table, problems) = route_table(&self.engine.routes(), self.platform.config.proxy_port_offset);
+        *self
+            .platform
+            .snapshot
+            .write()
+            .unwrap_or_else(|e| e.into_inner()) = Arc::new(Snapshot { views, placements });
+        let (table, problems) = route_table(
+            &self.engine.routes(),
+            self.platform.config.proxy_port_offset,
+        );
         if self.published.as_ref() == Some(&table) {
             return;
         }
@@ -515,6 +672,7 @@ impl EngineLoop {
                 application: String::new(),
                 subject: "load balancer".into(),
                 message: e.to_string(),
+                decision: None,
             }]);
         }
         self.published = Some(table);
@@ -538,7 +696,13 @@ impl EngineLoop {
         let mut keep = Vec::new();
         let mut lost = Vec::new();
         let mut stop = Vec::new();
-        let members: Vec<(String, String, String, cairn_model::HealthCheck, cairn_engine::Member)> = self
+        let members: Vec<(
+            String,
+            String,
+            String,
+            cairn_model::HealthCheck,
+            cairn_engine::Member,
+        )> = self
             .engine
             .members()
             .into_iter()
@@ -566,7 +730,9 @@ impl EngineLoop {
                 ports: member
                     .ports
                     .iter()
-                    .filter_map(|(name, addr)| addr.parse::<SocketAddr>().ok().map(|a| (name.clone(), a)))
+                    .filter_map(|(name, addr)| {
+                        addr.parse::<SocketAddr>().ok().map(|a| (name.clone(), a))
+                    })
                     .collect(),
                 started_at: UNIX_EPOCH + Duration::from_millis(member.created_at.0),
             };

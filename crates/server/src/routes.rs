@@ -6,7 +6,10 @@ use cairn_lb::{Backend, ClusterKey, ClusterRoute, RouteTable};
 use cairn_model::Protocol;
 
 /// The table for the engine's routes, each proxy port moved by `offset`; also what could not be routed.
-pub fn route_table(routes: &[cairn_engine::ClusterRoute], offset: u16) -> (RouteTable, Vec<String>) {
+pub fn route_table(
+    routes: &[cairn_engine::ClusterRoute],
+    offset: u16,
+) -> (RouteTable, Vec<String>) {
     let mut table = RouteTable::default();
     let mut problems = Vec::new();
     for route in routes {
@@ -36,11 +39,16 @@ pub fn route_table(routes: &[cairn_engine::ClusterRoute], offset: u16) -> (Route
                     Some(Backend::new(member.clone(), addr))
                 })
                 .collect();
-            table.listeners.entry(listen).or_default().clusters.push(ClusterRoute {
-                key: ClusterKey::new(&route.application, &route.alias),
-                hosts: route.hosts.clone(),
-                backends,
-            });
+            table
+                .listeners
+                .entry(listen)
+                .or_default()
+                .clusters
+                .push(ClusterRoute {
+                    key: ClusterKey::new(&route.application, &route.alias),
+                    hosts: route.hosts.clone(),
+                    backends,
+                });
         }
     }
     (table, problems)
@@ -71,13 +79,25 @@ mod tests {
             )],
         };
         let routes = vec![
-            route("a", vec![mapping("http", Protocol::Http, 80), mapping("ssh", Protocol::Tcp, 22)]),
+            route(
+                "a",
+                vec![
+                    mapping("http", Protocol::Http, 80),
+                    mapping("ssh", Protocol::Tcp, 22),
+                ],
+            ),
             route("b", vec![mapping("http", Protocol::Http, 80)]),
         ];
         let (table, problems) = route_table(&routes, 10_000);
-        assert_eq!(table.listeners.keys().copied().collect::<Vec<_>>(), [10_080]);
+        assert_eq!(
+            table.listeners.keys().copied().collect::<Vec<_>>(),
+            [10_080]
+        );
         assert_eq!(table.listeners[&10_080].clusters.len(), 2);
-        assert_eq!(table.listeners[&10_080].clusters[0].backends[0].addr.port(), 4000);
+        assert_eq!(
+            table.listeners[&10_080].clusters[0].backends[0].addr.port(),
+            4000
+        );
         assert_eq!(problems.len(), 1);
         assert!(problems[0].contains("tcp"), "{}", problems[0]);
     }

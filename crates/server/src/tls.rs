@@ -16,10 +16,15 @@ pub fn server_config(data_dir: &Path) -> Result<Arc<rustls::ServerConfig>, Serve
     let io = |path: &Path, e: std::io::Error| ServerError::Io(format!("{}: {e}", path.display()));
     if !cert_path.exists() || !key_path.exists() {
         std::fs::create_dir_all(&dir).map_err(|e| io(&dir, e))?;
-        let names = vec!["localhost".to_string(), "127.0.0.1".to_string(), "::1".to_string()];
+        let names = vec![
+            "localhost".to_string(),
+            "127.0.0.1".to_string(),
+            "::1".to_string(),
+        ];
         let certified = rcgen::generate_simple_self_signed(names)
             .map_err(|e| ServerError::Tls(format!("creating a self-signed certificate: {e}")))?;
-        std::fs::write(&key_path, certified.signing_key.serialize_pem()).map_err(|e| io(&key_path, e))?;
+        std::fs::write(&key_path, certified.signing_key.serialize_pem())
+            .map_err(|e| io(&key_path, e))?;
         std::fs::write(&cert_path, certified.cert.pem()).map_err(|e| io(&cert_path, e))?;
     }
     let certs = CertificateDer::pem_file_iter(&cert_path)

@@ -26,9 +26,14 @@ pub fn free_port() -> u16 {
 
 /// An offset that moves every given proxy port onto a free port.
 pub fn free_offset(proxy_ports: &[u16]) -> u16 {
-    let seed = std::process::id() as u64 ^ Instant::now().elapsed().as_nanos() as u64 ^ free_port() as u64;
+    let seed =
+        std::process::id() as u64 ^ Instant::now().elapsed().as_nanos() as u64 ^ free_port() as u64;
     for attempt in 0..500u64 {
-        let offset = 10_000 + ((seed.wrapping_mul(2_654_435_761).wrapping_add(attempt * 7_919)) % 45_000) as u16;
+        let offset = 10_000
+            + ((seed
+                .wrapping_mul(2_654_435_761)
+                .wrapping_add(attempt * 7_919))
+                % 45_000) as u16;
         let all_free = proxy_ports.iter().all(|p| {
             let port = p.checked_add(offset);
             port.is_some_and(|port| TcpListener::bind(("127.0.0.1", port)).is_ok())
@@ -54,7 +59,11 @@ pub struct TempDir(pub PathBuf);
 
 impl TempDir {
     pub fn new(name: &str) -> TempDir {
-        let dir = std::env::temp_dir().join(format!("cairn-test-{name}-{}-{}", std::process::id(), free_port()));
+        let dir = std::env::temp_dir().join(format!(
+            "cairn-test-{name}-{}-{}",
+            std::process::id(),
+            free_port()
+        ));
         std::fs::create_dir_all(&dir).expect("temp dir");
         TempDir(dir)
     }
@@ -108,7 +117,11 @@ impl Cairn {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        panic!("cairn did not listen on {} within 20 s:\n{}", self.api, self.output());
+        panic!(
+            "cairn did not listen on {} within 20 s:\n{}",
+            self.api,
+            self.output()
+        );
     }
 
     /// What the process printed, for failure messages.
@@ -128,7 +141,10 @@ impl Cairn {
     }
 
     pub fn get(&self, path: &str) -> (u16, Value) {
-        let response = client().get(self.url(path)).send().expect("native API answers");
+        let response = client()
+            .get(self.url(path))
+            .send()
+            .expect("native API answers");
         let status = response.status().as_u16();
         (status, response.json().unwrap_or(Value::Null))
     }
@@ -149,7 +165,13 @@ impl Cairn {
     }
 
     /// Waits until `check` holds for the application's view, or fails with the last view.
-    pub fn wait_for(&self, app: &str, what: &str, timeout: Duration, check: impl Fn(&Value) -> bool) -> Value {
+    pub fn wait_for(
+        &self,
+        app: &str,
+        what: &str,
+        timeout: Duration,
+        check: impl Fn(&Value) -> bool,
+    ) -> Value {
         let deadline = Instant::now() + timeout;
         let mut last = Value::Null;
         while Instant::now() < deadline {
@@ -169,20 +191,31 @@ impl Cairn {
     }
 
     pub fn wait_active(&self, app: &str) -> Value {
-        self.wait_for(app, "Active", Duration::from_secs(30), |v| v["status"] == "Active")
+        self.wait_for(app, "Active", Duration::from_secs(30), |v| {
+            v["status"] == "Active"
+        })
     }
 
     /// `curl` exactly as Stratos' sample scripts call it; returns the HTTP status.
     pub fn stratos_curl(&self, method: &str, path: &str, file: Option<&Path>) -> (u16, String) {
         let mut command = Command::new("curl");
         command
-            .args(["-sS", "-k", "-u", "admin:admin", "-H", "Content-Type: application/json"])
+            .args([
+                "-sS",
+                "-k",
+                "-u",
+                "admin:admin",
+                "-H",
+                "Content-Type: application/json",
+            ])
             .args(["-X", method, "-w", "\n%{http_code}"]);
         if let Some(file) = file {
             command.arg("-d").arg(format!("@{}", file.display()));
         }
         command.arg(format!("https://{}/api/{path}", self.stratos));
-        let output = command.output().expect("curl runs (the test script installs it)");
+        let output = command
+            .output()
+            .expect("curl runs (the test script installs it)");
         let text = String::from_utf8_lossy(&output.stdout).to_string();
         let (body, code) = text.rsplit_once('\n').unwrap_or(("", &text));
         let body = format!("{body}{}", String::from_utf8_lossy(&output.stderr));
@@ -236,7 +269,10 @@ pub fn member_processes(data_dir: &Path) -> BTreeMap<u32, String> {
             continue;
         };
         // A zombie has an empty environment; it is not running.
-        let vars: Vec<String> = environ.split(|b| *b == 0).map(|v| String::from_utf8_lossy(v).to_string()).collect();
+        let vars: Vec<String> = environ
+            .split(|b| *b == 0)
+            .map(|v| String::from_utf8_lossy(v).to_string())
+            .collect();
         if !vars.iter().any(|v| *v == marker) {
             continue;
         }
@@ -249,7 +285,9 @@ pub fn member_processes(data_dir: &Path) -> BTreeMap<u32, String> {
 
 fn kill_members_of(data_dir: &Path) {
     for pid in member_processes(data_dir).keys() {
-        let _ = Command::new("kill").args(["-9", &format!("-{pid}")]).status();
+        let _ = Command::new("kill")
+            .args(["-9", &format!("-{pid}")])
+            .status();
         let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
     }
 }
@@ -282,6 +320,9 @@ pub fn pid_of(data_dir: &Path, member: &str) -> Option<u32> {
 }
 
 pub fn kill9(pid: u32) {
-    let status = Command::new("kill").args(["-9", &pid.to_string()]).status().expect("kill runs");
+    let status = Command::new("kill")
+        .args(["-9", &pid.to_string()])
+        .status()
+        .expect("kill runs");
     assert!(status.success(), "kill -9 {pid}");
 }

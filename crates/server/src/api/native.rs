@@ -28,10 +28,19 @@ use crate::platform::{AppSummary, Platform, PlatformError};
         undeploy_application,
         delete_application,
         cluster_logs,
+        scale_cluster,
+        autoscale_cluster,
         list_events,
         loadbalancer_stats
     ),
-    components(schemas(AppSummary, ErrorBody, DeployRequest, BlueprintAccepted))
+    components(schemas(
+        AppSummary,
+        ErrorBody,
+        DeployRequest,
+        BlueprintAccepted,
+        ScaleRequest,
+        AutoscaleRequest
+    ))
 )]
 struct ApiDoc;
 
@@ -41,10 +50,24 @@ pub fn router(platform: Arc<Platform>) -> Router {
         .route("/openapi.json", get(openapi))
         .route("/v1/applications", get(list_applications))
         .route("/v1/blueprints", post(post_blueprint))
-        .route("/v1/applications/{id}", get(get_application).delete(delete_application))
+        .route(
+            "/v1/applications/{id}",
+            get(get_application).delete(delete_application),
+        )
         .route("/v1/applications/{id}/deploy", post(deploy_application))
         .route("/v1/applications/{id}/undeploy", post(undeploy_application))
-        .route("/v1/applications/{id}/clusters/{alias}/logs", get(cluster_logs))
+        .route(
+            "/v1/applications/{id}/clusters/{alias}/logs",
+            get(cluster_logs),
+        )
+        .route(
+            "/v1/applications/{id}/clusters/{alias}/scale",
+            post(scale_cluster),
+        )
+        .route(
+            "/v1/applications/{id}/clusters/{alias}/autoscale",
+            post(autoscale_cluster),
+        )
         .route("/v1/events", get(list_events))
         .route("/v1/loadbalancer", get(loadbalancer_stats))
         .with_state(platform)
@@ -135,14 +158,23 @@ async fn post_blueprint(
     let mut deployed = Vec::new();
     if query.deploy.unwrap_or(true) {
         let Some(policy) = policy else {
-            return Err(PlatformError::Conflict(format!("{source}: the blueprint names no application policy to deploy with")).into());
+            return Err(PlatformError::Conflict(format!(
+                "{source}: the blueprint names no application policy to deploy with"
+            ))
+            .into());
         };
         for app in &applications {
             platform.deploy(app, &policy).await?;
             deployed.push(app.clone());
         }
     }
-    Ok((StatusCode::CREATED, Json(BlueprintAccepted { applications, deployed })))
+    Ok((
+        StatusCode::CREATED,
+        Json(BlueprintAccepted {
+            applications,
+            deployed,
+        }),
+    ))
 }
 
 /// The runtime view: application, group instances, clusters, members.
@@ -152,7 +184,10 @@ async fn post_blueprint(
     params(("id" = String, Path)),
     responses((status = 200, body = Object), (status = 404, body = ErrorBody))
 )]
-async fn get_application(State(platform): State<Arc<Platform>>, Path(id): Path<String>) -> ApiResult<Response> {
+async fn get_application(
+    State(platform): State<Arc<Platform>>,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
     match platform.view(&id) {
         Some(view) => Ok(Json(view).into_response()),
         None if platform.catalog().applications.contains_key(&id) => {
@@ -183,7 +218,8 @@ async fn deploy_application(
     let request: DeployRequest = if body.is_empty() {
         DeployRequest::default()
     } else {
-        serde_json::from_slice(&body).map_err(|e| invalid_body(format!("expected {{\"application_policy\": \"…\"}}: {e}")))?
+        serde_json::from_slice(&body)
+            .map_err(|e| invalid_body(format!("expected {{\"application_policy\": \"…\"}}: {e}")))?
     };
     let policy = match request.application_policy {
         Some(p) => p,
@@ -192,7 +228,11 @@ async fn deploy_application(
             let mut ids = catalog.application_policies.keys();
             match (ids.next(), ids.next()) {
                 (Some(only), None) => only.clone(),
-                _ => return Err(invalid_body("name the application_policy to deploy with".into()).into()),
+                _ => {
+                    return Err(
+                        invalid_body("name the application_policy to deploy with".into()).into(),
+                    );
+                }
             }
         }
     };
@@ -217,7 +257,10 @@ fn invalid_body(message: String) -> PlatformError {
     params(("id" = String, Path)),
     responses((status = 202), (status = 409, body = ErrorBody))
 )]
-async fn undeploy_application(State(platform): State<Arc<Platform>>, Path(id): Path<String>) -> ApiResult<StatusCode> {
+async fn undeploy_application(
+    State(platform): State<Arc<Platform>>,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
     platform.undeploy(&id).await?;
     Ok(StatusCode::ACCEPTED)
 }
@@ -228,7 +271,10 @@ async fn undeploy_application(State(platform): State<Arc<Platform>>, Path(id): P
     params(("id" = String, Path)),
     responses((status = 204), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody))
 )]
-async fn delete_application(State(platform): State<Arc<Platform>>, Path(id): Path<String>) -> ApiResult<StatusCode> {
+async fn delete_application(
+    State(platform): State<Arc<Platform>>,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
     platform.remove(cairn_model::ArtifactKind::Application, &id)?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -254,7 +300,10 @@ async fn cluster_logs(
     Query(query): Query<LogQuery>,
 ) -> ApiResult<Response> {
     let Some(members) = platform.cluster_members(&id, &alias) else {
-        return Err(PlatformError::NotFound(format!("application {id} has no deployed cluster {alias}")).into());
+        return Err(PlatformError::NotFound(format!(
+            "application {id} has no deployed cluster {alias}"
+        ))
+        .into());
     };
     let dir = platform.log_dir();
     let tail = query.tail.unwrap_or(100);
@@ -265,13 +314,16 @@ async fn cluster_logs(
         for line in log.lines() {
             text.push_str(&format!("{member} | {line}\n"));
         }
-        let size = std::fs::metadata(cairn_runtime::log_path(&dir, member)).map(|m| m.len()).unwrap_or(0);
+        let size = std::fs::metadata(cairn_runtime::log_path(&dir, member))
+            .map(|m| m.len())
+            .unwrap_or(0);
         offsets.push((member.clone(), size));
     }
     if !query.follow.unwrap_or(false) {
         return Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], text).into_response());
     }
-    let head = futures_util::stream::once(async move { Ok::<_, std::io::Error>(Bytes::from(text)) });
+    let head =
+        futures_util::stream::once(async move { Ok::<_, std::io::Error>(Bytes::from(text)) });
     let follow = futures_util::stream::unfold((dir, offsets), |(dir, mut offsets)| async move {
         loop {
             tokio::time::sleep(Duration::from_millis(200)).await;
@@ -294,6 +346,74 @@ async fn cluster_logs(
     Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], body).into_response())
 }
 
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+pub struct ScaleRequest {
+    /// Members to keep, within the cluster's [min, max]; autoscaling stays off until resumed.
+    pub size: u32,
+}
+
+/// Sets a cluster's size by hand and suspends its autoscaling.
+#[utoipa::path(
+    post,
+    path = "/v1/applications/{id}/clusters/{alias}/scale",
+    params(("id" = String, Path), ("alias" = String, Path)),
+    request_body = ScaleRequest,
+    responses((status = 202), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody))
+)]
+async fn scale_cluster(
+    State(platform): State<Arc<Platform>>,
+    Path((id, alias)): Path<(String, String)>,
+    body: Bytes,
+) -> ApiResult<StatusCode> {
+    let request: ScaleRequest = serde_json::from_slice(&body)
+        .map_err(|e| invalid_body(format!("expected {{\"size\": N}}: {e}")))?;
+    platform.scale(&id, &alias, Some(request.size)).await?;
+    Ok(StatusCode::ACCEPTED)
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+pub struct AutoscaleRequest {
+    /// True hands the cluster back to the autoscaler; false holds it at its current size.
+    pub enabled: bool,
+}
+
+#[utoipa::path(
+    post,
+    path = "/v1/applications/{id}/clusters/{alias}/autoscale",
+    params(("id" = String, Path), ("alias" = String, Path)),
+    request_body = AutoscaleRequest,
+    responses((status = 202), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody))
+)]
+async fn autoscale_cluster(
+    State(platform): State<Arc<Platform>>,
+    Path((id, alias)): Path<(String, String)>,
+    body: Bytes,
+) -> ApiResult<StatusCode> {
+    let request: AutoscaleRequest = serde_json::from_slice(&body)
+        .map_err(|e| invalid_body(format!("expected {{\"enabled\": true|false}}: {e}")))?;
+    let size = if request.enabled {
+        None
+    } else {
+        let desired = platform
+            .view(&id)
+            .and_then(|view| {
+                let mut found = None;
+                crate::platform::visit_view_clusters(&view, &mut |c| {
+                    if c.alias == alias {
+                        found = Some(found.unwrap_or(0) + c.desired);
+                    }
+                });
+                found
+            })
+            .ok_or_else(|| {
+                PlatformError::NotFound(format!("application {id} has no deployed cluster {alias}"))
+            })?;
+        Some(desired)
+    };
+    platform.scale(&id, &alias, size).await?;
+    Ok(StatusCode::ACCEPTED)
+}
+
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 struct EventQuery {
     application: Option<String>,
@@ -307,7 +427,10 @@ struct EventQuery {
     params(EventQuery),
     responses((status = 200, body = Vec<Object>))
 )]
-async fn list_events(State(platform): State<Arc<Platform>>, Query(query): Query<EventQuery>) -> Response {
+async fn list_events(
+    State(platform): State<Arc<Platform>>,
+    Query(query): Query<EventQuery>,
+) -> Response {
     if !query.follow.unwrap_or(false) {
         return Json(platform.events().recent(query.application.as_deref())).into_response();
     }
@@ -316,7 +439,8 @@ async fn list_events(State(platform): State<Arc<Platform>>, Query(query): Query<
         lines.push_str(&serde_json::to_string(&event).unwrap_or_default());
         lines.push('\n');
     }
-    let head = futures_util::stream::once(async move { Ok::<_, std::io::Error>(Bytes::from(lines)) });
+    let head =
+        futures_util::stream::once(async move { Ok::<_, std::io::Error>(Bytes::from(lines)) });
     let feed = platform.events().follow();
     let application = query.application;
     let follow = futures_util::stream::unfold(feed, move |mut feed| {
@@ -324,7 +448,11 @@ async fn list_events(State(platform): State<Arc<Platform>>, Query(query): Query<
         async move {
             loop {
                 match feed.recv().await {
-                    Ok(event) if application.as_deref().is_none_or(|a| a == event.application) => {
+                    Ok(event)
+                        if application
+                            .as_deref()
+                            .is_none_or(|a| a == event.application) =>
+                    {
                         let mut line = serde_json::to_string(&event).unwrap_or_default();
                         line.push('\n');
                         return Some((Ok(Bytes::from(line)), feed));

@@ -66,46 +66,78 @@ pub fn router(platform: Arc<Platform>, user: &str, password: &str) -> Router {
         .route("/api/applications/{id}/deploy/{policy}", post(deploy))
         .route("/api/applications/{id}/undeploy", post(undeploy))
         .route("/api/applications/{id}/runtime", get(runtime))
-        .route("/api/applications/{id}/domainMappings", post(add_domain_mappings))
+        .route(
+            "/api/applications/{id}/domainMappings",
+            post(add_domain_mappings),
+        )
         .layer(middleware::from_fn_with_state(api.clone(), basic_auth))
         .with_state(api)
 }
 
-async fn basic_auth(State(api): State<Api>, headers: HeaderMap, request: axum::extract::Request, next: Next) -> Response {
-    let given = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+async fn basic_auth(
+    State(api): State<Api>,
+    headers: HeaderMap,
+    request: axum::extract::Request,
+    next: Next,
+) -> Response {
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
     if given == Some(&*api.authorization) {
         return next.run(request).await;
     }
-    let mut response = message(StatusCode::UNAUTHORIZED, "authentication failed: basic credentials required".into());
-    response
-        .headers_mut()
-        .insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Basic realm=\"cairn\""));
+    let mut response = message(
+        StatusCode::UNAUTHORIZED,
+        "authentication failed: basic credentials required".into(),
+    );
+    response.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        header::HeaderValue::from_static("Basic realm=\"cairn\""),
+    );
     response
 }
 
 /// Stratos' response body: `{"statusCode": 201, "message": "…"}`.
 fn message(status: StatusCode, text: String) -> Response {
-    (status, Json(json!({"statusCode": status.as_u16(), "message": text}))).into_response()
+    (
+        status,
+        Json(json!({"statusCode": status.as_u16(), "message": text})),
+    )
+        .into_response()
 }
 
 fn refusal(error: PlatformError) -> Response {
     message(status_of(&error), error.to_string())
 }
 
-async fn create(State(api): State<Api>, kind: ArtifactKind, body: Bytes, replace: bool) -> Response {
-    let bundle = match body_text(&body)
-        .and_then(|text| cairn_model::parse_stratos(kind, "request body", text).map_err(PlatformError::Invalid))
-    {
+async fn create(
+    State(api): State<Api>,
+    kind: ArtifactKind,
+    body: Bytes,
+    replace: bool,
+) -> Response {
+    let bundle = match body_text(&body).and_then(|text| {
+        cairn_model::parse_stratos(kind, "request body", text).map_err(PlatformError::Invalid)
+    }) {
         Ok(bundle) => bundle,
         Err(e) => return refusal(e),
     };
     let ids = first_id(&bundle);
     if replace && !api.platform.catalog().contains(kind, &ids) {
-        return refusal(PlatformError::NotFound(format!("{} {ids} not found", kind.name())));
+        return refusal(PlatformError::NotFound(format!(
+            "{} {ids} not found",
+            kind.name()
+        )));
     }
     match api.platform.add(bundle, replace) {
-        Ok(()) if replace => message(StatusCode::OK, format!("{} updated successfully: {ids}", kind.name())),
-        Ok(()) => message(StatusCode::CREATED, format!("{} added successfully: {ids}", kind.name())),
+        Ok(()) if replace => message(
+            StatusCode::OK,
+            format!("{} updated successfully: {ids}", kind.name()),
+        ),
+        Ok(()) => message(
+            StatusCode::CREATED,
+            format!("{} added successfully: {ids}", kind.name()),
+        ),
         Err(e) => refusal(e),
     }
 }
@@ -121,7 +153,11 @@ fn first_id(bundle: &cairn_model::Bundle) -> String {
         bundle.network_partitions.first().map(|x| &x.id),
         bundle.kubernetes_clusters.first().map(|x| &x.id),
     ];
-    ids.into_iter().flatten().next().cloned().unwrap_or_default()
+    ids.into_iter()
+        .flatten()
+        .next()
+        .cloned()
+        .unwrap_or_default()
 }
 
 fn artifacts(catalog: &Catalog, kind: ArtifactKind) -> Vec<(String, Value)> {
@@ -159,9 +195,15 @@ async fn list(State(api): State<Api>, kind: ArtifactKind) -> Response {
 
 async fn get_one(State(api): State<Api>, kind: ArtifactKind, Path(id): Path<String>) -> Response {
     let catalog = api.platform.catalog();
-    match artifacts(&catalog, kind).into_iter().find(|(x, _)| *x == id) {
+    match artifacts(&catalog, kind)
+        .into_iter()
+        .find(|(x, _)| *x == id)
+    {
         Some((id, value)) => Json(with_status(&api.platform, kind, &id, value)).into_response(),
-        None => refusal(PlatformError::NotFound(format!("{} {id} not found", kind.name()))),
+        None => refusal(PlatformError::NotFound(format!(
+            "{} {id} not found",
+            kind.name()
+        ))),
     }
 }
 
@@ -170,7 +212,11 @@ fn with_status(platform: &Platform, kind: ArtifactKind, id: &str, mut value: Val
     if kind == ArtifactKind::Application {
         if let Value::Object(map) = &mut value {
             map.insert("applicationId".into(), Value::String(id.to_string()));
-            let status = if platform.is_deployed(id) { "Deployed" } else { "Created" };
+            let status = if platform.is_deployed(id) {
+                "Deployed"
+            } else {
+                "Created"
+            };
             map.insert("status".into(), Value::String(status.into()));
         }
     }
@@ -179,34 +225,51 @@ fn with_status(platform: &Platform, kind: ArtifactKind, id: &str, mut value: Val
 
 async fn delete(State(api): State<Api>, kind: ArtifactKind, Path(id): Path<String>) -> Response {
     match api.platform.remove(kind, &id) {
-        Ok(()) => message(StatusCode::OK, format!("{} deleted successfully: {id}", kind.name())),
+        Ok(()) => message(
+            StatusCode::OK,
+            format!("{} deleted successfully: {id}", kind.name()),
+        ),
         Err(e) => refusal(e),
     }
 }
 
 async fn deploy(State(api): State<Api>, Path((id, policy)): Path<(String, String)>) -> Response {
     match api.platform.deploy(&id, &policy).await {
-        Ok(()) => message(StatusCode::ACCEPTED, format!("application deployed successfully: {id}")),
+        Ok(()) => message(
+            StatusCode::ACCEPTED,
+            format!("application deployed successfully: {id}"),
+        ),
         Err(e) => refusal(e),
     }
 }
 
 async fn undeploy(State(api): State<Api>, Path(id): Path<String>) -> Response {
     match api.platform.undeploy(&id).await {
-        Ok(()) => message(StatusCode::ACCEPTED, format!("application undeployed successfully: {id}")),
+        Ok(()) => message(
+            StatusCode::ACCEPTED,
+            format!("application undeployed successfully: {id}"),
+        ),
         Err(e) => refusal(e),
     }
 }
 
-async fn add_domain_mappings(State(api): State<Api>, Path(id): Path<String>, body: Bytes) -> Response {
+async fn add_domain_mappings(
+    State(api): State<Api>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Response {
     let bundle = match body_text(&body).and_then(|text| {
-        cairn_model::parse_domain_mappings(&id, "request body", text).map_err(PlatformError::Invalid)
+        cairn_model::parse_domain_mappings(&id, "request body", text)
+            .map_err(PlatformError::Invalid)
     }) {
         Ok(bundle) => bundle,
         Err(e) => return refusal(e),
     };
     match api.platform.add(bundle, true) {
-        Ok(()) => message(StatusCode::OK, format!("domain mappings added successfully: {id}")),
+        Ok(()) => message(
+            StatusCode::OK,
+            format!("domain mappings added successfully: {id}"),
+        ),
         Err(e) => refusal(e),
     }
 }
@@ -215,9 +278,14 @@ async fn add_domain_mappings(State(api): State<Api>, Path(id): Path<String>, bod
 async fn runtime(State(api): State<Api>, Path(id): Path<String>) -> Response {
     let Some(view) = api.platform.view(&id) else {
         if api.platform.catalog().applications.contains_key(&id) {
-            return Json(json!({"applicationId": id, "status": "Created", "applicationInstances": []})).into_response();
+            return Json(
+                json!({"applicationId": id, "status": "Created", "applicationInstances": []}),
+            )
+            .into_response();
         }
-        return refusal(PlatformError::NotFound(format!("application {id} not found")));
+        return refusal(PlatformError::NotFound(format!(
+            "application {id} not found"
+        )));
     };
     let status = format!("{:?}", view.status);
     let instance = json!({
