@@ -49,6 +49,10 @@ pub enum Reason {
     Dependency,
     /// Set by hand.
     Manual,
+    /// A cluster at its max needed more: a new group instance.
+    Group,
+    /// The application was at its max: it expands into the next network partition group.
+    Burst,
 }
 
 impl From<Factor> for Reason {
@@ -78,6 +82,8 @@ pub struct Estimate {
     pub threshold: f64,
     /// Members this factor needs, within [min, max].
     pub required: u32,
+    /// Members this factor needs, before clamping: above max means the cluster is short.
+    pub wanted: u32,
 }
 
 /// A change of a cluster's desired size, with everything behind it.
@@ -260,8 +266,8 @@ pub fn estimates(state: &ScalerState, policy: &AutoscalingPolicy, sizes: Sizes) 
             let threshold = factor.threshold(policy).filter(|t| *t > 0.0)?;
             let (average, latest, gradient, acceleration, predicted) =
                 estimate(state.series(factor), timing.prediction_horizon_ms)?;
-            let required = required(factor, predicted, threshold, sizes, timing.tolerance)
-                .clamp(sizes.min, sizes.max.max(sizes.min));
+            let wanted = required(factor, predicted, threshold, sizes, timing.tolerance);
+            let required = wanted.clamp(sizes.min, sizes.max.max(sizes.min));
             Some(Estimate {
                 factor,
                 average,
@@ -271,6 +277,7 @@ pub fn estimates(state: &ScalerState, policy: &AutoscalingPolicy, sizes: Sizes) 
                 predicted,
                 threshold,
                 required,
+                wanted,
             })
         })
         .collect()

@@ -46,6 +46,7 @@ pub(crate) fn new_app(spec: AppSpec, now: Millis) -> AppState {
         status: Status::Created,
         instances: Vec::new(),
         next_instance: 1,
+        calm_since: None,
     };
     AppState {
         spec,
@@ -53,6 +54,7 @@ pub(crate) fn new_app(spec: AppSpec, now: Millis) -> AppState {
         undeploying: false,
         deployed_at: now,
         root,
+        burst_level: 0,
     }
 }
 
@@ -76,30 +78,189 @@ pub(crate) fn reconcile_app(app: &mut AppState, ctx: &mut Ctx<'_>) -> bool {
         );
         return done;
     }
-    let partitions = app
-        .spec
-        .network_partition_groups
-        .first()
-        .cloned()
-        .unwrap_or_default();
-    for np in &partitions {
+    let groups = app.spec.network_partition_groups.clone();
+    let level = app.burst_level.min(groups.len().saturating_sub(1));
+    let in_use: Vec<&String> = groups.iter().take(level + 1).flatten().collect();
+    for inst in &mut app.root.instances {
+        if !in_use.contains(&&inst.network_partition) && !inst.retiring {
+            inst.retiring = true;
+            ctx.event(
+                &app_id,
+                format!("group {}", inst.id),
+                "retiring: the burst is over".into(),
+            );
+        }
+    }
+    for np in &in_use {
         if !app
             .root
             .instances
             .iter()
-            .any(|i| &i.network_partition == np)
+            .any(|i| &i.network_partition == *np)
         {
             let id = format!("{app_id}-{np}");
             app.root.instances.push(new_instance(id, np, spec));
         }
     }
-    for inst in &mut app.root.instances {
+    app.root
+        .instances
+        .retain_mut(|inst| !(inst.retiring && teardown_instance(&app_id, spec, inst, ctx)));
+    for inst in app.root.instances.iter_mut().filter(|i| !i.retiring) {
         reconcile_instance(&app_id, spec, inst, &[], ctx);
     }
-    let status = aggregate(app.status, app.root.instances.iter().map(|i| i.status));
+    burst(app, ctx);
+    let status = aggregate(
+        app.status,
+        app.root
+            .instances
+            .iter()
+            .filter(|i| !i.retiring)
+            .map(|i| i.status),
+    );
     set_status(&app_id, "application".into(), &mut app.status, status, ctx);
     app.root.status = status;
     false
+}
+
+/// Expands into the next network partition group when the application is at its max where it
+/// runs, and contracts back, last in first out, once the burst's members have had nothing to
+/// do for the stabilization window.
+fn burst(app: &mut AppState, ctx: &mut Ctx<'_>) {
+    let spec = &app.spec.root;
+    let groups = &app.spec.network_partition_groups;
+    let live: Vec<&GroupInstance> = app.root.instances.iter().filter(|i| !i.retiring).collect();
+    if live.is_empty() {
+        return;
+    }
+    let level = app.burst_level;
+    let saturated = live.iter().any(|inst| saturated(spec, inst, false));
+    let settled = live.iter().all(|inst| inst.status == Status::Active);
+    let decision = |from: usize, to: usize| crate::autoscale::Decision {
+        from: from as u32,
+        to: to as u32,
+        reason: crate::autoscale::Reason::Burst,
+        estimates: Vec::new(),
+    };
+    if saturated && settled && level + 1 < groups.len() {
+        app.burst_level += 1;
+        app.root.calm_since = None;
+        let into = groups[level + 1].join(", ");
+        ctx.out.events.push(Event {
+            at: ctx.now,
+            application: app.spec.id.clone(),
+            subject: "application".into(),
+            message: format!(
+                "burst: at its max in {}, expanding into {into}",
+                groups[level].join(", ")
+            ),
+            decision: Some(decision(level + 1, level + 2)),
+        });
+        return;
+    }
+    if level == 0 {
+        return;
+    }
+    let burst_partitions = &groups[level];
+    let calm = live
+        .iter()
+        .filter(|i| burst_partitions.contains(&i.network_partition))
+        .all(|inst| idle(spec, inst));
+    if !calm {
+        app.root.calm_since = None;
+        return;
+    }
+    let since = *app.root.calm_since.get_or_insert(ctx.now);
+    if ctx.now.saturating_sub(since) < stabilization(spec) {
+        return;
+    }
+    app.burst_level -= 1;
+    app.root.calm_since = None;
+    ctx.out.events.push(Event {
+        at: ctx.now,
+        application: app.spec.id.clone(),
+        subject: "application".into(),
+        message: format!(
+            "burst over: contracting out of {}",
+            burst_partitions.join(", ")
+        ),
+        decision: Some(decision(level + 1, level)),
+    });
+}
+
+/// Whether a cluster in this instance is at its max, wants more, and no group scaling can help.
+fn saturated(spec: &GroupSpec, inst: &GroupInstance, group_can_grow: bool) -> bool {
+    spec.children
+        .iter()
+        .zip(&inst.children)
+        .any(|(child, state)| match (child, state) {
+            (ComponentSpec::Cluster(cs), ChildState::Cluster(c)) => {
+                !group_can_grow
+                    && c.phase == Phase::Running
+                    && c.desired >= cs.max
+                    && c.wanted > cs.max
+            }
+            (ComponentSpec::Group(gs), ChildState::Group(g)) => {
+                let live = g.instances.iter().filter(|i| !i.retiring).count() as u32;
+                let can_grow = gs.group_scaling_enabled && live < gs.max_instances;
+                g.instances
+                    .iter()
+                    .filter(|i| !i.retiring)
+                    .any(|gi| saturated(gs, gi, can_grow))
+            }
+            _ => false,
+        })
+}
+
+/// Whether every cluster in this instance has reported load and needs no more than its min.
+fn idle(spec: &GroupSpec, inst: &GroupInstance) -> bool {
+    spec.children
+        .iter()
+        .zip(&inst.children)
+        .all(|(child, state)| match (child, state) {
+            (ComponentSpec::Cluster(cs), ChildState::Cluster(c)) => {
+                c.sampled_at.is_some() && c.wanted <= cs.min
+            }
+            (ComponentSpec::Group(gs), ChildState::Group(g)) => {
+                g.instances.iter().all(|gi| idle(gs, gi))
+            }
+            _ => true,
+        })
+}
+
+/// The longest scale-down stabilization window among the clusters of a group.
+fn stabilization(spec: &GroupSpec) -> u64 {
+    spec.children
+        .iter()
+        .map(|child| match child {
+            ComponentSpec::Cluster(cs) => cs.autoscaling.timing.scale_down_stabilization_ms,
+            ComponentSpec::Group(gs) => stabilization(gs),
+        })
+        .max()
+        .unwrap_or(0)
+}
+
+/// A component's need over its min, as scaling dependents compare it.
+fn child_factor(state: &ChildState) -> f64 {
+    match state {
+        ChildState::Cluster(c) => c.factor,
+        ChildState::Group(g) => g
+            .instances
+            .iter()
+            .flat_map(|gi| gi.children.iter())
+            .map(child_factor)
+            .fold(0.0, f64::max),
+    }
+}
+
+fn set_dependency_factor(state: &mut ChildState, factor: f64) {
+    match state {
+        ChildState::Cluster(c) => c.dependency_factor = Some(factor),
+        ChildState::Group(g) => {
+            for child in g.instances.iter_mut().flat_map(|gi| gi.children.iter_mut()) {
+                set_dependency_factor(child, factor);
+            }
+        }
+    }
 }
 
 fn new_instance(id: String, network_partition: &str, spec: &GroupSpec) -> GroupInstance {
@@ -113,6 +274,7 @@ fn new_instance(id: String, network_partition: &str, spec: &GroupSpec) -> GroupI
                 status: Status::Created,
                 instances: Vec::new(),
                 next_instance: 1,
+                calm_since: None,
             }),
             ComponentSpec::Cluster(c) => ChildState::Cluster(ClusterState {
                 alias: c.alias.clone(),
@@ -123,6 +285,9 @@ fn new_instance(id: String, network_partition: &str, spec: &GroupSpec) -> GroupI
                 scaler: Default::default(),
                 estimates: Vec::new(),
                 sampled_at: None,
+                wanted: 0,
+                factor: 0.0,
+                dependency_factor: None,
             }),
         })
         .collect();
@@ -132,6 +297,7 @@ fn new_instance(id: String, network_partition: &str, spec: &GroupSpec) -> GroupI
         status: Status::Created,
         children,
         restarting: false,
+        retiring: false,
     }
 }
 
@@ -178,6 +344,20 @@ fn reconcile_instance(
 ) {
     let edges = startup_edges(spec);
     let n = spec.children.len();
+    // Scaling dependents: each list scales by the largest factor any of its members reports.
+    for list in &spec.scaling_dependents {
+        let members: Vec<usize> = list
+            .iter()
+            .filter_map(|r| spec.children.iter().position(|c| c.reference() == *r))
+            .collect();
+        let factor = members
+            .iter()
+            .map(|&i| child_factor(&inst.children[i]))
+            .fold(0.0, f64::max);
+        for &i in &members {
+            set_dependency_factor(&mut inst.children[i], factor);
+        }
+    }
     // Nested groups first, so the statuses read below are current.
     for i in 0..n {
         if matches!(inst.children[i], ChildState::Group(_))
@@ -360,13 +540,17 @@ fn child_status(spec: &ComponentSpec, state: &ChildState) -> Status {
             }
             Phase::Pending => Status::Created,
             Phase::Running => {
-                if (g.instances.len() as u32) < gs.min_instances {
+                if (g.instances.iter().filter(|gi| !gi.retiring).count() as u32) < gs.min_instances
+                {
                     return match g.status {
                         Status::Active | Status::Inactive => Status::Inactive,
                         _ => Status::Created,
                     };
                 }
-                aggregate(g.status, g.instances.iter().map(|i| i.status))
+                aggregate(
+                    g.status,
+                    g.instances.iter().filter(|i| !i.retiring).map(|i| i.status),
+                )
             }
         },
         _ => Status::Inactive,
@@ -409,14 +593,18 @@ fn drive_child(
         }
         (ComponentSpec::Group(gs), ChildState::Group(g)) => match g.phase {
             Phase::Running => {
-                while (g.instances.len() as u32) < gs.min_instances.max(1) {
-                    let id = format!("{}-{}", g.alias, g.next_instance);
-                    g.next_instance += 1;
-                    ctx.event(app, format!("group {id}"), "instance created".into());
-                    g.instances.push(new_instance(id, &np, gs));
+                while (g.instances.iter().filter(|gi| !gi.retiring).count() as u32)
+                    < gs.min_instances.max(1)
+                {
+                    add_group_instance(app, gs, g, &np, ctx);
                 }
-                for gi in &mut g.instances {
+                g.instances
+                    .retain_mut(|gi| !(gi.retiring && teardown_instance(app, gs, gi, ctx)));
+                for gi in g.instances.iter_mut().filter(|gi| !gi.retiring) {
                     reconcile_instance(app, gs, gi, &deps, ctx);
+                }
+                if gs.group_scaling_enabled {
+                    scale_group(app, gs, g, &np, ctx);
                 }
             }
             Phase::Stopping => {
@@ -429,6 +617,81 @@ fn drive_child(
             Phase::Pending => {}
         },
         _ => {}
+    }
+}
+
+fn add_group_instance(
+    app: &str,
+    spec: &GroupSpec,
+    g: &mut GroupState,
+    np: &str,
+    ctx: &mut Ctx<'_>,
+) -> String {
+    let id = format!("{}-{}", g.alias, g.next_instance);
+    g.next_instance += 1;
+    ctx.event(app, format!("group {id}"), "instance created".into());
+    g.instances.push(new_instance(id.clone(), np, spec));
+    id
+}
+
+/// Group scaling: a new instance when a cluster of the group is at its max and needs more; the
+/// newest instance retires once all its clusters need no more than their min for a while.
+fn scale_group(app: &str, spec: &GroupSpec, g: &mut GroupState, np: &str, ctx: &mut Ctx<'_>) {
+    let live: Vec<&GroupInstance> = g.instances.iter().filter(|gi| !gi.retiring).collect();
+    let count = live.len() as u32;
+    let pressed = live.iter().any(|gi| {
+        spec.children
+            .iter()
+            .zip(&gi.children)
+            .any(|(child, state)| match (child, state) {
+                (ComponentSpec::Cluster(cs), ChildState::Cluster(c)) => {
+                    c.desired >= cs.max && c.wanted > cs.max
+                }
+                _ => false,
+            })
+    });
+    let settled = live.iter().all(|gi| gi.status == Status::Active);
+    let decision = |from: u32, to: u32| crate::autoscale::Decision {
+        from,
+        to,
+        reason: crate::autoscale::Reason::Group,
+        estimates: Vec::new(),
+    };
+    if pressed && settled && count < spec.max_instances {
+        g.calm_since = None;
+        let id = add_group_instance(app, spec, g, np, ctx);
+        ctx.out.events.push(Event {
+            at: ctx.now,
+            application: app.to_string(),
+            subject: format!("group {}", spec.alias),
+            message: format!("group scaling {count} -> {}: a cluster is at its max and needs more; new instance {id}", count + 1),
+            decision: Some(decision(count, count + 1)),
+        });
+        return;
+    }
+    let newest = live.last().filter(|_| count > spec.min_instances.max(1));
+    if !newest.is_some_and(|gi| idle(spec, gi)) {
+        g.calm_since = None;
+        return;
+    }
+    let since = *g.calm_since.get_or_insert(ctx.now);
+    if ctx.now.saturating_sub(since) < stabilization(spec) {
+        return;
+    }
+    g.calm_since = None;
+    if let Some(gi) = g.instances.iter_mut().rev().find(|gi| !gi.retiring) {
+        gi.retiring = true;
+        ctx.out.events.push(Event {
+            at: ctx.now,
+            application: app.to_string(),
+            subject: format!("group {}", spec.alias),
+            message: format!(
+                "group scaling {count} -> {}: instance {} has had nothing to do",
+                count - 1,
+                gi.id
+            ),
+            decision: Some(decision(count, count - 1)),
+        });
     }
 }
 
@@ -740,7 +1003,15 @@ fn autoscale_cluster(app: &str, spec: &ClusterSpec, c: &mut ClusterState, ctx: &
         max: spec.max,
     };
     let estimates = autoscale::estimates(&c.scaler, policy, sizes);
-    let need = autoscale::need(&estimates, sizes);
+    let mut need = autoscale::need(&estimates, sizes);
+    c.wanted = estimates.iter().map(|e| e.wanted).max().unwrap_or(0);
+    c.factor = f64::from(need.0) / f64::from(spec.min.max(1));
+    if let Some(factor) = c.dependency_factor {
+        let along = ((factor * f64::from(spec.min.max(1))).ceil() as u32).clamp(spec.min, spec.max);
+        if along > need.0 {
+            need = (along, autoscale::Reason::Dependency);
+        }
+    }
     c.estimates = estimates.clone();
     let Some(decision) =
         autoscale::decide(&mut c.scaler, &policy.timing, now, sizes, need, estimates)

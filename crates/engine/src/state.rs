@@ -112,6 +112,15 @@ pub struct ClusterState {
     pub estimates: Vec<Estimate>,
     #[serde(default)]
     pub sampled_at: Option<Millis>,
+    /// Members its own load asks for, before clamping to [min, max].
+    #[serde(default)]
+    pub wanted: u32,
+    /// Its own need over its min, as reported to clusters it scales together with.
+    #[serde(default)]
+    pub factor: f64,
+    /// The largest factor among the clusters it scales together with, set by its group.
+    #[serde(default)]
+    pub dependency_factor: Option<f64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -122,6 +131,9 @@ pub struct GroupState {
     pub instances: Vec<GroupInstance>,
     /// Numbers instances of this group; never reused.
     pub next_instance: u32,
+    /// Since when its newest instance has had no work worth keeping it for.
+    #[serde(default)]
+    pub calm_since: Option<Millis>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -155,6 +167,9 @@ pub struct GroupInstance {
     pub children: Vec<ChildState>,
     /// Set by terminate-all: every child stops, then the instance starts again from scratch.
     pub restarting: bool,
+    /// Being removed by group scaling or the end of a burst; gone once torn down.
+    #[serde(default)]
+    pub retiring: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -165,6 +180,9 @@ pub struct AppState {
     pub deployed_at: Millis,
     /// The application itself: one root instance per network partition in use.
     pub root: GroupState,
+    /// How many network partition groups past the first the application has burst into.
+    #[serde(default)]
+    pub burst_level: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]

@@ -122,6 +122,8 @@ struct Sim {
     stopped: Vec<String>,
     /// When false, started members stay Starting until `heal` is called.
     auto_healthy: bool,
+    /// Scaling decisions seen, with their subject.
+    decisions: Vec<(String, crate::autoscale::Decision)>,
 }
 
 impl Sim {
@@ -137,6 +139,7 @@ impl Sim {
             started: vec![],
             stopped: vec![],
             auto_healthy,
+            decisions: vec![],
         };
         let out = sim.engine.deploy(spec, Millis(sim.now)).expect("deploys");
         sim.run(out);
@@ -392,4 +395,166 @@ fn rfc3339_formats_utc_with_milliseconds() {
         crate::view::rfc3339(Millis(951_782_400_000)),
         "2000-02-29T00:00:00.000Z"
     );
+}
+
+/// A cluster with a requests-in-flight threshold, placeable in np1 and np2.
+fn scaled(alias: &str, min: u32, max: u32, threshold: f64) -> ComponentSpec {
+    let ComponentSpec::Cluster(mut c) = cluster(alias, min) else {
+        unreachable!("cluster() builds a cluster")
+    };
+    c.max = max;
+    c.autoscaling.requests_in_flight = Some(threshold);
+    c.autoscaling.timing.prediction_horizon_ms = 0;
+    c.autoscaling.timing.scale_down_stabilization_ms = 20_000;
+    let mut second = c.placements[0].clone();
+    second.id = "np2".into();
+    c.placements.push(second);
+    ComponentSpec::Cluster(c)
+}
+
+impl Sim {
+    /// Spreads each cluster's total requests in flight evenly over its running members, as the
+    /// load balancer would, then lets a second pass.
+    fn load(&mut self, loads: &[(&str, f64)]) {
+        self.now += 1_000;
+        let observations: Vec<Observation> = loads
+            .iter()
+            .flat_map(|(alias, total)| {
+                let running = self.running_in(alias);
+                let share = total / running.len().max(1) as f64;
+                running.into_iter().map(move |member_id| Observation::Load {
+                    member_id,
+                    in_flight: Some(share),
+                    cpu_percent: None,
+                    memory_percent: None,
+                })
+            })
+            .collect();
+        let out = self.engine.observe_batch(observations, Millis(self.now));
+        self.decisions.extend(
+            out.events
+                .iter()
+                .filter_map(|e| e.decision.clone().map(|d| (e.subject.clone(), d))),
+        );
+        self.run(out);
+    }
+
+    fn partitions_of(&self, alias: &str) -> Vec<String> {
+        let view = self.engine.view("app").expect("deployed");
+        let mut found = Vec::new();
+        fn walk(
+            groups: &[crate::view::GroupView],
+            clusters: &[crate::view::ClusterView],
+            alias: &str,
+            found: &mut Vec<String>,
+        ) {
+            for c in clusters.iter().filter(|c| c.alias == alias) {
+                found.extend(c.members.iter().map(|m| m.network_partition.clone()));
+            }
+            for g in groups {
+                for i in &g.instances {
+                    walk(&i.groups, &i.clusters, alias, found);
+                }
+            }
+        }
+        walk(&view.groups, &view.clusters, alias, &mut found);
+        found.sort();
+        found
+    }
+}
+
+#[test]
+fn scaling_dependents_scale_by_the_largest_factor() {
+    let mut root = group(
+        "app",
+        TerminationBehaviour::TerminateNone,
+        vec![scaled("web", 1, 4, 10.0), scaled("api", 1, 4, 10.0)],
+        &[],
+    );
+    root.scaling_dependents = vec![vec![
+        ComponentRef::Cartridge("web".into()),
+        ComponentRef::Cartridge("api".into()),
+    ]];
+    let mut sim = Sim::deploy(app(root));
+    for _ in 0..3 {
+        sim.load(&[("web", 30.0), ("api", 0.0)]);
+    }
+    assert_eq!(sim.running_in("web").len(), 3);
+    assert_eq!(
+        sim.running_in("api").len(),
+        3,
+        "api follows web's factor: {:?}",
+        sim.decisions
+    );
+    assert!(
+        sim.decisions
+            .iter()
+            .any(|(s, d)| s == "cluster api" && d.reason == crate::autoscale::Reason::Dependency)
+    );
+}
+
+#[test]
+fn a_group_instance_is_added_when_a_cluster_is_at_max_and_removed_when_idle() {
+    let mut inner = group(
+        "g",
+        TerminationBehaviour::TerminateNone,
+        vec![scaled("a", 1, 2, 10.0)],
+        &[],
+    );
+    inner.group_scaling_enabled = true;
+    inner.max_instances = 2;
+    let root = group(
+        "app",
+        TerminationBehaviour::TerminateNone,
+        vec![ComponentSpec::Group(inner)],
+        &[],
+    );
+    let mut sim = Sim::deploy(app(root));
+    for _ in 0..4 {
+        sim.load(&[("a", 100.0)]);
+    }
+    let view = sim.engine.view("app").expect("deployed");
+    assert_eq!(view.groups[0].instances.len(), 2, "{:?}", sim.decisions);
+    assert!(
+        sim.decisions.iter().any(|(s, d)| s == "group g"
+            && d.reason == crate::autoscale::Reason::Group
+            && d.to == 2)
+    );
+    for _ in 0..60 {
+        sim.load(&[("a", 0.0)]);
+    }
+    let view = sim.engine.view("app").expect("deployed");
+    assert_eq!(view.groups[0].instances.len(), 1, "{:?}", sim.decisions);
+    assert_eq!(sim.running_in("a").len(), 1);
+}
+
+#[test]
+fn the_application_bursts_into_the_next_partition_group_and_contracts_back() {
+    let root = group(
+        "app",
+        TerminationBehaviour::TerminateNone,
+        vec![scaled("web", 1, 2, 10.0)],
+        &[],
+    );
+    let mut spec = app(root);
+    spec.network_partition_groups = vec![vec!["np1".into()], vec!["np2".into()]];
+    let mut sim = Sim::deploy(spec);
+    for _ in 0..4 {
+        sim.load(&[("web", 50.0)]);
+    }
+    assert_eq!(
+        sim.partitions_of("web"),
+        ["np1", "np1", "np2", "np2"],
+        "{:?}",
+        sim.decisions
+    );
+    assert!(
+        sim.decisions
+            .iter()
+            .any(|(_, d)| d.reason == crate::autoscale::Reason::Burst && d.to == 2)
+    );
+    for _ in 0..60 {
+        sim.load(&[("web", 0.0)]);
+    }
+    assert_eq!(sim.partitions_of("web"), ["np1"], "{:?}", sim.decisions);
 }
