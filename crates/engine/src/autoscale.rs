@@ -102,15 +102,23 @@ pub struct Series(VecDeque<(Millis, f64)>);
 /// The autoscaler's memory for one cluster.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct ScalerState {
+    // Samples and recommendations refill within a window after a restart, so they are not stored.
+    #[serde(skip)]
     pub requests_in_flight: Series,
+    #[serde(skip)]
     pub memory_consumption: Series,
+    #[serde(skip)]
     pub load_average: Series,
     /// Recent recommendations, for the scale-down stabilization window.
+    #[serde(skip)]
     pub recommendations: VecDeque<(Millis, u32)>,
     pub last_scale_up: Option<Millis>,
     pub last_scale_down: Option<Millis>,
     /// Set by `cairn scale`: autoscaling is suspended while it is.
     pub manual: bool,
+    /// When members of the cluster were last seen starting.
+    #[serde(default)]
+    pub last_pending: Option<Millis>,
 }
 
 impl ScalerState {
@@ -163,15 +171,11 @@ pub fn estimate(series: &Series, horizon_ms: u64) -> Option<(f64, f64, f64, f64,
     let (&(t0, _), &(_, latest)) = (samples.front()?, samples.back()?);
     let n = samples.len() as f64;
     let average = samples.iter().map(|(_, v)| v).sum::<f64>() / n;
-    // Least-squares fit of v = c + u·x + ½·a·x² with x in seconds from the first sample.
     let points: Vec<(f64, f64)> = samples
         .iter()
         .map(|(t, v)| (t.saturating_sub(t0) as f64 / 1000.0, *v))
         .collect();
-    let (gradient, acceleration) = fit(&points);
-    // Derivatives at the newest sample, not at the window's start.
-    let x_last = points.last().map(|p| p.0).unwrap_or(0.0);
-    let gradient_now = gradient + acceleration * x_last;
+    let (gradient_now, acceleration) = derivatives(&points);
     let t = horizon_ms as f64 / 1000.0;
     let predicted = if horizon_ms == 0 {
         average
@@ -187,47 +191,50 @@ pub fn estimate(series: &Series, horizon_ms: u64) -> Option<(f64, f64, f64, f64,
     ))
 }
 
-/// Gradient and second derivative of the best quadratic (or line, with few points) through the points.
-fn fit(points: &[(f64, f64)]) -> (f64, f64) {
-    let n = points.len() as f64;
-    if points.len() < 2 {
-        return (0.0, 0.0);
-    }
-    let mean_x = points.iter().map(|p| p.0).sum::<f64>() / n;
-    let mean_y = points.iter().map(|p| p.1).sum::<f64>() / n;
-    let sxx: f64 = points.iter().map(|p| (p.0 - mean_x).powi(2)).sum();
-    if sxx == 0.0 {
-        return (0.0, 0.0);
-    }
-    let sxy: f64 = points.iter().map(|p| (p.0 - mean_x) * (p.1 - mean_y)).sum();
-    let linear = sxy / sxx;
+/// Gradient at the newest point and second derivative, with x in seconds.
+///
+/// Each half of the window gets a robust slope (the median of its pairwise slopes, so a single
+/// jump or outlier does not read as a trend); the second derivative is the change between the
+/// halves' slopes. Curvature counts only when both halves move the same way: a level that fell
+/// and then flattened is flat, not about to rise.
+fn derivatives(points: &[(f64, f64)]) -> (f64, f64) {
     if points.len() < 4 {
-        return (linear, 0.0);
+        return (median_slope(points).unwrap_or(0.0), 0.0);
     }
-    // Quadratic term from the normal equations, on centred x for stability.
-    let (mut s2, mut s3, mut s4, mut sy2) = (0.0, 0.0, 0.0, 0.0);
-    for &(x, y) in points {
-        let d = x - mean_x;
-        s2 += d * d;
-        s3 += d * d * d;
-        s4 += d * d * d * d;
-        sy2 += d * d * (y - mean_y);
+    let (first, second) = points.split_at(points.len() / 2);
+    let (Some(s1), Some(s2)) = (median_slope(first), median_slope(second)) else {
+        return (0.0, 0.0);
+    };
+    let centre = |half: &[(f64, f64)]| half.iter().map(|p| p.0).sum::<f64>() / half.len() as f64;
+    let (c1, c2) = (centre(first), centre(second));
+    if s1 * s2 <= 0.0 || c2 <= c1 {
+        return (s2, 0.0);
     }
-    let s2_mean = s2 / n;
-    // Solve [[s2, s3], [s3, s4 - s2·s2/n]] · [b, c] = [sxy, sy2] for y ≈ m + b·d + c·(d² − s2/n).
-    let a11 = s2;
-    let a12 = s3;
-    let a22 = s4 - s2 * s2_mean;
-    let det = a11 * a22 - a12 * a12;
-    if det.abs() < 1e-9 {
-        return (linear, 0.0);
+    let acceleration = (s2 - s1) / (c2 - c1);
+    let x_last = points.last().map_or(c2, |p| p.0);
+    (s2 + acceleration * (x_last - c2), acceleration)
+}
+
+/// The median of the slopes between every two points at different times.
+fn median_slope(points: &[(f64, f64)]) -> Option<f64> {
+    let mut slopes = Vec::with_capacity(points.len() * points.len().saturating_sub(1) / 2);
+    for (i, a) in points.iter().enumerate() {
+        for b in &points[i + 1..] {
+            if b.0 != a.0 {
+                slopes.push((b.1 - a.1) / (b.0 - a.0));
+            }
+        }
     }
-    let b = (sxy * a22 - a12 * sy2) / det;
-    let c = (a11 * sy2 - a12 * sxy) / det;
-    // y = m + b·(x − x̄) + c·(x − x̄)² + …: gradient at x̄ is b, second derivative 2c; the
-    // caller moves the gradient to the newest point, so return it at x = 0.
-    let gradient_at_zero = b - 2.0 * c * mean_x;
-    (gradient_at_zero, 2.0 * c)
+    if slopes.is_empty() {
+        return None;
+    }
+    let mid = slopes.len() / 2;
+    let (_, &mut upper, _) = slopes.select_nth_unstable_by(mid, f64::total_cmp);
+    if slopes.len() % 2 == 1 {
+        return Some(upper);
+    }
+    let lower = slopes[..mid].iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    Some((lower + upper) / 2.0)
 }
 
 /// Members one factor needs, before clamping.
@@ -266,7 +273,11 @@ pub fn estimates(state: &ScalerState, policy: &AutoscalingPolicy, sizes: Sizes) 
             let threshold = factor.threshold(policy).filter(|t| *t > 0.0)?;
             let (average, latest, gradient, acceleration, predicted) =
                 estimate(state.series(factor), timing.prediction_horizon_ms)?;
-            let wanted = required(factor, predicted, threshold, sizes, timing.tolerance);
+            let mut wanted = required(factor, predicted, threshold, sizes, timing.tolerance);
+            if gradient < 0.0 {
+                // A figure on its way down asks for no more members than serve now.
+                wanted = wanted.min(sizes.active.max(sizes.min));
+            }
             let required = wanted.clamp(sizes.min, sizes.max.max(sizes.min));
             Some(Estimate {
                 factor,
@@ -313,12 +324,20 @@ pub fn decide(
     {
         state.recommendations.pop_front();
     }
+    if sizes.pending > 0 {
+        state.last_pending = Some(now);
+    }
     if state.manual {
         return None;
     }
     let since = |t: Option<Millis>| t.map_or(u64::MAX, |t| now.saturating_sub(t));
     if wanted > sizes.desired {
-        if since(state.last_scale_up) < timing.scale_up_cooldown_ms {
+        // Starting members are capacity the figures cannot show yet, and until a window has
+        // passed the figures still hold the time before they served: deciding again on them
+        // would count the same load twice.
+        if since(state.last_pending) < timing.window_ms
+            || since(state.last_scale_up) < timing.scale_up_cooldown_ms
+        {
             return None;
         }
         state.last_scale_up = Some(now);

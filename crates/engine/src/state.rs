@@ -71,8 +71,8 @@ pub struct Member {
     pub active_at: Option<Millis>,
     /// When the member entered its current status.
     pub since: Millis,
-    /// The latest load reported for it.
-    #[serde(default)]
+    /// The latest load reported for it; reported anew every second, so not stored.
+    #[serde(skip)]
     pub load: MemberLoad,
     /// A draining member is stopped at this time, or earlier once it has nothing in flight.
     #[serde(default)]
@@ -108,18 +108,18 @@ pub struct ClusterState {
     #[serde(default)]
     pub scaler: ScalerState,
     /// What the autoscaler last saw, for the runtime view.
-    #[serde(default)]
+    #[serde(skip)]
     pub estimates: Vec<Estimate>,
-    #[serde(default)]
+    #[serde(skip)]
     pub sampled_at: Option<Millis>,
-    /// Members its own load asks for, before clamping to [min, max].
-    #[serde(default)]
+    /// Members its own load asks for, before clamping to [min, max]; derived from load, not stored.
+    #[serde(skip)]
     pub wanted: u32,
     /// Its own need over its min, as reported to clusters it scales together with.
-    #[serde(default)]
+    #[serde(skip)]
     pub factor: f64,
     /// The largest factor among the clusters it scales together with, set by its group.
-    #[serde(default)]
+    #[serde(skip)]
     pub dependency_factor: Option<f64>,
 }
 
