@@ -27,7 +27,12 @@ pub(crate) async fn watch(
         while let Err(_reason) = probe(&check.probe, &ports, timeout).await {
             tokio::time::sleep(STARTING_PROBE_INTERVAL).await;
         }
-        if tx.send(Observation::Healthy { member_id: member_id.clone() }).is_err() {
+        if tx
+            .send(Observation::Healthy {
+                member_id: member_id.clone(),
+            })
+            .is_err()
+        {
             return;
         }
     }
@@ -50,8 +55,17 @@ pub(crate) async fn watch(
 }
 
 /// One probe; the error says what failed.
-pub async fn probe(probe: &Probe, ports: &BTreeMap<String, SocketAddr>, timeout: Duration) -> Result<(), String> {
-    let addr = |name: &str| ports.get(name).copied().ok_or_else(|| format!("no port named {name}"));
+pub async fn probe(
+    probe: &Probe,
+    ports: &BTreeMap<String, SocketAddr>,
+    timeout: Duration,
+) -> Result<(), String> {
+    let addr = |name: &str| {
+        ports
+            .get(name)
+            .copied()
+            .ok_or_else(|| format!("no port named {name}"))
+    };
     match probe {
         Probe::Process => Ok(()),
         Probe::Tcp { port } => {
@@ -62,7 +76,12 @@ pub async fn probe(probe: &Probe, ports: &BTreeMap<String, SocketAddr>, timeout:
             let addr = addr(port)?;
             tokio::time::timeout(timeout, http_get(addr, path))
                 .await
-                .map_err(|_| format!("GET {path} on {addr}: no answer within {} ms", timeout.as_millis()))?
+                .map_err(|_| {
+                    format!(
+                        "GET {path} on {addr}: no answer within {} ms",
+                        timeout.as_millis()
+                    )
+                })?
         }
     }
 }
@@ -71,7 +90,10 @@ async fn connect(addr: SocketAddr, timeout: Duration) -> Result<TcpStream, Strin
     match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
         Ok(Ok(stream)) => Ok(stream),
         Ok(Err(e)) => Err(format!("connect to {addr}: {e}")),
-        Err(_) => Err(format!("connect to {addr}: no answer within {} ms", timeout.as_millis())),
+        Err(_) => Err(format!(
+            "connect to {addr}: no answer within {} ms",
+            timeout.as_millis()
+        )),
     }
 }
 
@@ -79,7 +101,9 @@ async fn http_get(addr: SocketAddr, path: &str) -> Result<(), String> {
     let mut stream = TcpStream::connect(addr)
         .await
         .map_err(|e| format!("connect to {addr}: {e}"))?;
-    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: cairn-health\r\nConnection: close\r\n\r\n");
+    let request = format!(
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: cairn-health\r\nConnection: close\r\n\r\n"
+    );
     stream
         .write_all(request.as_bytes())
         .await
@@ -92,7 +116,9 @@ async fn http_get(addr: SocketAddr, path: &str) -> Result<(), String> {
             .await
             .map_err(|e| format!("GET {path} on {addr}: {e}"))?;
         if n == 0 {
-            return Err(format!("GET {path} on {addr}: connection closed before a status line"));
+            return Err(format!(
+                "GET {path} on {addr}: connection closed before a status line"
+            ));
         }
         read += n;
     }

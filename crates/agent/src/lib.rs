@@ -1,9 +1,10 @@
 //! Runs members on one host through a runtime, checks their health, and reports what it sees
-//! as the engine's observations.
+//! as the engine's observations, among them each member's CPU and memory use.
 //!
 //! The agent decides nothing: it starts and stops what it is told to and reports facts.
 
 mod health;
+pub mod metrics;
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
@@ -12,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use cairn_engine::{Observation, StartMember, StopMember};
-use cairn_runtime::{Adoption, MemberSpec, PortRequest, Runtime, RunningMember};
+use cairn_runtime::{Adoption, MemberSpec, PortRequest, RunningMember, Runtime};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
@@ -50,19 +51,27 @@ struct Inner<R> {
     observations: mpsc::UnboundedSender<Observation>,
     /// Health watchers by member id.
     watchers: Mutex<HashMap<String, JoinHandle<()>>>,
+    /// The members whose CPU and memory use is sampled.
+    sampled: metrics::SampledMembers,
 }
 
 impl<R: Runtime> Agent<R> {
     /// Starts the agent; observations arrive on the returned receiver.
-    pub fn new(runtime: R, config: AgentConfig) -> (Agent<R>, mpsc::UnboundedReceiver<Observation>) {
+    pub fn new(
+        runtime: R,
+        config: AgentConfig,
+    ) -> (Agent<R>, mpsc::UnboundedReceiver<Observation>) {
         let (tx, rx) = mpsc::unbounded_channel();
         let mut exits = runtime.exits();
+        let sampled = metrics::SampledMembers::default();
+        tokio::spawn(metrics::sample(sampled.clone(), tx.clone()));
         let agent = Agent {
             inner: Arc::new(Inner {
                 runtime,
                 config,
                 observations: tx,
                 watchers: Mutex::new(HashMap::new()),
+                sampled,
             }),
         };
         let forward = agent.clone();
@@ -87,9 +96,10 @@ impl<R: Runtime> Agent<R> {
         let agent = self.clone();
         tokio::spawn(async move {
             let id = action.member_id.clone();
-            let spec = agent.member_spec(&action);
+            let share = share(&action);
+            let spec = agent.member_spec(&action, &share);
             match agent.inner.runtime.start(spec).await {
-                Ok(running) => agent.started(&action, running),
+                Ok(running) => agent.started(&action, running, share),
                 Err(e) => agent.report(Observation::Exited {
                     member_id: id,
                     reason: format!("could not start: {e}"),
@@ -113,17 +123,37 @@ impl<R: Runtime> Agent<R> {
     /// Stops a member and waits until it has exited.
     pub async fn stop_now(&self, member_id: &str) {
         self.forget(member_id);
-        if let Err(e) = self.inner.runtime.stop(member_id, self.inner.config.stop_grace).await {
+        if let Err(e) = self
+            .inner
+            .runtime
+            .stop(member_id, self.inner.config.stop_grace)
+            .await
+        {
             tracing::warn!(member = %member_id, "stop failed: {e}");
         }
     }
 
     /// Takes over a member that ran before the control plane restarted; false if it is gone.
-    pub async fn adopt(&self, record: &RunningMember, health: &cairn_model::HealthCheck, active: bool) -> bool {
+    pub async fn adopt(
+        &self,
+        record: &RunningMember,
+        health: &cairn_model::HealthCheck,
+        active: bool,
+    ) -> bool {
         if self.inner.runtime.adopt(record).await != Adoption::Adopted {
             return false;
         }
-        self.watch(&record.member_id, health.clone(), record.ports.clone(), active);
+        self.watch(
+            &record.member_id,
+            health.clone(),
+            record.ports.clone(),
+            active,
+        );
+        self.sample(
+            &record.member_id,
+            record.pid,
+            metrics::share_of_process(record.pid),
+        );
         true
     }
 
@@ -132,7 +162,7 @@ impl<R: Runtime> Agent<R> {
         self.inner.runtime.kill_orphans(keep).await
     }
 
-    fn started(&self, action: &StartMember, running: RunningMember) {
+    fn started(&self, action: &StartMember, running: RunningMember, share: metrics::Share) {
         let ports = running
             .ports
             .iter()
@@ -144,24 +174,52 @@ impl<R: Runtime> Agent<R> {
             host: self.inner.config.host.clone(),
             ports,
         });
-        self.watch(&running.member_id, action.cartridge.health.clone(), running.ports, false);
+        self.sample(&running.member_id, running.pid, share);
+        self.watch(
+            &running.member_id,
+            action.cartridge.health.clone(),
+            running.ports,
+            false,
+        );
     }
 
-    fn watch(&self, member_id: &str, check: cairn_model::HealthCheck, ports: BTreeMap<String, SocketAddr>, active: bool) {
+    fn sample(&self, member_id: &str, pid: u32, share: metrics::Share) {
+        let mut sampled = self.inner.sampled.lock().unwrap_or_else(|e| e.into_inner());
+        sampled.insert(member_id.to_string(), metrics::Sampled { pid, share });
+    }
+
+    fn watch(
+        &self,
+        member_id: &str,
+        check: cairn_model::HealthCheck,
+        ports: BTreeMap<String, SocketAddr>,
+        active: bool,
+    ) {
         let tx = self.inner.observations.clone();
         let id = member_id.to_string();
         let handle = tokio::spawn(health::watch(id.clone(), check, ports, active, tx));
-        let mut watchers = self.inner.watchers.lock().unwrap_or_else(|e| e.into_inner());
+        let mut watchers = self
+            .inner
+            .watchers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         if let Some(old) = watchers.insert(id, handle) {
             old.abort();
         }
     }
 
     fn forget(&self, member_id: &str) {
-        let mut watchers = self.inner.watchers.lock().unwrap_or_else(|e| e.into_inner());
+        let mut watchers = self
+            .inner
+            .watchers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         if let Some(handle) = watchers.remove(member_id) {
             handle.abort();
         }
+        drop(watchers);
+        let mut sampled = self.inner.sampled.lock().unwrap_or_else(|e| e.into_inner());
+        sampled.remove(member_id);
     }
 
     fn report(&self, observation: Observation) {
@@ -169,7 +227,7 @@ impl<R: Runtime> Agent<R> {
         let _ = self.inner.observations.send(observation);
     }
 
-    fn member_spec(&self, action: &StartMember) -> MemberSpec {
+    fn member_spec(&self, action: &StartMember, share: &metrics::Share) -> MemberSpec {
         let config = &self.inner.config;
         let cartridge = &action.cartridge;
         let command = cartridge
@@ -177,9 +235,16 @@ impl<R: Runtime> Agent<R> {
             .clone()
             .unwrap_or_else(|| config.workload_command.clone());
         let mut env = cartridge.env.clone();
-        env.insert("CAIRN_NETWORK_PARTITION".into(), action.network_partition.clone());
+        env.insert(
+            "CAIRN_NETWORK_PARTITION".into(),
+            action.network_partition.clone(),
+        );
         env.insert("CAIRN_PARTITION".into(), action.partition.clone());
-        env.extend(dependency_env(&action.dependencies, config.proxy_port_offset));
+        env.extend(dependency_env(
+            &action.dependencies,
+            config.proxy_port_offset,
+        ));
+        env.extend(metrics::share_env(share));
         MemberSpec {
             member_id: action.member_id.clone(),
             application: action.application.clone(),
@@ -199,8 +264,22 @@ impl<R: Runtime> Agent<R> {
     }
 }
 
+/// The member's CPU share and memory limit from its cartridge's properties; defaults where a
+/// property does not parse.
+fn share(action: &StartMember) -> metrics::Share {
+    let properties = &action.cartridge.properties;
+    metrics::parse_share(properties, metrics::CPU_CORES_PROPERTY, metrics::MEMORY_LIMIT_PROPERTY)
+        .unwrap_or_else(|e| {
+            tracing::warn!(member = %action.member_id, "cartridge {}: {e}; using the default share", action.cartridge.kind);
+            metrics::Share::default()
+        })
+}
+
 /// The environment that tells a member where the clusters it depends on are.
-pub fn dependency_env(deps: &[cairn_engine::DependencyEndpoints], proxy_port_offset: u16) -> BTreeMap<String, String> {
+pub fn dependency_env(
+    deps: &[cairn_engine::DependencyEndpoints],
+    proxy_port_offset: u16,
+) -> BTreeMap<String, String> {
     let mut env = BTreeMap::new();
     let aliases: Vec<&str> = deps.iter().map(|d| d.alias.as_str()).collect();
     if !aliases.is_empty() {
@@ -208,12 +287,19 @@ pub fn dependency_env(deps: &[cairn_engine::DependencyEndpoints], proxy_port_off
     }
     for dep in deps {
         for (port, addrs) in &dep.ports {
-            env.insert(format!("CAIRN_DEP_{}_{}", env_name(&dep.alias), env_name(port)), addrs.join(","));
+            env.insert(
+                format!("CAIRN_DEP_{}_{}", env_name(&dep.alias), env_name(port)),
+                addrs.join(","),
+            );
         }
         for (port, proxy) in &dep.proxy_ports {
             let listen = proxy.saturating_add(proxy_port_offset);
             env.insert(
-                format!("CAIRN_DEP_{}_{}_PROXY", env_name(&dep.alias), env_name(port)),
+                format!(
+                    "CAIRN_DEP_{}_{}_PROXY",
+                    env_name(&dep.alias),
+                    env_name(port)
+                ),
                 format!("127.0.0.1:{listen}"),
             );
         }
@@ -224,7 +310,13 @@ pub fn dependency_env(deps: &[cairn_engine::DependencyEndpoints], proxy_port_off
 /// `my-db.http` → `MY_DB_HTTP`: upper case, anything else than letters and digits becomes `_`.
 pub fn env_name(name: &str) -> String {
     name.chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_uppercase() } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_uppercase()
+            } else {
+                '_'
+            }
+        })
         .collect()
 }
 
@@ -237,12 +329,18 @@ mod tests {
     fn dependency_env_names_every_endpoint() {
         let deps = vec![DependencyEndpoints {
             alias: "my-db".into(),
-            ports: BTreeMap::from([("http-80".into(), vec!["127.0.0.1:4000".into(), "127.0.0.1:4001".into()])]),
+            ports: BTreeMap::from([(
+                "http-80".into(),
+                vec!["127.0.0.1:4000".into(), "127.0.0.1:4001".into()],
+            )]),
             proxy_ports: BTreeMap::from([("http-80".into(), 8280)]),
         }];
         let env = dependency_env(&deps, 10_000);
         assert_eq!(env["CAIRN_DEPENDS_ON"], "my-db");
-        assert_eq!(env["CAIRN_DEP_MY_DB_HTTP_80"], "127.0.0.1:4000,127.0.0.1:4001");
+        assert_eq!(
+            env["CAIRN_DEP_MY_DB_HTTP_80"],
+            "127.0.0.1:4000,127.0.0.1:4001"
+        );
         assert_eq!(env["CAIRN_DEP_MY_DB_HTTP_80_PROXY"], "127.0.0.1:18280");
     }
 }

@@ -4,6 +4,7 @@
 //! server crate together.
 
 mod client;
+mod load;
 mod render;
 mod up;
 
@@ -109,6 +110,8 @@ enum Command {
     },
     /// Run the built-in workload: a small HTTP server configured by its environment
     Workload,
+    /// Send HTTP load to a target on this machine for a bounded time, with a line per second
+    Load(load::LoadArgs),
 }
 
 #[derive(Args, Clone)]
@@ -219,6 +222,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             let body = serde_json::json!({ "enabled": state == Switch::On });
             client::scale(&client, &application, &alias, body, "autoscale").await
         }
+        Command::Load(args) => load::load(args).await,
         Command::Validate { .. } => unreachable!("handled before the runtime starts"),
     }
 }

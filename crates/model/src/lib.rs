@@ -23,3 +23,8 @@ pub use stratos::{detect_stratos_kind, parse_domain_mappings, parse_stratos, par
 pub use types::*;
 pub use validate::validate_bundle;
 pub use yaml::parse_yaml;
+
+/// The JSON value of a document as Stratos accepts it (trailing commas allowed), to hand back as written.
+pub fn lenient_json(text: &str) -> Option<serde_json::Value> {
+    json::parse(text).ok().map(|node| node.to_json())
+}

@@ -213,6 +213,18 @@ impl Platform {
         Ok(())
     }
 
+    /// Keeps an artifact's document as a client wrote it, to answer reads in the same shape.
+    pub fn put_document(&self, kind: ArtifactKind, id: &str, document: &serde_json::Value) -> Result<(), PlatformError> {
+        self.store
+            .put_json(&document_key(kind, id), document)
+            .map(drop)
+            .map_err(|e| PlatformError::Internal(e.to_string()))
+    }
+
+    pub fn document(&self, kind: ArtifactKind, id: &str) -> Option<serde_json::Value> {
+        self.store.get_json(&document_key(kind, id)).ok().flatten()
+    }
+
     /// Removes an artifact unless a deployed application, or another artifact, uses it.
     pub fn remove(&self, kind: ArtifactKind, id: &str) -> Result<(), PlatformError> {
         let mut catalog = self.lock_catalog();
@@ -257,6 +269,7 @@ impl Platform {
             .put_json(CATALOG_KEY, &next)
             .map_err(|e| PlatformError::Internal(e.to_string()))?;
         *catalog = next;
+        let _ = self.store.delete(&document_key(kind, id));
         Ok(())
     }
 
@@ -396,6 +409,15 @@ impl Platform {
         }
         self.lb.shutdown().await;
     }
+}
+
+/// Where an artifact's document is kept; the id is escaped so any id makes a valid key.
+fn document_key(kind: ArtifactKind, id: &str) -> String {
+    let escaped: String = id
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || "-_.".contains(c) { c.to_string() } else { format!("%{:02x}", c as u32) })
+        .collect();
+    format!("documents/{}/{escaped}", kind.name().replace(' ', "-"))
 }
 
 fn stopped() -> PlatformError {

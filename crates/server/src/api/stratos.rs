@@ -129,17 +129,25 @@ async fn create(
             kind.name()
         )));
     }
+    let document = body_text(&body).ok().and_then(cairn_model::lenient_json);
     match api.platform.add(bundle, replace) {
-        Ok(()) if replace => message(
-            StatusCode::OK,
-            format!("{} updated successfully: {ids}", kind.name()),
-        ),
-        Ok(()) => message(
-            StatusCode::CREATED,
-            format!("{} added successfully: {ids}", kind.name()),
-        ),
+        Ok(()) => {
+            if let Some(document) = document {
+                if let Err(e) = api.platform.put_document(kind, &ids, &document) {
+                    tracing::warn!("keeping the {} document {ids}: {e}", kind.name());
+                }
+            }
+            created(kind, &ids, replace)
+        }
         Err(e) => refusal(e),
     }
+}
+
+fn created(kind: ArtifactKind, ids: &str, replace: bool) -> Response {
+    if replace {
+        return message(StatusCode::OK, format!("{} updated successfully: {ids}", kind.name()));
+    }
+    message(StatusCode::CREATED, format!("{} added successfully: {ids}", kind.name()))
 }
 
 fn first_id(bundle: &cairn_model::Bundle) -> String {
@@ -188,7 +196,10 @@ async fn list(State(api): State<Api>, kind: ArtifactKind) -> Response {
     let catalog = api.platform.catalog();
     let items: Vec<Value> = artifacts(&catalog, kind)
         .into_iter()
-        .map(|(id, value)| with_status(&api.platform, kind, &id, value))
+        .map(|(id, value)| {
+            let value = api.platform.document(kind, &id).unwrap_or(value);
+            with_status(&api.platform, kind, &id, value)
+        })
         .collect();
     Json(items).into_response()
 }
@@ -199,7 +210,10 @@ async fn get_one(State(api): State<Api>, kind: ArtifactKind, Path(id): Path<Stri
         .into_iter()
         .find(|(x, _)| *x == id)
     {
-        Some((id, value)) => Json(with_status(&api.platform, kind, &id, value)).into_response(),
+        Some((id, value)) => {
+            let value = api.platform.document(kind, &id).unwrap_or(value);
+            Json(with_status(&api.platform, kind, &id, value)).into_response()
+        }
         None => refusal(PlatformError::NotFound(format!(
             "{} {id} not found",
             kind.name()
