@@ -41,6 +41,9 @@ pub struct UpArgs {
 pub struct DemoArgs {
     #[command(flatten)]
     up: UpArgs,
+    /// Do not send the load spike that shows autoscaling
+    #[arg(long)]
+    no_load: bool,
 }
 
 fn data_dir(given: Option<PathBuf>) -> anyhow::Result<PathBuf> {
@@ -150,9 +153,73 @@ pub async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
     println!("  data            {}", dir.display());
     println!("  stop with Ctrl-C");
     println!();
+    tokio::spawn(narrate(server.platform.clone(), app.clone()));
+    if !args.no_load {
+        tokio::spawn(spike(server.platform.clone(), app, entry));
+    }
     wait_for_stop().await;
     shut_down(&server).await;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Prints what an operator would want to see scroll by: lifecycle and scaling events.
+async fn narrate(platform: std::sync::Arc<cairn_server::Platform>, app: String) {
+    let mut feed = platform.events().follow();
+    loop {
+        match feed.recv().await {
+            Ok(event) if event.application == app => {
+                let worth = event.decision.is_some()
+                    || event.subject == "application"
+                    || event.message == "active"
+                    || event.message.starts_with("draining")
+                    || event.message.starts_with("faulted");
+                if worth {
+                    let at = cairn_engine::view::rfc3339(event.at);
+                    println!("{}  {:<28} {}", &at[11..23], event.subject, event.message);
+                }
+            }
+            Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+        }
+    }
+}
+
+/// Once the application is Active: a 30 s spike of slow requests at the entry point, sent by
+/// `cairn load` in its own process, so the scale-up and the scale-down after it can be watched.
+async fn spike(platform: std::sync::Arc<cairn_server::Platform>, app: String, entry: u16) {
+    while !platform
+        .view(&app)
+        .is_some_and(|v| v.status == cairn_engine::Status::Active)
+    {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let Ok(exe) = std::env::current_exe() else {
+        return;
+    };
+    let url = format!("http://127.0.0.1:{entry}/");
+    println!("\n--- spike: 40 clients sending 200 ms requests to {url} for 30 s ---\n");
+    let status = tokio::process::Command::new(exe)
+        .args([
+            "load",
+            &url,
+            "--concurrency",
+            "40",
+            "--duration",
+            "30s",
+            "--latency-ms",
+            "200",
+        ])
+        .stderr(std::process::Stdio::null())
+        .status()
+        .await;
+    match status {
+        Ok(s) if s.success() => println!(
+            "\n--- spike over, no request failed; watch the clusters scale back down ---\n"
+        ),
+        Ok(_) => println!("\n--- spike over; some requests failed (see above) ---\n"),
+        Err(e) => println!("\n--- could not start the load: {e} ---\n"),
+    }
 }
 
 async fn wait_for_stop() {

@@ -50,11 +50,20 @@ fn stop(load: (Arc<AtomicBool>, Vec<JoinHandle<()>>)) {
 
 fn decisions(cairn: &Cairn, app: &str) -> Vec<Value> {
     let (_, events) = cairn.get(&format!("/v1/events?application={app}"));
-    events.as_array().into_iter().flatten().filter(|e| !e["decision"].is_null()).cloned().collect()
+    events
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|e| !e["decision"].is_null())
+        .cloned()
+        .collect()
 }
 
 fn count(view: &Value, alias: &str) -> usize {
-    members(view).iter().filter(|(a, m)| a == alias && m["status"] == "Active").count()
+    members(view)
+        .iter()
+        .filter(|(a, m)| a == alias && m["status"] == "Active")
+        .count()
 }
 
 #[test]
@@ -80,7 +89,12 @@ components:
     assert_eq!(status, 201, "{body}");
     cairn.wait_active("deps");
     let traffic = load(format!("http://127.0.0.1:{}/", 8080 + cairn.offset), 6);
-    let view = cairn.wait_for("deps", "api follows web to 3", Duration::from_secs(20), |v| count(v, "web") >= 3 && count(v, "api") >= 3);
+    let view = cairn.wait_for(
+        "deps",
+        "api follows web to 3",
+        Duration::from_secs(20),
+        |v| count(v, "web") >= 3 && count(v, "api") >= 3,
+    );
     stop(traffic);
     assert!(count(&view, "api") <= count(&view, "web"), "{view}");
     let reasons: Vec<Value> = decisions(&cairn, "deps")
@@ -88,7 +102,10 @@ components:
         .filter(|e| e["subject"] == "cluster api")
         .map(|e| e["decision"]["reason"].clone())
         .collect();
-    assert!(reasons.contains(&Value::from("dependency")), "api scaled as a dependent: {reasons:?}");
+    assert!(
+        reasons.contains(&Value::from("dependency")),
+        "api scaled as a dependent: {reasons:?}"
+    );
 }
 
 #[test]
@@ -114,17 +131,33 @@ components:
     assert_eq!(status, 201, "{body}");
     cairn.wait_active("grouped");
     let traffic = load(format!("http://127.0.0.1:{}/", 8081 + cairn.offset), 12);
-    let view = cairn.wait_for("grouped", "two group instances with 2 members each", Duration::from_secs(25), |v| {
-        v["groups"][0]["instances"].as_array().map_or(0, Vec::len) == 2 && count(v, "svc") == 4
-    });
+    let view = cairn.wait_for(
+        "grouped",
+        "two group instances with 2 members each",
+        Duration::from_secs(25),
+        |v| v["groups"][0]["instances"].as_array().map_or(0, Vec::len) == 2 && count(v, "svc") == 4,
+    );
     stop(traffic);
-    let ids: Vec<&str> = view["groups"][0]["instances"].as_array().into_iter().flatten().filter_map(|i| i["id"].as_str()).collect();
+    let ids: Vec<&str> = view["groups"][0]["instances"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|i| i["id"].as_str())
+        .collect();
     assert_eq!(ids, ["tier-1", "tier-2"], "{view}");
-    let group = decisions(&cairn, "grouped").into_iter().find(|e| e["decision"]["reason"] == "group").expect("a group scaling event");
+    let group = decisions(&cairn, "grouped")
+        .into_iter()
+        .find(|e| e["decision"]["reason"] == "group")
+        .expect("a group scaling event");
     assert_eq!(group["decision"]["to"], 2, "{group}");
-    cairn.wait_for("grouped", "back to one instance", Duration::from_secs(30), |v| {
-        v["groups"][0]["instances"].as_array().map_or(0, Vec::len) == 1 && members(v).len() == 1
-    });
+    cairn.wait_for(
+        "grouped",
+        "back to one instance",
+        Duration::from_secs(30),
+        |v| {
+            v["groups"][0]["instances"].as_array().map_or(0, Vec::len) == 1 && members(v).len() == 1
+        },
+    );
 }
 
 #[test]
@@ -170,12 +203,29 @@ components:
         p
     };
     let traffic = load(format!("http://127.0.0.1:{}/", 8082 + cairn.offset), 12);
-    let view = cairn.wait_for("bursty", "members in the cloud partition", Duration::from_secs(25), |v| {
-        partitions(v).iter().filter(|p| *p == "cloud").count() >= 1 && partitions(v).iter().filter(|p| *p == "onprem").count() == 2
-    });
+    let view = cairn.wait_for(
+        "bursty",
+        "members in the cloud partition",
+        Duration::from_secs(25),
+        |v| {
+            partitions(v).iter().filter(|p| *p == "cloud").count() >= 1
+                && partitions(v).iter().filter(|p| *p == "onprem").count() == 2
+        },
+    );
     stop(traffic);
     assert!(partitions(&view).contains(&"cloud".to_string()), "{view}");
-    let burst = decisions(&cairn, "bursty").into_iter().find(|e| e["decision"]["reason"] == "burst").expect("a burst event");
-    assert!(burst["message"].as_str().unwrap_or("").contains("cloud"), "{burst}");
-    cairn.wait_for("bursty", "contracted back to onprem", Duration::from_secs(30), |v| partitions(v) == ["onprem"] && members(v).len() == 1);
+    let burst = decisions(&cairn, "bursty")
+        .into_iter()
+        .find(|e| e["decision"]["reason"] == "burst")
+        .expect("a burst event");
+    assert!(
+        burst["message"].as_str().unwrap_or("").contains("cloud"),
+        "{burst}"
+    );
+    cairn.wait_for(
+        "bursty",
+        "contracted back to onprem",
+        Duration::from_secs(30),
+        |v| partitions(v) == ["onprem"] && members(v).len() == 1,
+    );
 }

@@ -43,25 +43,43 @@ fn first_scale_up(cairn: &Cairn) -> Option<Value> {
 }
 
 fn active(view: &Value) -> usize {
-    members(view).iter().filter(|(_, m)| m["status"] == "Active").count()
+    members(view)
+        .iter()
+        .filter(|(_, m)| m["status"] == "Active")
+        .count()
 }
 
 #[test]
 fn memory_ballast_scales_up_on_memory() {
     let cairn = Cairn::start("memory", &[8080]);
-    let (status, body) = cairn.post_blueprint(&blueprint("memory_consumption", "memory_limit_mb: \"256\""));
+    let (status, body) =
+        cairn.post_blueprint(&blueprint("memory_consumption", "memory_limit_mb: \"256\""));
     assert_eq!(status, 201, "{body}");
     let view = cairn.wait_active("factors");
     let member = &members(&view)[0].1;
-    let addr = member["ports"]["http-8000"].as_str().expect("member port").to_string();
-    let response = client().post(format!("http://{addr}/ballast?mb=200")).send().expect("member answers");
+    let addr = member["ports"]["http-8000"]
+        .as_str()
+        .expect("member port")
+        .to_string();
+    let response = client()
+        .post(format!("http://{addr}/ballast?mb=200"))
+        .send()
+        .expect("member answers");
     assert!(response.status().is_success(), "{:?}", response.text());
-    cairn.wait_for("factors", "scaled up on memory", Duration::from_secs(20), |v| active(v) >= 2);
+    cairn.wait_for(
+        "factors",
+        "scaled up on memory",
+        Duration::from_secs(20),
+        |v| active(v) >= 2,
+    );
     let event = first_scale_up(&cairn).expect("a scale-up event");
     assert_eq!(event["decision"]["reason"], "memory_consumption", "{event}");
     let estimate = &event["decision"]["estimates"][0];
     assert_eq!(estimate["factor"], "memory_consumption");
-    assert!(estimate["predicted"].as_f64().unwrap_or(0.0) > 50.0, "{estimate}");
+    assert!(
+        estimate["predicted"].as_f64().unwrap_or(0.0) > 50.0,
+        "{estimate}"
+    );
 }
 
 #[test]
@@ -84,12 +102,23 @@ fn cpu_burn_scales_up_on_load_average() {
             })
         })
         .collect();
-    cairn.wait_for("factors", "scaled up on load average", Duration::from_secs(20), |v| active(v) >= 2);
+    cairn.wait_for(
+        "factors",
+        "scaled up on load average",
+        Duration::from_secs(20),
+        |v| active(v) >= 2,
+    );
     stop.store(true, Ordering::Relaxed);
     for b in burners {
         let _ = b.join();
     }
     let event = first_scale_up(&cairn).expect("a scale-up event");
     assert_eq!(event["decision"]["reason"], "load_average", "{event}");
-    assert!(event["decision"]["estimates"][0]["predicted"].as_f64().unwrap_or(0.0) > 50.0, "{event}");
+    assert!(
+        event["decision"]["estimates"][0]["predicted"]
+            .as_f64()
+            .unwrap_or(0.0)
+            > 50.0,
+        "{event}"
+    );
 }

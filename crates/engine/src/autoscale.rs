@@ -55,6 +55,33 @@ pub enum Reason {
     Burst,
 }
 
+impl Factor {
+    /// In words, as events say it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Factor::RequestsInFlight => "requests in flight",
+            Factor::MemoryConsumption => "memory consumption",
+            Factor::LoadAverage => "load average",
+        }
+    }
+}
+
+impl Reason {
+    /// In words, as events say it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Reason::RequestsInFlight => "requests in flight",
+            Reason::MemoryConsumption => "memory consumption",
+            Reason::LoadAverage => "load average",
+            Reason::Min => "min",
+            Reason::Dependency => "dependency",
+            Reason::Manual => "manual",
+            Reason::Group => "group",
+            Reason::Burst => "burst",
+        }
+    }
+}
+
 impl From<Factor> for Reason {
     fn from(f: Factor) -> Reason {
         match f {
@@ -77,7 +104,8 @@ pub struct Estimate {
     pub gradient: f64,
     /// Second derivative, per second squared.
     pub acceleration: f64,
-    /// `average + u·t + ½·a·t²`, never below the latest sample.
+    /// `average + u·t + ½·a·t²` when both halves of the window rise, else the latest sample;
+    /// never below the latest sample.
     pub predicted: f64,
     pub threshold: f64,
     /// Members this factor needs, within [min, max].
@@ -175,12 +203,13 @@ pub fn estimate(series: &Series, horizon_ms: u64) -> Option<(f64, f64, f64, f64,
         .iter()
         .map(|(t, v)| (t.saturating_sub(t0) as f64 / 1000.0, *v))
         .collect();
-    let (gradient_now, acceleration) = derivatives(&points);
+    let (gradient_now, acceleration, rising) = derivatives(&points);
     let t = horizon_ms as f64 / 1000.0;
-    let predicted = if horizon_ms == 0 {
-        average
-    } else {
+    // Only a rise the whole window shows is extrapolated; anything else stays where it is now.
+    let predicted = if rising && horizon_ms > 0 {
         average + gradient_now * t + 0.5 * acceleration * t * t
+    } else {
+        latest
     };
     Some((
         average,
@@ -191,28 +220,33 @@ pub fn estimate(series: &Series, horizon_ms: u64) -> Option<(f64, f64, f64, f64,
     ))
 }
 
-/// Gradient at the newest point and second derivative, with x in seconds.
+/// Gradient at the newest point, second derivative (x in seconds), and whether both halves of
+/// the window rise.
 ///
-/// Each half of the window gets a robust slope (the median of its pairwise slopes, so a single
-/// jump or outlier does not read as a trend); the second derivative is the change between the
-/// halves' slopes. Curvature counts only when both halves move the same way: a level that fell
-/// and then flattened is flat, not about to rise.
-fn derivatives(points: &[(f64, f64)]) -> (f64, f64) {
+/// Each half of the window gets a robust slope, the median of its pairwise slopes, so a single
+/// jump or outlier does not read as a trend; the second derivative is the change between the
+/// halves' slopes. When both halves rise, the gradient is carried to the newest point along
+/// that change; otherwise it is the newest half's slope: a fall that slows down is levelling
+/// off, not turning into a surge.
+fn derivatives(points: &[(f64, f64)]) -> (f64, f64, bool) {
     if points.len() < 4 {
-        return (median_slope(points).unwrap_or(0.0), 0.0);
+        return (median_slope(points).unwrap_or(0.0), 0.0, false);
     }
     let (first, second) = points.split_at(points.len() / 2);
     let (Some(s1), Some(s2)) = (median_slope(first), median_slope(second)) else {
-        return (0.0, 0.0);
+        return (0.0, 0.0, false);
     };
     let centre = |half: &[(f64, f64)]| half.iter().map(|p| p.0).sum::<f64>() / half.len() as f64;
     let (c1, c2) = (centre(first), centre(second));
-    if s1 * s2 <= 0.0 || c2 <= c1 {
-        return (s2, 0.0);
-    }
     let acceleration = (s2 - s1) / (c2 - c1);
-    let x_last = points.last().map_or(c2, |p| p.0);
-    (s2 + acceleration * (x_last - c2), acceleration)
+    if !acceleration.is_finite() {
+        return (s2, 0.0, false);
+    }
+    if s1 > 0.0 && s2 > 0.0 {
+        let x_last = points.last().map_or(c2, |p| p.0);
+        return (s2 + acceleration * (x_last - c2), acceleration, true);
+    }
+    (s2, acceleration, false)
 }
 
 /// The median of the slopes between every two points at different times.
@@ -233,7 +267,10 @@ fn median_slope(points: &[(f64, f64)]) -> Option<f64> {
     if slopes.len() % 2 == 1 {
         return Some(upper);
     }
-    let lower = slopes[..mid].iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    let lower = slopes[..mid]
+        .iter()
+        .copied()
+        .fold(f64::NEG_INFINITY, f64::max);
     Some((lower + upper) / 2.0)
 }
 
