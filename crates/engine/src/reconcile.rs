@@ -20,6 +20,9 @@ use crate::{
     Action, DependencyEndpoints, EngineConfig, Event, Observation, Output, StartMember, StopMember,
 };
 
+/// How long an Active member may go without a usage report before it is faulted.
+const SILENCE_MS: u64 = 15_000;
+
 pub(crate) struct Ctx<'a> {
     pub now: Millis,
     pub config: &'a EngineConfig,
@@ -832,6 +835,21 @@ fn housekeep_cluster(app: &str, spec: &ClusterSpec, c: &mut ClusterState, ctx: &
                     reason: "drained".into(),
                 }));
             }
+            continue;
+        }
+        // A member whose agent reported its usage and then went quiet is not to be trusted.
+        let quiet = m
+            .load
+            .memory_percent
+            .is_some_and(|(t, _)| ctx.now.saturating_sub(t) > SILENCE_MS);
+        if m.status == MemberStatus::Active && quiet {
+            let reason = format!("no usage reported for {} s", SILENCE_MS / 1000);
+            ctx.event(
+                app,
+                format!("member {}", m.id),
+                format!("faulted: {reason}"),
+            );
+            stop_member(app, &spec.alias, m, ctx, &reason);
             continue;
         }
         let starting = matches!(m.status, MemberStatus::Created | MemberStatus::Starting);

@@ -558,3 +558,45 @@ fn the_application_bursts_into_the_next_partition_group_and_contracts_back() {
     }
     assert_eq!(sim.partitions_of("web"), ["np1"], "{:?}", sim.decisions);
 }
+
+#[test]
+fn a_member_that_stops_reporting_is_faulted_and_missing_figures_do_not_scale() {
+    let root = group(
+        "app",
+        TerminationBehaviour::TerminateNone,
+        vec![scaled("web", 2, 4, 10.0)],
+        &[],
+    );
+    let mut sim = Sim::deploy(app(root));
+    let members = sim.running_in("web");
+    // One member reports usage once and then nothing; the other never reports at all.
+    sim.now += 1_000;
+    let out = sim.engine.observe(
+        Observation::Load {
+            member_id: members[0].clone(),
+            in_flight: None,
+            cpu_percent: Some(1.0),
+            memory_percent: Some(1.0),
+        },
+        Millis(sim.now),
+    );
+    sim.run(out);
+    for _ in 0..20 {
+        sim.now += 1_000;
+        let out = sim.engine.tick(Millis(sim.now));
+        sim.run(out);
+    }
+    assert!(
+        sim.stopped.contains(&members[0]),
+        "the quiet member was faulted"
+    );
+    assert!(
+        !sim.stopped.contains(&members[1]),
+        "a member that never reported is not faulted for it"
+    );
+    assert_eq!(
+        sim.running_in("web").len(),
+        2,
+        "replaced, and no scaling on missing figures"
+    );
+}
