@@ -1,1 +1,180 @@
-//! Cairn's data plane: HTTP proxying over a route table swapped atomically, with in-flight and rate counters
+//! Cairn's data plane: an HTTP/1.1 reverse proxy that serves the route table the engine
+//! publishes, swapping it atomically so requests in flight are never disturbed, and
+//! counting requests per cluster and member (in flight, totals, status classes, rate)
+//! for the autoscaler and the dashboard.
+//!
+//! Requests are balanced round robin over a cluster's members; a member that refuses
+//! connections is skipped, and draining members get no new requests. A request is only
+//! ever retried on another member when nothing of it reached the first one.
+//!
+//! This crate decides nothing: it never chooses members, never reads the store and never
+//! talks to agents. It only proxies what the route table says.
+
+mod listener;
+mod pool;
+mod proxy;
+mod routing;
+mod stats;
+mod table;
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use arc_swap::ArcSwap;
+
+use crate::listener::RunningListener;
+use crate::routing::CompiledTable;
+pub use crate::stats::{ClusterStats, LbStats, MemberStats, RATE_WINDOW_SECS, RequestStats};
+pub use crate::table::{Backend, ClusterKey, ClusterRoute, ListenerRoute, RouteTable};
+
+#[derive(Debug, thiserror::Error)]
+pub enum LbError {
+    #[error("cannot listen on port {port}: {source}")]
+    Bind { port: u16, source: std::io::Error },
+    #[error("port {port}: host {host} is claimed by both {first} and {second}")]
+    DuplicateHost {
+        port: u16,
+        host: String,
+        first: ClusterKey,
+        second: ClusterKey,
+    },
+    #[error(
+        "port {port}: cluster {cluster} shares the port with other clusters but answers to no host name"
+    )]
+    NoHostNames { port: u16, cluster: ClusterKey },
+    #[error("{}", join_messages(.0))]
+    Several(Vec<LbError>),
+    #[error("the load balancer is shut down")]
+    ShutDown,
+}
+
+fn join_messages(problems: &[LbError]) -> String {
+    problems
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// A handle on the proxy; clones share the same listeners, table and counters.
+#[derive(Clone)]
+pub struct LoadBalancer {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    bind: IpAddr,
+    table: Arc<ArcSwap<CompiledTable>>,
+    listeners: Mutex<BTreeMap<u16, RunningListener>>,
+    /// Serialises publishes and shutdown so listeners are opened and closed in order.
+    publishing: tokio::sync::Mutex<()>,
+    shut_down: AtomicBool,
+}
+
+impl LoadBalancer {
+    /// A load balancer that will listen on `bind` once a table is published.
+    pub fn new(bind: IpAddr) -> LoadBalancer {
+        LoadBalancer {
+            inner: Arc::new(Inner {
+                bind,
+                table: Arc::new(ArcSwap::from_pointee(CompiledTable::default())),
+                listeners: Mutex::new(BTreeMap::new()),
+                publishing: tokio::sync::Mutex::new(()),
+                shut_down: AtomicBool::new(false),
+            }),
+        }
+    }
+
+    /// Makes `table` the one every new request is routed by, opens listeners for its new
+    /// ports and closes the ones for ports it no longer has (their open connections finish
+    /// what they are serving). Problems (a port that cannot be bound, conflicting host names)
+    /// are returned, and everything else in the table still takes effect; a port that could
+    /// not be bound is tried again on the next publish.
+    pub async fn publish(&self, table: RouteTable) -> Result<(), LbError> {
+        let _publishing = self.inner.publishing.lock().await;
+        if self.inner.shut_down.load(Ordering::Acquire) {
+            return Err(LbError::ShutDown);
+        }
+        let (compiled, mut problems) = CompiledTable::compile(&table, &self.inner.table.load());
+        let wanted: Vec<u16> = compiled.ports().collect();
+        self.inner.table.store(Arc::new(compiled));
+
+        let gone: Vec<RunningListener> = {
+            let mut listeners = self.inner.listeners();
+            let ports: Vec<u16> = listeners
+                .keys()
+                .copied()
+                .filter(|port| wanted.binary_search(port).is_err())
+                .collect();
+            ports
+                .iter()
+                .filter_map(|port| listeners.remove(port))
+                .collect()
+        };
+        for listener in gone {
+            if let Some(connections) = listener.stop().await {
+                tokio::spawn(connections.shutdown());
+            }
+        }
+
+        let mut listeners = self.inner.listeners();
+        for port in wanted {
+            if listeners.contains_key(&port) {
+                continue;
+            }
+            match listener::bind(self.inner.bind, port) {
+                Ok(bound) => {
+                    let running = listener::spawn(bound, port, Arc::clone(&self.inner.table));
+                    listeners.insert(port, running);
+                }
+                Err(source) => problems.push(LbError::Bind { port, source }),
+            }
+        }
+        drop(listeners);
+
+        match problems.len() {
+            0 => Ok(()),
+            1 => Err(problems.remove(0)),
+            _ => Err(LbError::Several(problems)),
+        }
+    }
+
+    /// Counters of the clusters and members in the current table.
+    pub fn stats(&self) -> LbStats {
+        self.inner.table.load().stats(stats::uptime().as_secs())
+    }
+
+    /// Ports with a running listener, ascending.
+    pub fn listening_ports(&self) -> Vec<u16> {
+        self.inner.listeners().keys().copied().collect()
+    }
+
+    /// Stops accepting on every port, lets open connections finish the requests they are
+    /// serving, and returns once they have closed. Later publishes fail.
+    pub async fn shutdown(&self) {
+        let _publishing = self.inner.publishing.lock().await;
+        self.inner.shut_down.store(true, Ordering::Release);
+        let listeners = std::mem::take(&mut *self.inner.listeners());
+        let mut draining = Vec::with_capacity(listeners.len());
+        for (_, listener) in listeners {
+            if let Some(connections) = listener.stop().await {
+                draining.push(tokio::spawn(connections.shutdown()));
+            }
+        }
+        for drained in draining {
+            // A drain task only fails when its runtime is going away, and then nothing is left to wait for.
+            let _ = drained.await;
+        }
+        self.inner.table.store(Arc::new(CompiledTable::default()));
+    }
+}
+
+impl Inner {
+    fn listeners(&self) -> MutexGuard<'_, BTreeMap<u16, RunningListener>> {
+        self.listeners
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+}

@@ -1,0 +1,172 @@
+#!/usr/bin/env bash
+# Requests per second and latency of Cairn's proxy next to HAProxy and nginx, all on one
+# thread, in front of the same backend on loopback.
+# Usage: bench/lb/run.sh [seconds per run, default 5] [rounds, default 3]
+# KEEP_WORK=1 keeps the temporary directory with the HAProxy and nginx configs and logs.
+set -euo pipefail
+
+DURATION="${1:-5}"
+ROUNDS="${2:-3}"
+WARMUP=2
+CONNECTIONS=64
+THREADS=2
+ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
+
+missing=()
+for tool in haproxy nginx wrk python3; do
+    command -v "$tool" >/dev/null 2>&1 || [ -x "/usr/sbin/$tool" ] || missing+=("$tool")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+    echo "installing ${missing[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+export PATH="$PATH:/usr/sbin"
+
+echo "building lb_bench (release)"
+cargo build --quiet --release -p cairn-lb --example lb_bench --manifest-path "$ROOT/Cargo.toml"
+BIN="$(cargo metadata --format-version 1 --no-deps --manifest-path "$ROOT/Cargo.toml" \
+    | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')/release/examples/lb_bench"
+
+WORK="$(mktemp -d)"
+PIDS=()
+cleanup() {
+    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+    [ -n "${KEEP_WORK:-}" ] || rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+free_port() {
+    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
+}
+BACKEND_PORT="$(free_port)"
+CAIRN_PORT="$(free_port)"
+HAPROXY_PORT="$(free_port)"
+NGINX_PORT="$(free_port)"
+
+"$BIN" backend "$BACKEND_PORT" & PIDS+=($!)
+"$BIN" proxy "$CAIRN_PORT" "$BACKEND_PORT" & PIDS+=($!)
+
+cat >"$WORK/haproxy.cfg" <<CFG
+global
+    nbthread 1
+    maxconn 4096
+defaults
+    mode http
+    option http-keep-alive
+    option forwardfor
+    timeout connect 5s
+    timeout client 30s
+    timeout server 30s
+frontend bench
+    bind 127.0.0.1:$HAPROXY_PORT
+    default_backend backend
+backend backend
+    http-reuse always
+    server backend 127.0.0.1:$BACKEND_PORT
+CFG
+haproxy -f "$WORK/haproxy.cfg" -db >"$WORK/haproxy.log" 2>&1 & PIDS+=($!)
+
+mkdir -p "$WORK/nginx"
+cat >"$WORK/nginx.conf" <<CFG
+worker_processes 1;
+daemon off;
+master_process off;
+pid $WORK/nginx.pid;
+error_log $WORK/nginx/error.log warn;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    client_body_temp_path $WORK/nginx/body;
+    proxy_temp_path $WORK/nginx/proxy;
+    fastcgi_temp_path $WORK/nginx/fastcgi;
+    uwsgi_temp_path $WORK/nginx/uwsgi;
+    scgi_temp_path $WORK/nginx/scgi;
+    upstream backend {
+        server 127.0.0.1:$BACKEND_PORT;
+        keepalive 128;
+    }
+    server {
+        listen 127.0.0.1:$NGINX_PORT;
+        location / {
+            proxy_pass http://backend;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header Host \$host;
+            proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
+            proxy_set_header X-Forwarded-Proto \$scheme;
+        }
+    }
+}
+CFG
+nginx -p "$WORK/nginx" -c "$WORK/nginx.conf" & PIDS+=($!)
+
+for port in "$BACKEND_PORT" "$CAIRN_PORT" "$HAPROXY_PORT" "$NGINX_PORT"; do
+    for _ in $(seq 50); do
+        curl -fs "http://127.0.0.1:$port/" >/dev/null 2>&1 && break
+        sleep 0.1
+    done
+    curl -fs "http://127.0.0.1:$port/" >/dev/null || { echo "nothing answers on port $port"; exit 1; }
+done
+
+# Converts wrk's latency ("812.00us", "1.20ms", "2.00s") to milliseconds.
+to_ms() {
+    awk -v v="$1" 'BEGIN {
+        n = v + 0
+        if (v ~ /us$/) n /= 1000; else if (v ~ /ms$/) n += 0; else if (v ~ /s$/) n *= 1000
+        printf "%.2f", n }'
+}
+
+# CPU time (user + system, in clock ticks) a process has used so far.
+cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
+TICKS_PER_SEC="$(getconf CLK_TCK)"
+
+median() { sort -n | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+
+declare -A PORT=([direct]="$BACKEND_PORT" [cairn]="$CAIRN_PORT" [haproxy]="$HAPROXY_PORT" [nginx]="$NGINX_PORT")
+declare -A PID=([direct]="${PIDS[0]}" [cairn]="${PIDS[1]}" [haproxy]="${PIDS[2]}" [nginx]="${PIDS[3]}")
+declare -A RPS P50 P99 CPU
+# One wrk run against a target; appends its figures to that target's lists.
+measure() {
+    local name="$1" out before after requests
+    before="$(cpu_ticks "${PID[$name]}")"
+    out="$(wrk -t"$THREADS" -c"$CONNECTIONS" -d"${DURATION}s" --latency "http://127.0.0.1:${PORT[$name]}/")"
+    after="$(cpu_ticks "${PID[$name]}")"
+    if echo "$out" | grep -q 'Non-2xx\|Socket errors'; then
+        echo "$name: errors during the run:"
+        echo "$out" | grep 'Non-2xx\|Socket errors'
+    fi
+    requests="$(echo "$out" | awk '/requests in/ { print $1 }')"
+    RPS[$name]+="$(echo "$out" | awk '/^Requests\/sec/ { printf "%.0f", $2 }') "
+    P50[$name]+="$(to_ms "$(echo "$out" | awk '$1 == "50%" { print $2 }')") "
+    P99[$name]+="$(to_ms "$(echo "$out" | awk '$1 == "99%" { print $2 }')") "
+    CPU[$name]+="$(awk -v t=$((after - before)) -v hz="$TICKS_PER_SEC" -v r="$requests" 'BEGIN { printf "%.2f", t / hz * 1e6 / r }') "
+}
+
+NAMES=(direct cairn haproxy nginx)
+PROXIES=(cairn haproxy nginx)
+for name in "${NAMES[@]}"; do
+    wrk -t"$THREADS" -c"$CONNECTIONS" -d"${WARMUP}s" "http://127.0.0.1:${PORT[$name]}/" >/dev/null
+done
+measure direct
+# Rounds interleave the proxies so a slow patch of the machine hurts all of them alike.
+for round in $(seq "$ROUNDS"); do
+    echo "round $round of $ROUNDS"
+    for name in "${PROXIES[@]}"; do measure "$name"; done
+done
+
+echo
+echo "wrk -t$THREADS -c$CONNECTIONS -d${DURATION}s --latency; medians of $ROUNDS interleaved rounds; $(nproc) cores; $(date -u +%Y-%m-%d)"
+printf '%-8s %12s %9s %9s %14s\n' target 'requests/s' 'p50 ms' 'p99 ms' 'cpu us/request'
+declare -A MEDIAN_RPS
+for name in "${NAMES[@]}"; do
+    MEDIAN_RPS[$name]="$(echo "${RPS[$name]}" | tr ' ' '\n' | grep . | median)"
+    printf '%-8s %12s %9s %9s %14s\n' "$name" "${MEDIAN_RPS[$name]}" \
+        "$(echo "${P50[$name]}" | tr ' ' '\n' | grep . | median)" \
+        "$(echo "${P99[$name]}" | tr ' ' '\n' | grep . | median)" \
+        "$(echo "${CPU[$name]}" | tr ' ' '\n' | grep . | median)"
+done
+echo "(cpu us/request: CPU time of that process alone; for direct, the backend's)"
+awk -v c="${MEDIAN_RPS[cairn]}" -v h="${MEDIAN_RPS[haproxy]}" -v n="${MEDIAN_RPS[nginx]}" \
+    'BEGIN { printf "requests/s ratio: cairn / haproxy %.2f, cairn / nginx %.2f\n", c / h, c / n }'

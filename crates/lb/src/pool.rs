@@ -1,0 +1,151 @@
+//! Keep-alive HTTP/1.1 connections to one backend address, reused across requests.
+//!
+//! The pool hands out a connection only when it is idle, and it separates "could not
+//! connect" (safe to try another backend) from everything that happens after a request
+//! was handed to a connection.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use hyper::body::Incoming;
+use hyper::client::conn::http1::{self, SendRequest};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+
+use crate::stats::uptime;
+
+/// Most idle connections kept per backend; more are closed once their response is done.
+const MAX_IDLE: usize = 512;
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long a backend that refused a connection is tried only after the others.
+const SUSPECT_FOR_MS: u64 = 1_000;
+/// Idle connections older than this are closed rather than reused: a backend closing an idle
+/// connection just as a request is written to it would fail that request, so the proxy gives
+/// up on idle connections before common keep-alive timeouts (2 to 5 s) run out.
+const IDLE_FOR_MS: u64 = 1_500;
+
+pub(crate) type Sender = SendRequest<Incoming>;
+
+pub(crate) struct Pool {
+    addr: SocketAddr,
+    /// Idle connections with the uptime (ms) they became idle at, the most recent last.
+    idle: Mutex<Vec<(Sender, u64)>>,
+    /// Milliseconds of uptime until which the backend is suspect; 0 when it never was.
+    suspect_until_ms: AtomicU64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ConnectError {
+    #[error("connect to {addr} failed: {source}")]
+    Io { addr: SocketAddr, source: io::Error },
+    #[error("connect to {addr} timed out after {}s", CONNECT_TIMEOUT.as_secs())]
+    TimedOut { addr: SocketAddr },
+    #[error("http handshake with {addr} failed: {source}")]
+    Handshake {
+        addr: SocketAddr,
+        source: hyper::Error,
+    },
+    #[error("connection to {addr} closed before the request was sent: {source}")]
+    Closed {
+        addr: SocketAddr,
+        source: hyper::Error,
+    },
+}
+
+impl Pool {
+    pub(crate) fn new(addr: SocketAddr) -> Pool {
+        Pool {
+            addr,
+            idle: Mutex::new(Vec::new()),
+            suspect_until_ms: AtomicU64::new(0),
+        }
+    }
+
+    pub(crate) fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub(crate) fn is_suspect(&self, now_ms: u64) -> bool {
+        now_ms < self.suspect_until_ms.load(Relaxed)
+    }
+
+    pub(crate) fn mark_suspect(&self, now_ms: u64) {
+        self.suspect_until_ms
+            .store(now_ms + SUSPECT_FOR_MS, Relaxed);
+    }
+
+    fn idle(&self) -> std::sync::MutexGuard<'_, Vec<(Sender, u64)>> {
+        self.idle.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The most recently used idle connection that is still open and not idle for too long.
+    pub(crate) fn take_idle(&self, now_ms: u64) -> Option<Sender> {
+        let mut idle = self.idle();
+        while let Some((sender, since_ms)) = idle.pop() {
+            if now_ms.saturating_sub(since_ms) > IDLE_FOR_MS {
+                // The ones below were idle even longer.
+                idle.clear();
+                return None;
+            }
+            if sender.is_ready() {
+                return Some(sender);
+            }
+        }
+        None
+    }
+
+    pub(crate) async fn connect(&self) -> Result<Sender, ConnectError> {
+        let addr = self.addr;
+        let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr))
+            .await
+            .map_err(|_| ConnectError::TimedOut { addr })?
+            .map_err(|source| ConnectError::Io { addr, source })?;
+        stream
+            .set_nodelay(true)
+            .map_err(|source| ConnectError::Io { addr, source })?;
+        // Copying small heads and bodies into one buffer is cheaper than a vectored write.
+        let (sender, connection) = http1::Builder::new()
+            .writev(false)
+            .handshake(TokioIo::new(stream))
+            .await
+            .map_err(|source| ConnectError::Handshake { addr, source })?;
+        tokio::spawn(async move {
+            if let Err(error) = connection.with_upgrades().await {
+                tracing::debug!(%addr, %error, "backend connection ended");
+            }
+        });
+        Ok(sender)
+    }
+
+    /// Gives back a connection whose response was read to the end.
+    pub(crate) fn put(self: &Arc<Self>, mut sender: Sender) {
+        if sender.is_ready() {
+            self.push(sender);
+            return;
+        }
+        if sender.is_closed() {
+            return;
+        }
+        // The connection may still be sending the request body; keep it once it is done.
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let pool = Arc::clone(self);
+        runtime.spawn(async move {
+            if sender.ready().await.is_ok() {
+                pool.push(sender);
+            }
+        });
+    }
+
+    fn push(&self, sender: Sender) {
+        let since_ms = uptime().as_millis() as u64;
+        let mut idle = self.idle();
+        if idle.len() < MAX_IDLE {
+            idle.push((sender, since_ms));
+        }
+    }
+}

@@ -1,0 +1,73 @@
+//! The route table the engine publishes: which ports to listen on and where their requests go.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+
+use serde::{Deserialize, Serialize};
+
+/// Everything the load balancer serves, keyed by the port it listens on.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+pub struct RouteTable {
+    pub listeners: BTreeMap<u16, ListenerRoute>,
+}
+
+/// The clusters served on one port: with one cluster every request goes to it,
+/// with several the request's host name picks one.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+pub struct ListenerRoute {
+    pub clusters: Vec<ClusterRoute>,
+}
+
+/// One cluster as seen from one port.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct ClusterRoute {
+    pub key: ClusterKey,
+    /// Host names this cluster answers to on a shared port, matched without case and port.
+    #[serde(default)]
+    pub hosts: Vec<String>,
+    #[serde(default)]
+    pub backends: Vec<Backend>,
+}
+
+/// Names a cluster: the alias of a cartridge within an application.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ClusterKey {
+    pub application: String,
+    pub alias: String,
+}
+
+impl ClusterKey {
+    pub fn new(application: impl Into<String>, alias: impl Into<String>) -> ClusterKey {
+        ClusterKey {
+            application: application.into(),
+            alias: alias.into(),
+        }
+    }
+}
+
+impl fmt::Display for ClusterKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.application, self.alias)
+    }
+}
+
+/// One member's address for this cluster and port.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct Backend {
+    pub member_id: String,
+    pub addr: SocketAddr,
+    /// A draining member gets no new requests; the ones it is serving finish.
+    #[serde(default)]
+    pub draining: bool,
+}
+
+impl Backend {
+    pub fn new(member_id: impl Into<String>, addr: SocketAddr) -> Backend {
+        Backend {
+            member_id: member_id.into(),
+            addr,
+            draining: false,
+        }
+    }
+}

@@ -1,0 +1,819 @@
+//! The proxy end to end over real sockets on 127.0.0.1, with small hyper servers as members.
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::{Ipv4Addr, SocketAddr, TcpListener as StdListener};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use cairn_lb::{
+    Backend, ClusterKey, ClusterRoute, LbError, ListenerRoute, LoadBalancer, RouteTable,
+};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio::task::JoinHandle;
+
+const TEST_TIMEOUT: Duration = Duration::from_secs(60);
+
+async fn bounded<F: Future>(test: F) -> F::Output {
+    tokio::time::timeout(TEST_TIMEOUT, test)
+        .await
+        .expect("test timed out")
+}
+
+/// A member: answers with its name, echoes bodies on `/echo`, and on `/slow` waits for a permit.
+struct TestBackend {
+    name: String,
+    addr: SocketAddr,
+    accepting: JoinHandle<()>,
+    /// Once set, every response closes its connection, as a stopping process would.
+    dying: Arc<AtomicBool>,
+    slow: Arc<Semaphore>,
+    connections: Arc<AtomicUsize>,
+}
+
+impl TestBackend {
+    async fn start(name: &str) -> TestBackend {
+        TestBackend::start_closing_idle(name, None).await
+    }
+
+    /// A member that closes keep-alive connections idle for `idle_timeout`.
+    async fn start_closing_idle(name: &str, idle_timeout: Option<Duration>) -> TestBackend {
+        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+            .await
+            .expect("bind backend");
+        let addr = listener.local_addr().expect("backend address");
+        let dying = Arc::new(AtomicBool::new(false));
+        let slow = Arc::new(Semaphore::new(0));
+        let connections = Arc::new(AtomicUsize::new(0));
+        let accepting = tokio::spawn(accept(
+            listener,
+            name.to_string(),
+            Arc::clone(&dying),
+            Arc::clone(&slow),
+            Arc::clone(&connections),
+            idle_timeout,
+        ));
+        TestBackend {
+            name: name.to_string(),
+            addr,
+            accepting,
+            dying,
+            slow,
+            connections,
+        }
+    }
+
+    fn backend(&self) -> Backend {
+        Backend::new(self.name.clone(), self.addr)
+    }
+
+    /// Stops listening, so connecting is refused; open connections close after their next response.
+    async fn kill(self) {
+        self.dying.store(true, Ordering::SeqCst);
+        self.accepting.abort();
+        // Awaiting the aborted task makes sure its listener is closed.
+        let _ = self.accepting.await;
+    }
+}
+
+async fn accept(
+    listener: TcpListener,
+    name: String,
+    dying: Arc<AtomicBool>,
+    slow: Arc<Semaphore>,
+    connections: Arc<AtomicUsize>,
+    idle_timeout: Option<Duration>,
+) {
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(idle_timeout);
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
+        connections.fetch_add(1, Ordering::SeqCst);
+        let name = name.clone();
+        let dying = Arc::clone(&dying);
+        let slow = Arc::clone(&slow);
+        let service = service_fn(move |request: Request<Incoming>| {
+            let name = name.clone();
+            let dying = Arc::clone(&dying);
+            let slow = Arc::clone(&slow);
+            async move { Ok::<_, Infallible>(answer(request, &name, &dying, &slow).await) }
+        });
+        tokio::spawn(
+            builder
+                .serve_connection(TokioIo::new(stream), service)
+                .with_upgrades(),
+        );
+    }
+}
+
+async fn answer(
+    mut request: Request<Incoming>,
+    name: &str,
+    dying: &AtomicBool,
+    slow: &Semaphore,
+) -> Response<Full<Bytes>> {
+    let seen = |header: &str| {
+        request
+            .headers()
+            .get(header)
+            .and_then(|value| value.to_str().ok())
+            .unwrap_or("")
+            .to_string()
+    };
+    let forwarded_for = seen("x-forwarded-for");
+    let forwarded_proto = seen("x-forwarded-proto");
+    if seen("upgrade") == "echo" && seen("connection") == "upgrade" {
+        let upgrade = hyper::upgrade::on(&mut request);
+        tokio::spawn(async move {
+            if let Ok(upgraded) = upgrade.await {
+                let (mut reader, mut writer) = tokio::io::split(TokioIo::new(upgraded));
+                let _ = tokio::io::copy(&mut reader, &mut writer).await;
+            }
+        });
+        return Response::builder()
+            .status(StatusCode::SWITCHING_PROTOCOLS)
+            .header("connection", "upgrade")
+            .header("upgrade", "echo")
+            .body(Full::default())
+            .expect("valid response");
+    }
+    let body = match request.uri().path() {
+        "/echo" => request
+            .into_body()
+            .collect()
+            .await
+            .map(|body| body.to_bytes())
+            .unwrap_or_default(),
+        "/slow" => {
+            let _permit = slow.acquire().await;
+            Bytes::from(name.to_string())
+        }
+        _ => Bytes::from(name.to_string()),
+    };
+    let mut response = Response::builder()
+        .header("x-seen-forwarded-for", forwarded_for)
+        .header("x-seen-forwarded-proto", forwarded_proto);
+    if dying.load(Ordering::SeqCst) {
+        response = response.header("connection", "close");
+    }
+    response.body(Full::new(body)).expect("valid response")
+}
+
+/// A port nobody listens on right now.
+fn free_port() -> u16 {
+    let listener = StdListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind probe");
+    listener.local_addr().expect("probe address").port()
+}
+
+fn key(alias: &str) -> ClusterKey {
+    ClusterKey::new("app", alias)
+}
+
+fn cluster(alias: &str, hosts: &[&str], backends: Vec<Backend>) -> ClusterRoute {
+    ClusterRoute {
+        key: key(alias),
+        hosts: hosts.iter().map(|host| host.to_string()).collect(),
+        backends,
+    }
+}
+
+fn table(listeners: Vec<(u16, Vec<ClusterRoute>)>) -> RouteTable {
+    RouteTable {
+        listeners: listeners
+            .into_iter()
+            .map(|(port, clusters)| (port, ListenerRoute { clusters }))
+            .collect(),
+    }
+}
+
+type TestClient = Client<HttpConnector, Full<Bytes>>;
+
+fn new_client() -> TestClient {
+    Client::builder(TokioExecutor::new()).build_http()
+}
+
+struct Answer {
+    status: StatusCode,
+    body: String,
+    forwarded_for: String,
+    forwarded_proto: String,
+}
+
+async fn send(
+    client: &TestClient,
+    port: u16,
+    path: &str,
+    host: Option<&str>,
+    body: &str,
+) -> Result<Answer, String> {
+    let mut request = Request::builder()
+        .method(if body.is_empty() { "GET" } else { "POST" })
+        .uri(format!("http://127.0.0.1:{port}{path}"));
+    if let Some(host) = host {
+        request = request.header("host", host);
+    }
+    let request = request
+        .body(Full::new(Bytes::from(body.to_string())))
+        .map_err(|error| error.to_string())?;
+    let response = client
+        .request(request)
+        .await
+        .map_err(|error| format!("{error:?}"))?;
+    let status = response.status();
+    let seen = |header: &str| {
+        response
+            .headers()
+            .get(header)
+            .and_then(|value| value.to_str().ok())
+            .unwrap_or("")
+            .to_string()
+    };
+    let forwarded_for = seen("x-seen-forwarded-for");
+    let forwarded_proto = seen("x-seen-forwarded-proto");
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .map_err(|error| error.to_string())?
+        .to_bytes();
+    Ok(Answer {
+        status,
+        body: String::from_utf8_lossy(&body).into_owned(),
+        forwarded_for,
+        forwarded_proto,
+    })
+}
+
+/// Sends a request that must succeed and returns the name of the member that answered.
+async fn get_member(client: &TestClient, port: u16) -> String {
+    let answer = send(client, port, "/", None, "")
+        .await
+        .expect("request through the proxy");
+    assert_eq!(answer.status, StatusCode::OK, "body: {}", answer.body);
+    answer.body
+}
+
+fn counts(names: impl IntoIterator<Item = String>) -> BTreeMap<String, usize> {
+    let mut counts = BTreeMap::new();
+    for name in names {
+        *counts.entry(name).or_insert(0) += 1;
+    }
+    counts
+}
+
+#[tokio::test]
+async fn spreads_requests_over_all_members() {
+    bounded(async {
+        let backends = [
+            TestBackend::start("a").await,
+            TestBackend::start("b").await,
+            TestBackend::start("c").await,
+        ];
+        let port = free_port();
+        let balancer = LoadBalancer::new(Ipv4Addr::LOCALHOST.into());
+        let members = backends.iter().map(TestBackend::backend).collect();
+        balancer
+            .publish(table(vec![(port, vec![cluster("web", &[], members)])]))
+            .await
+            .expect("publish");
+        assert_eq!(balancer.listening_ports(), [port]);
+
+        let client = new_client();
+        let mut names = Vec::new();
+        for _ in 0..300 {
+            names.push(get_member(&client, port).await);
+        }
+        for (name, count) in counts(names) {
+            assert!(
+                (90..=110).contains(&count),
+                "{name} got {count} of 300 requests"
+            );
+        }
+
+        let stats = balancer.stats();
+        let web = stats.cluster(&key("web")).expect("stats of web");
+        assert_eq!(
+            (
+                web.requests.total,
+                web.requests.status_2xx,
+                web.requests.in_flight
+            ),
+            (300, 300, 0)
+        );
+        assert_eq!(web.requests.failures, 0);
+        let per_member: u64 = web.members.iter().map(|member| member.requests.total).sum();
+        assert_eq!(per_member, 300);
+        assert!(web.requests.per_second <= 300.0 / cairn_lb::RATE_WINDOW_SECS as f64);
+
+        let answer = send(&client, port, "/echo", None, "a body that streams through")
+            .await
+            .expect("echo");
+        assert_eq!(answer.body, "a body that streams through");
+        assert_eq!(answer.forwarded_for, "127.0.0.1");
+        assert_eq!(answer.forwarded_proto, "http");
+        balancer.shutdown().await;
+        assert!(balancer.listening_ports().is_empty());
+        assert!(
+            send(&new_client(), port, "/", None, "").await.is_err(),
+            "nothing listens after shutdown"
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn shared_port_routes_by_host() {
+    bounded(async {
+        let web = TestBackend::start("web-1").await;
+        let api = TestBackend::start("api-1").await;
+        let port = free_port();
+        let balancer = LoadBalancer::new(Ipv4Addr::LOCALHOST.into());
+        let clusters = vec![
+            cluster(
+                "web",
+                &["web.example.com", "www.example.com"],
+                vec![web.backend()],
+            ),
+            cluster("api", &["api.example.com"], vec![api.backend()]),
+            cluster("empty", &["empty.example.com"], Vec::new()),
+        ];
+        balancer
+            .publish(table(vec![(port, clusters)]))
+            .await
+            .expect("publish");
+
+        let client = new_client();
+        let cases: [(&str, StatusCode, &str); 6] = [
+            ("web.example.com", StatusCode::OK, "web-1"),
+            ("WWW.Example.com:8080", StatusCode::OK, "web-1"),
+            ("api.example.com", StatusCode::OK, "api-1"),
+            (
+                "other.example.com",
+                StatusCode::NOT_FOUND,
+                "no cluster on port {port} answers to host other.example.com\n",
+            ),
+            (
+                "empty.example.com",
+                StatusCode::SERVICE_UNAVAILABLE,
+                "cluster app/empty has no members to send requests to\n",
+            ),
+            ("api.example.com.", StatusCode::OK, "api-1"),
+        ];
+        for (host, status, body) in cases {
+            let answer = send(&client, port, "/", Some(host), "")
+                .await
+                .expect("request");
+            let body = body.replace("{port}", &port.to_string());
+            assert_eq!(
+                (answer.status, answer.body.as_str()),
+                (status, body.as_str()),
+                "host {host}"
+            );
+        }
+        let stats = balancer.stats();
+        let empty = stats.cluster(&key("empty")).expect("stats of empty");
+        assert_eq!((empty.requests.total, empty.requests.failures), (1, 1));
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn killed_member_fails_no_request() {
+    bounded(async {
+        let mut backends = vec![
+            TestBackend::start("a").await,
+            TestBackend::start("b").await,
+            TestBackend::start("c").await,
+        ];
+        let port = free_port();
+        let balancer = LoadBalancer::new(Ipv4Addr::LOCALHOST.into());
+        let members = backends.iter().map(TestBackend::backend).collect();
+        balancer
+            .publish(table(vec![(port, vec![cluster("web", &[], members)])]))
+            .await
+            .expect("publish");
+
+        let sent = Arc::new(AtomicUsize::new(0));
+        let clients: Vec<JoinHandle<Vec<Result<String, String>>>> = (0..4)
+            .map(|_| {
+                let sent = Arc::clone(&sent);
+                tokio::spawn(async move {
+                    let client = new_client();
+                    let mut answers = Vec::new();
+                    for _ in 0..200 {
+                        sent.fetch_add(1, Ordering::SeqCst);
+                        let answer = send(&client, port, "/", None, "").await;
+                        answers.push(answer.and_then(|answer| match answer.status {
+                            StatusCode::OK => Ok(answer.body),
+                            status => Err(format!("{status}: {}", answer.body)),
+                        }));
+                    }
+                    answers
+                })
+            })
+            .collect();
+        while sent.load(Ordering::SeqCst) < 200 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        backends.remove(1).kill().await;
+        let served_at_kill = balancer
+            .stats()
+            .cluster(&key("web"))
+            .expect("web")
+            .member("b")
+            .expect("b")
+            .requests
+            .total;
+
+        let mut answers = Vec::new();
+        for client in clients {
+            answers.extend(client.await.expect("client task"));
+        }
+        let failures: Vec<&String> = answers
+            .iter()
+            .filter_map(|answer| answer.as_ref().err())
+            .collect();
+        assert!(
+            failures.is_empty(),
+            "{} failed, first: {:?}",
+            failures.len(),
+            failures.first()
+        );
+        assert_eq!(answers.len(), 800);
+        let web = balancer.stats().cluster(&key("web")).expect("web").clone();
+        assert_eq!((web.requests.total, web.requests.failures), (800, 0));
+        let served_by_b = web.member("b").expect("b").requests.total;
+        assert!(
+            served_by_b <= served_at_kill + 8,
+            "b served {served_by_b} requests, {served_at_kill} when killed"
+        );
+        assert!(web.member("a").expect("a").requests.total > 300);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn connections_the_member_closed_are_not_reused() {
+    bounded(async {
+        let backend = TestBackend::start_closing_idle("a", Some(Duration::from_millis(50))).await;
+        let port = free_port();
+        let balancer = LoadBalancer::new(Ipv4Addr::LOCALHOST.into());
+        balancer
+            .publish(table(vec![(
+                port,
+                vec![cluster("web", &[], vec![backend.backend()])],
+            )]))
+            .await
+            .expect("publish");
+        let client = new_client();
+        for _ in 0..5 {
+            assert_eq!(get_member(&client, port).await, "a");
+            tokio::time::sleep(Duration::from_millis(120)).await;
+        }
+        let web = balancer.stats().cluster(&key("web")).expect("web").clone();
+        assert_eq!((web.requests.total, web.requests.failures), (5, 0));
+        assert_eq!(backend.connections.load(Ordering::SeqCst), 5);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn switched_protocols_are_relayed_both_ways() {
+    bounded(async {
+        let backend = TestBackend::start("a").await;
+        let port = free_port();
+        let balancer = LoadBalancer::new(Ipv4Addr::LOCALHOST.into());
+        balancer
+            .publish(table(vec![(port, vec![cluster("web", &[], vec![backend.backend()])])]))
+            .await
+            .expect("publish");
+        let mut stream = tokio::net::TcpStream::connect((Ipv4Addr::LOCALHOST, port))
+            .await
+            .expect("connect to the proxy");
+        stream
+            .write_all(b"GET /tunnel HTTP/1.1\r\nHost: web\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n")
+            .await
+            .expect("send the upgrade request");
+        let mut head = Vec::new();
+        while !head.ends_with(b"\r\n\r\n") {
+            let mut byte = [0u8; 1];
+            stream.read_exact(&mut byte).await.expect("read the response head");
+            head.push(byte[0]);
+        }
+        let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
+        assert!(head.starts_with("http/1.1 101 "), "{head}");
+        assert!(head.contains("upgrade: echo\r\n"), "{head}");
+        for message in [&b"ping"[..], b"a longer message"] {
+            stream.write_all(message).await.expect("write through the tunnel");
+            let mut echoed = vec![0u8; message.len()];
+            stream.read_exact(&mut echoed).await.expect("read through the tunnel");
+            assert_eq!(echoed, message);
+        }
+        let in_flight = || balancer.stats().cluster(&key("web")).expect("web").requests.in_flight;
+        assert_eq!(in_flight(), 1, "an open tunnel is a request in flight");
+        drop(stream);
+        while in_flight() != 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn draining_member_gets_no_new_requests() {
+    bounded(async {
+        let a = TestBackend::start("a").await;
+        let b = TestBackend::start("b").await;
+        let port = free_port();
+        let balancer = LoadBalancer::new(Ipv4Addr::LOCALHOST.into());
+        let mut draining = b.backend();
+        draining.draining = true;
+        balancer
+            .publish(table(vec![(
+                port,
+                vec![cluster("web", &[], vec![a.backend(), draining.clone()])],
+            )]))
+            .await
+            .expect("publish");
+        let client = new_client();
+        for _ in 0..20 {
+            assert_eq!(get_member(&client, port).await, "a");
+        }
+        let mut all_draining = a.backend();
+        all_draining.draining = true;
+        balancer
+            .publish(table(vec![(
+                port,
+                vec![cluster("web", &[], vec![all_draining, draining])],
+            )]))
+            .await
+            .expect("publish");
+        let answer = send(&client, port, "/", None, "").await.expect("request");
+        assert_eq!(answer.status, StatusCode::SERVICE_UNAVAILABLE);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn publishing_while_requests_flow() {
+    bounded(async {
+        let backends = [
+            TestBackend::start("a").await,
+            TestBackend::start("b").await,
+            TestBackend::start("c").await,
+        ];
+        let port = free_port();
+        let balancer = LoadBalancer::new(Ipv4Addr::LOCALHOST.into());
+        let route = |members: &[&TestBackend]| {
+            table(vec![(
+                port,
+                vec![cluster(
+                    "web",
+                    &[],
+                    members.iter().map(|backend| backend.backend()).collect(),
+                )],
+            )])
+        };
+        balancer
+            .publish(route(&[&backends[0], &backends[1]]))
+            .await
+            .expect("publish");
+
+        let stop = Arc::new(AtomicBool::new(false));
+        let clients: Vec<JoinHandle<(usize, Vec<String>)>> = (0..3)
+            .map(|_| {
+                let stop = Arc::clone(&stop);
+                tokio::spawn(async move {
+                    let client = new_client();
+                    let (mut served, mut failures) = (0, Vec::new());
+                    while !stop.load(Ordering::SeqCst) && served < 5_000 {
+                        match send(&client, port, "/", None, "").await {
+                            Ok(answer) if answer.status == StatusCode::OK => served += 1,
+                            Ok(answer) => {
+                                failures.push(format!("{}: {}", answer.status, answer.body))
+                            }
+                            Err(error) => failures.push(error),
+                        }
+                    }
+                    (served, failures)
+                })
+            })
+            .collect();
+        let layouts = [[0, 1], [1, 2], [2, 0], [0, 1], [1, 2]];
+        for layout in layouts {
+            tokio::time::sleep(Duration::from_millis(30)).await;
+            balancer
+                .publish(route(&[&backends[layout[0]], &backends[layout[1]]]))
+                .await
+                .expect("publish");
+        }
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        stop.store(true, Ordering::SeqCst);
+        let mut served = 0;
+        for client in clients {
+            let (count, failures) = client.await.expect("client task");
+            assert!(failures.is_empty(), "{failures:?}");
+            served += count;
+        }
+        assert!(served > 0);
+
+        let client = new_client();
+        let names = counts([
+            get_member(&client, port).await,
+            get_member(&client, port).await,
+        ]);
+        assert_eq!(names.keys().collect::<Vec<_>>(), ["b", "c"]);
+        let stats = balancer.stats();
+        let members: Vec<&str> = stats.clusters[0]
+            .members
+            .iter()
+            .map(|member| member.member_id.as_str())
+            .collect();
+        assert_eq!(members, ["b", "c"]);
+
+        let second_port = free_port();
+        balancer
+            .publish(table(vec![(
+                second_port,
+                vec![cluster("web", &[], vec![backends[0].backend()])],
+            )]))
+            .await
+            .expect("publish on another port");
+        assert_eq!(balancer.listening_ports(), [second_port]);
+        assert_eq!(get_member(&client, second_port).await, "a");
+        assert!(
+            send(&new_client(), port, "/", None, "").await.is_err(),
+            "the old port is closed"
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn counters_follow_a_slow_request() {
+    bounded(async {
+        let backend = TestBackend::start("a").await;
+        let port = free_port();
+        let balancer = LoadBalancer::new(Ipv4Addr::LOCALHOST.into());
+        balancer
+            .publish(table(vec![(
+                port,
+                vec![cluster("web", &[], vec![backend.backend()])],
+            )]))
+            .await
+            .expect("publish");
+        let client = new_client();
+        get_member(&client, port).await;
+
+        let slow = tokio::spawn({
+            let client = client.clone();
+            async move { send(&client, port, "/slow", None, "").await }
+        });
+        let in_flight = || {
+            let stats = balancer.stats();
+            let web = stats.cluster(&key("web")).expect("web");
+            (
+                web.requests.in_flight,
+                web.member("a").expect("a").requests.in_flight,
+            )
+        };
+        while in_flight() != (1, 1) {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        backend.slow.add_permits(1);
+        let answer = slow.await.expect("slow task").expect("slow request");
+        assert_eq!(answer.body, "a");
+        assert_eq!(in_flight(), (0, 0));
+
+        let missing = send(&client, port, "/missing-but-answered", None, "")
+            .await
+            .expect("request");
+        assert_eq!(missing.status, StatusCode::OK);
+        let stats = balancer.stats();
+        let web = stats.cluster(&key("web")).expect("web");
+        let member = web.member("a").expect("a");
+        assert_eq!((web.requests.total, web.requests.status_2xx), (3, 3));
+        assert_eq!(
+            (
+                member.requests.total,
+                member.requests.status_2xx,
+                member.requests.in_flight
+            ),
+            (3, 3, 0)
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn unreachable_members_give_bad_gateway() {
+    bounded(async {
+        let port = free_port();
+        let dead = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()));
+        let balancer = LoadBalancer::new(Ipv4Addr::LOCALHOST.into());
+        balancer
+            .publish(table(vec![(
+                port,
+                vec![cluster("web", &[], vec![Backend::new("gone", dead)])],
+            )]))
+            .await
+            .expect("publish");
+        let answer = send(&new_client(), port, "/", None, "")
+            .await
+            .expect("request");
+        assert_eq!(answer.status, StatusCode::BAD_GATEWAY);
+        assert!(
+            answer
+                .body
+                .starts_with("no member of cluster app/web accepted a connection (1 tried)"),
+            "{}",
+            answer.body
+        );
+        let web = balancer.stats().cluster(&key("web")).expect("web").clone();
+        assert_eq!(
+            (
+                web.requests.failures,
+                web.member("gone").expect("gone").requests.total
+            ),
+            (1, 0)
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_port_that_cannot_be_bound_is_reported_and_the_rest_serves() {
+    bounded(async {
+        let backend = TestBackend::start("a").await;
+        let taken = StdListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("occupy a port");
+        let taken_port = taken.local_addr().expect("taken address").port();
+        let port = free_port();
+        let balancer = LoadBalancer::new(Ipv4Addr::LOCALHOST.into());
+        let routes = table(vec![
+            (
+                taken_port,
+                vec![cluster("web", &[], vec![backend.backend()])],
+            ),
+            (port, vec![cluster("web", &[], vec![backend.backend()])]),
+        ]);
+        let error = balancer
+            .publish(routes.clone())
+            .await
+            .expect_err("the taken port fails");
+        assert!(
+            matches!(error, LbError::Bind { port, .. } if port == taken_port),
+            "{error}"
+        );
+        assert!(
+            error
+                .to_string()
+                .starts_with(&format!("cannot listen on port {taken_port}: ")),
+            "{error}"
+        );
+        assert_eq!(balancer.listening_ports(), [port]);
+        assert_eq!(get_member(&new_client(), port).await, "a");
+
+        drop(taken);
+        balancer
+            .publish(routes)
+            .await
+            .expect("the port is free now");
+        let mut expected = vec![port, taken_port];
+        expected.sort();
+        assert_eq!(balancer.listening_ports(), expected);
+    })
+    .await;
+}
+
+#[test]
+fn route_table_reads_from_json() {
+    let json = r#"{"listeners": {"8080": {"clusters": [{
+        "key": {"application": "shop", "alias": "web"},
+        "hosts": ["shop.web.cairn.local"],
+        "backends": [{"member_id": "m1", "addr": "127.0.0.1:9000"}, {"member_id": "m2", "addr": "[::1]:9001", "draining": true}]
+    }]}}}"#;
+    let table: RouteTable = serde_json::from_str(json).expect("valid table");
+    let backends = &table.listeners[&8080].clusters[0].backends;
+    assert_eq!((backends[0].draining, backends[1].draining), (false, true));
+    let again: RouteTable =
+        serde_json::from_str(&serde_json::to_string(&table).expect("serialize"))
+            .expect("parse again");
+    assert_eq!(again, table);
+}
