@@ -10,11 +10,11 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use hyper::body::Incoming;
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
+use crate::proxy::Outgoing;
 use crate::stats::uptime;
 
 /// Most idle connections kept per backend; more are closed once their response is done.
@@ -27,7 +27,7 @@ const SUSPECT_FOR_MS: u64 = 1_000;
 /// up on idle connections before common keep-alive timeouts (2 to 5 s) run out.
 const IDLE_FOR_MS: u64 = 1_500;
 
-pub(crate) type Sender = SendRequest<Incoming>;
+pub(crate) type Sender = SendRequest<Outgoing>;
 
 pub(crate) struct Pool {
     addr: SocketAddr,

@@ -49,12 +49,33 @@ pub(crate) async fn handle(
     let upgrade = requested_upgrade(&request);
     let client_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut request));
     prepare_request(&mut request, &context.client_ip);
+    let replay = (upgrade.is_none() && is_replayable(&request)).then(|| {
+        let (method, uri, version, headers) = (
+            request.method().clone(),
+            request.uri().clone(),
+            request.version(),
+            request.headers().clone(),
+        );
+        move || {
+            let mut again = Request::new(Outgoing::Empty);
+            *again.method_mut() = method.clone();
+            *again.uri_mut() = uri.clone();
+            *again.version_mut() = version;
+            *again.headers_mut() = headers.clone();
+            again
+        }
+    });
     if let Some(protocol) = upgrade {
         keep_upgrade(request.headers_mut(), protocol);
     }
+    let mut request = request.map(|body| match replay {
+        Some(_) => Outgoing::Empty,
+        None => Outgoing::Streamed(body),
+    });
 
     let mut tried = 0usize;
     let mut last_error = None;
+    let mut last_failure = None;
     let mut answered = None;
     for backend in attempt_order(&cluster.0.shared.next, &cluster.0.backends, now_ms) {
         let member = MemberFlight::begin(Arc::clone(&backend.counters), second);
@@ -71,6 +92,17 @@ pub(crate) async fn handle(
                 tried += 1;
                 last_error = Some(error);
             }
+            Err(Exchange::Failed(error)) if replay.is_some() => {
+                // Nothing was answered and the request has no body: another member can take it.
+                member.0.failure();
+                backend.pool.mark_suspect(now_ms);
+                tracing::debug!(member = %backend.member_id, %error, "backend failed before answering, replaying on the next one");
+                request = replay
+                    .as_ref()
+                    .map_or_else(|| Request::new(Outgoing::Empty), |again| again());
+                tried += 1;
+                last_failure = Some(format!("member {} failed: {error}", backend.member_id));
+            }
             Err(Exchange::Failed(error)) => {
                 member.0.failure();
                 cluster.0.shared.counters.failure();
@@ -85,6 +117,12 @@ pub(crate) async fn handle(
     }
     let Some((response, sender, pool, member)) = answered else {
         cluster.0.shared.counters.failure();
+        if let Some(failure) = last_failure {
+            let key = &cluster.0.shared.key;
+            let message =
+                format!("no member of cluster {key} answered ({tried} tried), last: {failure}\n");
+            return local_response(StatusCode::BAD_GATEWAY, message);
+        }
         return no_member_response(&cluster.0.shared.key, tried, last_error);
     };
     relay(response, client_upgrade, (sender, pool), (cluster, member))
@@ -140,9 +178,54 @@ fn no_member_response(
     }
 }
 
+/// What goes to a member: the client's body as it streams in, or nothing for a request that
+/// has no body and so can be sent again to another member.
+pub(crate) enum Outgoing {
+    Streamed(Incoming),
+    Empty,
+}
+
+impl Body for Outgoing {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        match self.get_mut() {
+            Outgoing::Streamed(body) => Pin::new(body).poll_frame(cx),
+            Outgoing::Empty => Poll::Ready(None),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            Outgoing::Streamed(body) => body.is_end_stream(),
+            Outgoing::Empty => true,
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            Outgoing::Streamed(body) => body.size_hint(),
+            Outgoing::Empty => SizeHint::with_exact(0),
+        }
+    }
+}
+
+/// Safe to send twice: an idempotent method and no body.
+fn is_replayable(request: &Request<Incoming>) -> bool {
+    let idempotent = matches!(
+        *request.method(),
+        hyper::Method::GET | hyper::Method::HEAD | hyper::Method::OPTIONS | hyper::Method::TRACE
+    );
+    idempotent && request.body().is_end_stream()
+}
+
 enum Exchange {
     /// Nothing reached the backend, so the request may go to another one.
-    Unreachable(Box<Request<Incoming>>, ConnectError),
+    Unreachable(Box<Request<Outgoing>>, ConnectError),
     Failed(hyper::Error),
 }
 
@@ -150,7 +233,7 @@ enum Exchange {
 /// closed before taking the request.
 async fn exchange(
     backend: &BackendTarget,
-    mut request: Request<Incoming>,
+    mut request: Request<Outgoing>,
     now_ms: u64,
 ) -> Result<(Response<Incoming>, Sender), Exchange> {
     if let Some(mut sender) = backend.pool.take_idle(now_ms) {
