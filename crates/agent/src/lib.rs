@@ -51,6 +51,8 @@ struct Inner<R> {
     observations: mpsc::UnboundedSender<Observation>,
     /// Health watchers by member id.
     watchers: Mutex<HashMap<String, JoinHandle<()>>>,
+    /// Starts under way by member id: a stop waits for the start, or it would find nothing to stop.
+    starting: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// The members whose CPU and memory use is sampled.
     sampled: metrics::SampledMembers,
 }
@@ -71,6 +73,7 @@ impl<R: Runtime> Agent<R> {
                 config,
                 observations: tx,
                 watchers: Mutex::new(HashMap::new()),
+                starting: Mutex::new(HashMap::new()),
                 sampled,
             }),
         };
@@ -94,11 +97,20 @@ impl<R: Runtime> Agent<R> {
     /// Starts a member in the background; its progress arrives as observations.
     pub fn start(&self, action: StartMember) {
         let agent = self.clone();
+        let gate = Arc::new(tokio::sync::Mutex::new(()));
+        // Taken before the task runs, so a stop issued right after this call always waits for it.
+        let Ok(held) = gate.clone().try_lock_owned() else {
+            return;
+        };
+        lock(&self.inner.starting).insert(action.member_id.clone(), gate);
         tokio::spawn(async move {
+            let _held = held;
             let id = action.member_id.clone();
             let share = share(&action);
             let spec = agent.member_spec(&action, &share);
-            match agent.inner.runtime.start(spec).await {
+            let result = agent.inner.runtime.start(spec).await;
+            lock(&agent.inner.starting).remove(&id);
+            match result {
                 Ok(running) => agent.started(&action, running, share),
                 Err(e) => agent.report(Observation::Exited {
                     member_id: id,
@@ -108,11 +120,21 @@ impl<R: Runtime> Agent<R> {
         });
     }
 
+    /// Waits until a start of this member that is under way has finished.
+    async fn started_or_failed(&self, member_id: &str) {
+        let gate = lock(&self.inner.starting).get(member_id).cloned();
+        if let Some(gate) = gate {
+            let _ = gate.lock().await;
+        }
+    }
+
     /// Stops a member in the background; its exit arrives as an observation.
     pub fn stop(&self, action: StopMember) {
         self.forget(&action.member_id);
         let agent = self.clone();
         tokio::spawn(async move {
+            agent.started_or_failed(&action.member_id).await;
+            agent.forget(&action.member_id);
             let grace = agent.inner.config.stop_grace;
             if let Err(e) = agent.inner.runtime.stop(&action.member_id, grace).await {
                 tracing::warn!(member = %action.member_id, "stop failed: {e}");
@@ -122,6 +144,7 @@ impl<R: Runtime> Agent<R> {
 
     /// Stops a member and waits until it has exited.
     pub async fn stop_now(&self, member_id: &str) {
+        self.started_or_failed(member_id).await;
         self.forget(member_id);
         if let Err(e) = self
             .inner
@@ -273,6 +296,10 @@ fn share(action: &StartMember) -> metrics::Share {
             tracing::warn!(member = %action.member_id, "cartridge {}: {e}; using the default share", action.cartridge.kind);
             metrics::Share::default()
         })
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// The environment that tells a member where the clusters it depends on are.

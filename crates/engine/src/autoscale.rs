@@ -207,7 +207,11 @@ pub fn estimate(series: &Series, horizon_ms: u64) -> Option<(f64, f64, f64, f64,
     let t = horizon_ms as f64 / 1000.0;
     // Only a rise the whole window shows is extrapolated; anything else stays where it is now.
     let predicted = if rising && horizon_ms > 0 {
-        average + gradient_now * t + 0.5 * acceleration * t * t
+        // No steeper than the window itself rose: a wave's upswing is not a surge.
+        let lowest = samples.iter().map(|(_, v)| *v).fold(latest, f64::min);
+        let span = points.last().map_or(0.0, |p| p.0).max(1.0);
+        let ceiling = latest + (latest - lowest) * t / span;
+        (average + gradient_now * t + 0.5 * acceleration * t * t).min(ceiling)
     } else {
         latest
     };

@@ -1113,6 +1113,15 @@ pub(crate) fn apply_observation(
                 member.pid = Some(*pid);
                 member.host = Some(host.clone());
                 member.ports = ports.clone();
+                if member.status == MemberStatus::ReadyToShutDown && member.stop_at.is_none() {
+                    // Stopped before its start was through: the stop may have found nothing yet.
+                    out.actions.push(Action::StopMember(StopMember {
+                        member_id: wanted.to_string(),
+                        application: app_id.clone(),
+                        cluster: cluster.clone(),
+                        reason: "stopped while it was starting".into(),
+                    }));
+                }
                 if member.status == MemberStatus::Created {
                     member.status = MemberStatus::Starting;
                     member.since = now;

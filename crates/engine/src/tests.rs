@@ -600,3 +600,41 @@ fn a_member_that_stops_reporting_is_faulted_and_missing_figures_do_not_scale() {
         "replaced, and no scaling on missing figures"
     );
 }
+
+#[test]
+fn a_member_started_after_it_was_stopped_is_stopped_again() {
+    let root = group(
+        "app",
+        TerminationBehaviour::TerminateNone,
+        vec![cluster("web", 1)],
+        &[],
+    );
+    let mut engine = Engine::new(EngineConfig::default());
+    let out = engine.deploy(app(root), Millis(1_000)).expect("deploys");
+    let Some(Action::StartMember(start)) = out.actions.first() else {
+        panic!("a start: {out:?}")
+    };
+    let member = start.member_id.clone();
+    let out = engine.undeploy("app", Millis(1_010)).expect("deployed");
+    assert!(
+        out.actions
+            .iter()
+            .any(|a| matches!(a, Action::StopMember(s) if s.member_id == member))
+    );
+    // The runtime finished starting it only now: the earlier stop may have found nothing.
+    let out = engine.observe(
+        Observation::Started {
+            member_id: member.clone(),
+            pid: 7,
+            host: "h".into(),
+            ports: BTreeMap::new(),
+        },
+        Millis(1_020),
+    );
+    assert!(
+        out.actions
+            .iter()
+            .any(|a| matches!(a, Action::StopMember(s) if s.member_id == member)),
+        "{out:?}"
+    );
+}

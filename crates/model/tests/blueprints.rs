@@ -112,7 +112,9 @@ fn three_tier_blueprint_is_the_demo() {
 
     let api = cluster(root, "api").expect("api");
     assert_eq!(api.cartridge.health.interval_ms, 500);
-    assert_eq!(api.autoscaling.requests_in_flight, Some(20.0));
+    assert_eq!(api.autoscaling.requests_in_flight, Some(10.0));
+    assert_eq!(api.autoscaling.timing.scale_down_stabilization_ms, 20_000);
+    assert_eq!(api.autoscaling.timing.drain_ms, 2_000);
     assert_eq!(api.placements[0].algorithm, PartitionAlgorithm::RoundRobin);
     assert_eq!(api.placements[0].partitions.len(), 2);
     let proxies: Vec<Option<u16>> = ["web", "api", "cache", "db"]
