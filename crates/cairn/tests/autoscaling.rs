@@ -4,13 +4,10 @@
 
 mod support;
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::Value;
-use support::{Cairn, client, members};
+use support::{Cairn, Load, client, members};
 
 const BLUEPRINT: &str = r#"
 application: scaling
@@ -34,66 +31,6 @@ components:
     autoscaling_policy: fast
 "#;
 
-struct Load {
-    stop: Arc<AtomicBool>,
-    ok: Arc<AtomicU64>,
-    failures: Arc<std::sync::Mutex<Vec<String>>>,
-    workers: Vec<JoinHandle<()>>,
-}
-
-/// `workers` clients sending requests that each take `latency_ms`, bounded to a minute.
-fn load(url: String, workers: usize, latency_ms: u64) -> Load {
-    let stop = Arc::new(AtomicBool::new(false));
-    let ok = Arc::new(AtomicU64::new(0));
-    let failures = Arc::new(std::sync::Mutex::new(Vec::new()));
-    let workers = (0..workers)
-        .map(|_| {
-            let (url, stop, ok, failures) =
-                (url.clone(), stop.clone(), ok.clone(), failures.clone());
-            std::thread::spawn(move || {
-                let http = client();
-                let deadline = Instant::now() + Duration::from_secs(60);
-                while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
-                    match http.get(format!("{url}?latency_ms={latency_ms}")).send() {
-                        Ok(r) if r.status() == 200 => {
-                            ok.fetch_add(1, Ordering::Relaxed);
-                        }
-                        Ok(r) => failures
-                            .lock()
-                            .unwrap_or_else(|e| e.into_inner())
-                            .push(format!("HTTP {}", r.status())),
-                        Err(e) => failures
-                            .lock()
-                            .unwrap_or_else(|e| e.into_inner())
-                            .push(e.to_string()),
-                    }
-                }
-            })
-        })
-        .collect();
-    Load {
-        stop,
-        ok,
-        failures,
-        workers,
-    }
-}
-
-impl Load {
-    fn finish(self) -> (u64, Vec<String>) {
-        self.stop.store(true, Ordering::Relaxed);
-        for w in self.workers {
-            let _ = w.join();
-        }
-        let failures = self
-            .failures
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
-        (self.ok.load(Ordering::Relaxed), failures)
-    }
-}
-
 fn active(view: &Value) -> usize {
     members(view)
         .iter()
@@ -109,7 +46,7 @@ fn requests_in_flight_scale_a_cluster_up_to_max_and_back_to_min_without_failures
     cairn.wait_active("scaling");
     let url = format!("http://127.0.0.1:{}/", 8080 + cairn.offset);
 
-    let heavy = load(url.clone(), 12, 400);
+    let heavy = Load::start(&format!("{url}?latency_ms=400"), 12, None);
     let grown = cairn.wait_for(
         "scaling",
         "4 Active members",
@@ -136,7 +73,7 @@ fn requests_in_flight_scale_a_cluster_up_to_max_and_back_to_min_without_failures
     );
 
     // A trickle keeps flowing through the scale-down: none of it may fail.
-    let light = load(url, 1, 20);
+    let light = Load::start(&format!("{url}?latency_ms=20"), 1, None);
     cairn.wait_for(
         "scaling",
         "back to 1 member",

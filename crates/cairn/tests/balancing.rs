@@ -4,11 +4,9 @@
 mod support;
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use support::{Cairn, client, members};
+use support::{Cairn, Load, client, members};
 
 const BLUEPRINT: &str = r#"
 application: lb
@@ -96,34 +94,7 @@ fn requests_spread_evenly_and_host_names_pick_the_cluster() {
 fn killing_a_member_under_steady_load_fails_no_request() {
     let cairn = start();
     let url = proxy(&cairn);
-    let stop = Arc::new(AtomicBool::new(false));
-    let ok = Arc::new(AtomicU64::new(0));
-    let failures = Arc::new(std::sync::Mutex::new(Vec::new()));
-    let workers: Vec<_> = (0..4)
-        .map(|_| {
-            let (url, stop, ok, failures) =
-                (url.clone(), stop.clone(), ok.clone(), failures.clone());
-            std::thread::spawn(move || {
-                let http = client();
-                let deadline = Instant::now() + Duration::from_secs(10);
-                while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
-                    match http.get(&url).header("Host", "lb.web.example.test").send() {
-                        Ok(r) if r.status() == 200 => {
-                            ok.fetch_add(1, Ordering::Relaxed);
-                        }
-                        Ok(r) => failures
-                            .lock()
-                            .unwrap_or_else(|e| e.into_inner())
-                            .push(format!("HTTP {}", r.status())),
-                        Err(e) => failures
-                            .lock()
-                            .unwrap_or_else(|e| e.into_inner())
-                            .push(e.to_string()),
-                    }
-                }
-            })
-        })
-        .collect();
+    let load = Load::start(&url, 4, Some("lb.web.example.test"));
     std::thread::sleep(Duration::from_millis(700));
     let view = cairn.view("lb").expect("deployed");
     let victim = members(&view)
@@ -131,7 +102,7 @@ fn killing_a_member_under_steady_load_fails_no_request() {
         .find(|(alias, _)| alias == "web")
         .map(|(_, m)| m["id"].as_str().unwrap_or("").to_string())
         .expect("a web member");
-    let before = ok.load(Ordering::Relaxed);
+    let before = load.ok();
     support::kill9(support::pid_of(&cairn.data_dir, &victim).expect("victim runs"));
     cairn.wait_for(
         "lb",
@@ -146,12 +117,7 @@ fn killing_a_member_under_steady_load_fails_no_request() {
         },
     );
     std::thread::sleep(Duration::from_millis(500));
-    stop.store(true, Ordering::Relaxed);
-    for w in workers {
-        w.join().expect("load thread");
-    }
-    let failures = failures.lock().unwrap_or_else(|e| e.into_inner()).clone();
-    let total = ok.load(Ordering::Relaxed);
+    let (total, failures) = load.finish();
     assert!(
         failures.is_empty(),
         "{} of {} requests failed: {:?}",

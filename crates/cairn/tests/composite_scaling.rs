@@ -4,13 +4,10 @@
 
 mod support;
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::Value;
-use support::{Cairn, client, members};
+use support::{Cairn, Load, members};
 
 const POLICY: &str = r#"
 autoscaling_policies:
@@ -22,31 +19,6 @@ autoscaling_policies:
     scale_down_cooldown: 1s
     drain: 500ms
 "#;
-
-/// Slow requests from `workers` clients until stopped (bounded to a minute).
-fn load(url: String, workers: usize) -> (Arc<AtomicBool>, Vec<JoinHandle<()>>) {
-    let stop = Arc::new(AtomicBool::new(false));
-    let handles = (0..workers)
-        .map(|_| {
-            let (url, stop) = (url.clone(), stop.clone());
-            std::thread::spawn(move || {
-                let http = client();
-                let deadline = Instant::now() + Duration::from_secs(60);
-                while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
-                    let _ = http.get(format!("{url}?latency_ms=400")).send();
-                }
-            })
-        })
-        .collect();
-    (stop, handles)
-}
-
-fn stop(load: (Arc<AtomicBool>, Vec<JoinHandle<()>>)) {
-    load.0.store(true, Ordering::Relaxed);
-    for h in load.1 {
-        let _ = h.join();
-    }
-}
 
 fn decisions(cairn: &Cairn, app: &str) -> Vec<Value> {
     let (_, events) = cairn.get(&format!("/v1/events?application={app}"));
@@ -88,14 +60,18 @@ components:
     let (status, body) = cairn.post_blueprint(&blueprint);
     assert_eq!(status, 201, "{body}");
     cairn.wait_active("deps");
-    let traffic = load(format!("http://127.0.0.1:{}/", 8080 + cairn.offset), 6);
+    let traffic = Load::start(
+        &format!("http://127.0.0.1:{}/?latency_ms=400", 8080 + cairn.offset),
+        6,
+        None,
+    );
     let view = cairn.wait_for(
         "deps",
         "api follows web to 3",
         Duration::from_secs(20),
         |v| count(v, "web") >= 3 && count(v, "api") >= 3,
     );
-    stop(traffic);
+    traffic.finish();
     assert!(count(&view, "api") <= count(&view, "web"), "{view}");
     let reasons: Vec<Value> = decisions(&cairn, "deps")
         .iter()
@@ -130,14 +106,18 @@ components:
     let (status, body) = cairn.post_blueprint(&blueprint);
     assert_eq!(status, 201, "{body}");
     cairn.wait_active("grouped");
-    let traffic = load(format!("http://127.0.0.1:{}/", 8081 + cairn.offset), 12);
+    let traffic = Load::start(
+        &format!("http://127.0.0.1:{}/?latency_ms=400", 8081 + cairn.offset),
+        12,
+        None,
+    );
     let view = cairn.wait_for(
         "grouped",
         "two group instances with 2 members each",
         Duration::from_secs(25),
         |v| v["groups"][0]["instances"].as_array().map_or(0, Vec::len) == 2 && count(v, "svc") == 4,
     );
-    stop(traffic);
+    traffic.finish();
     let ids: Vec<&str> = view["groups"][0]["instances"]
         .as_array()
         .into_iter()
@@ -202,7 +182,11 @@ components:
         p.sort();
         p
     };
-    let traffic = load(format!("http://127.0.0.1:{}/", 8082 + cairn.offset), 12);
+    let traffic = Load::start(
+        &format!("http://127.0.0.1:{}/?latency_ms=400", 8082 + cairn.offset),
+        12,
+        None,
+    );
     let view = cairn.wait_for(
         "bursty",
         "members in the cloud partition",
@@ -212,7 +196,7 @@ components:
                 && partitions(v).iter().filter(|p| *p == "onprem").count() == 2
         },
     );
-    stop(traffic);
+    traffic.finish();
     assert!(partitions(&view).contains(&"cloud".to_string()), "{view}");
     let burst = decisions(&cairn, "bursty")
         .into_iter()

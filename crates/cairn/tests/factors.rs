@@ -3,12 +3,10 @@
 
 mod support;
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::Value;
-use support::{Cairn, client, members};
+use support::{Cairn, Load, client, members};
 
 fn blueprint(threshold_key: &str, properties: &str) -> String {
     format!(
@@ -89,29 +87,14 @@ fn cpu_burn_scales_up_on_load_average() {
     assert_eq!(status, 201, "{body}");
     cairn.wait_active("factors");
     let url = format!("http://127.0.0.1:{}/?cpu_ms=200", 8080 + cairn.offset);
-    let stop = Arc::new(AtomicBool::new(false));
-    let burners: Vec<_> = (0..2)
-        .map(|_| {
-            let (url, stop) = (url.clone(), stop.clone());
-            std::thread::spawn(move || {
-                let http = client();
-                let deadline = Instant::now() + Duration::from_secs(30);
-                while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
-                    let _ = http.get(&url).send();
-                }
-            })
-        })
-        .collect();
+    let burners = Load::start(&url, 2, None);
     cairn.wait_for(
         "factors",
         "scaled up on load average",
         Duration::from_secs(20),
         |v| active(v) >= 2,
     );
-    stop.store(true, Ordering::Relaxed);
-    for b in burners {
-        let _ = b.join();
-    }
+    burners.finish();
     let event = first_scale_up(&cairn).expect("a scale-up event");
     assert_eq!(event["decision"]["reason"], "load_average", "{event}");
     assert!(

@@ -326,3 +326,74 @@ pub fn kill9(pid: u32) {
         .expect("kill runs");
     assert!(status.success(), "kill -9 {pid}");
 }
+
+/// Clients sending GET requests in a loop until finished (bounded to a minute), counting answers.
+pub struct Load {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    ok: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    failures: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    workers: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Load {
+    /// `workers` clients requesting `url`, with `host` as the Host header when given.
+    pub fn start(url: &str, workers: usize, host: Option<&str>) -> Load {
+        use std::sync::atomic::Ordering;
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let ok = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let failures = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let workers = (0..workers)
+            .map(|_| {
+                let (url, host) = (url.to_string(), host.map(str::to_string));
+                let (stop, ok, failures) = (stop.clone(), ok.clone(), failures.clone());
+                std::thread::spawn(move || {
+                    let http = client();
+                    let deadline = Instant::now() + Duration::from_secs(60);
+                    while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
+                        let mut request = http.get(&url);
+                        if let Some(host) = &host {
+                            request = request.header("Host", host);
+                        }
+                        let failure = match request.send() {
+                            Ok(r) if r.status() == 200 => {
+                                ok.fetch_add(1, Ordering::Relaxed);
+                                continue;
+                            }
+                            Ok(r) => format!("HTTP {}", r.status()),
+                            Err(e) => e.to_string(),
+                        };
+                        failures
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .push(failure);
+                    }
+                })
+            })
+            .collect();
+        Load {
+            stop,
+            ok,
+            failures,
+            workers,
+        }
+    }
+
+    /// Answers so far.
+    pub fn ok(&self) -> u64 {
+        self.ok.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Stops the clients; returns the answered count and the failures.
+    pub fn finish(self) -> (u64, Vec<String>) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        for w in self.workers {
+            let _ = w.join();
+        }
+        let failures = self
+            .failures
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        (self.ok.load(std::sync::atomic::Ordering::Relaxed), failures)
+    }
+}
