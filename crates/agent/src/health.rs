@@ -12,6 +12,8 @@ use tokio::sync::mpsc;
 
 /// How often a starting member is probed: it becomes Active as soon as it answers.
 const STARTING_PROBE_INTERVAL: Duration = Duration::from_millis(25);
+/// Past this a starting member is no longer probed.
+const STARTING_DEADLINE: Duration = Duration::from_secs(120);
 
 /// Probes a member until it is healthy, then at the check's interval until it fails past the
 /// threshold; reports Healthy once and Unhealthy once.
@@ -24,7 +26,12 @@ pub(crate) async fn watch(
 ) {
     let timeout = Duration::from_millis(check.timeout_ms.max(1));
     if !already_active {
+        let deadline = tokio::time::Instant::now() + STARTING_DEADLINE;
         while let Err(_reason) = probe(&check.probe, &ports, timeout).await {
+            // The engine faults a member this late anyway; the watcher must not outlive it.
+            if tokio::time::Instant::now() > deadline {
+                return;
+            }
             tokio::time::sleep(STARTING_PROBE_INTERVAL).await;
         }
         if tx

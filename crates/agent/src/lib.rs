@@ -53,6 +53,8 @@ struct Inner<R> {
     watchers: Mutex<HashMap<String, JoinHandle<()>>>,
     /// Starts under way by member id: a stop waits for the start, or it would find nothing to stop.
     starting: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Members whose process runs as far as the agent knows: started or adopted, not yet exited.
+    running: Mutex<std::collections::HashSet<String>>,
     /// The members whose CPU and memory use is sampled.
     sampled: metrics::SampledMembers,
 }
@@ -74,12 +76,14 @@ impl<R: Runtime> Agent<R> {
                 observations: tx,
                 watchers: Mutex::new(HashMap::new()),
                 starting: Mutex::new(HashMap::new()),
+                running: Mutex::new(std::collections::HashSet::new()),
                 sampled,
             }),
         };
         let forward = agent.clone();
         tokio::spawn(async move {
             while let Some(exit) = exits.recv().await {
+                lock(&forward.inner.running).remove(&exit.member_id);
                 forward.forget(&exit.member_id);
                 forward.report(Observation::Exited {
                     member_id: exit.member_id.clone(),
@@ -135,6 +139,14 @@ impl<R: Runtime> Agent<R> {
         tokio::spawn(async move {
             agent.started_or_failed(&action.member_id).await;
             agent.forget(&action.member_id);
+            if !lock(&agent.inner.running).contains(&action.member_id) {
+                // No process to stop and so no exit to come: say so, or the engine waits on it.
+                agent.report(Observation::Exited {
+                    member_id: action.member_id.clone(),
+                    reason: "not running when asked to stop".into(),
+                });
+                return;
+            }
             let grace = agent.inner.config.stop_grace;
             if let Err(e) = agent.inner.runtime.stop(&action.member_id, grace).await {
                 tracing::warn!(member = %action.member_id, "stop failed: {e}");
@@ -166,6 +178,7 @@ impl<R: Runtime> Agent<R> {
         if self.inner.runtime.adopt(record).await != Adoption::Adopted {
             return false;
         }
+        lock(&self.inner.running).insert(record.member_id.clone());
         self.watch(
             &record.member_id,
             health.clone(),
@@ -186,6 +199,7 @@ impl<R: Runtime> Agent<R> {
     }
 
     fn started(&self, action: &StartMember, running: RunningMember, share: metrics::Share) {
+        lock(&self.inner.running).insert(running.member_id.clone());
         let ports = running
             .ports
             .iter()

@@ -305,6 +305,9 @@ fn required(factor: Factor, predicted: f64, threshold: f64, sizes: Sizes, tolera
     }
 }
 
+/// The most one decision multiplies a cluster's Active members by.
+const MAX_GROWTH: u32 = 10;
+
 /// Every factor's estimate for a cluster, with the members it needs.
 pub fn estimates(state: &ScalerState, policy: &AutoscalingPolicy, sizes: Sizes) -> Vec<Estimate> {
     let timing = &policy.timing;
@@ -319,6 +322,9 @@ pub fn estimates(state: &ScalerState, policy: &AutoscalingPolicy, sizes: Sizes) 
                 // A figure on its way down asks for no more members than serve now.
                 wanted = wanted.min(sizes.active.max(sizes.min));
             }
+            // Far above the threshold a figure measures a queue more than the members it
+            // needs, so one decision grows the cluster at most this many times over.
+            wanted = wanted.min(sizes.active.max(1).saturating_mul(MAX_GROWTH));
             let required = wanted.clamp(sizes.min, sizes.max.max(sizes.min));
             Some(Estimate {
                 factor,

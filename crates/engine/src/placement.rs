@@ -60,6 +60,7 @@ mod tests {
                 since: Millis(0),
                 load: Default::default(),
                 stop_at: None,
+                faulted: false,
             })
             .collect();
         assert_eq!(choose(&placement, &members).as_deref(), expected);

@@ -22,6 +22,11 @@ use crate::{
 
 /// How long an Active member may go without a usage report before it is faulted.
 const SILENCE_MS: u64 = 15_000;
+/// How long a stop may go unanswered before it is sent again.
+const RESTOP_MS: u64 = 30_000;
+/// The first and the longest wait before replacing members that fail to start.
+const RETRY_BASE_MS: u64 = 50;
+const RETRY_MAX_MS: u64 = 30_000;
 
 pub(crate) struct Ctx<'a> {
     pub now: Millis,
@@ -112,7 +117,7 @@ pub(crate) fn reconcile_app(app: &mut AppState, ctx: &mut Ctx<'_>) -> bool {
         reconcile_instance(&app_id, spec, inst, &[], ctx);
     }
     burst(app, ctx);
-    let status = aggregate(
+    let status = aggregate_instances(
         app.status,
         app.root
             .instances
@@ -164,10 +169,11 @@ fn burst(app: &mut AppState, ctx: &mut Ctx<'_>) {
         return;
     }
     let burst_partitions = &groups[level];
-    let calm = live
+    let keep = live
         .iter()
-        .filter(|i| burst_partitions.contains(&i.network_partition))
-        .all(|inst| idle(spec, inst));
+        .filter(|i| !burst_partitions.contains(&i.network_partition))
+        .count();
+    let calm = keep > 0 && fits(spec, &live, keep);
     if !calm {
         app.root.calm_since = None;
         return;
@@ -200,7 +206,7 @@ fn saturated(spec: &GroupSpec, inst: &GroupInstance, group_can_grow: bool) -> bo
                 !group_can_grow
                     && c.phase == Phase::Running
                     && c.desired >= cs.max
-                    && c.wanted > cs.max
+                    && c.wanted.is_some_and(|w| w > cs.max)
             }
             (ComponentSpec::Group(gs), ChildState::Group(g)) => {
                 let live = g.instances.iter().filter(|i| !i.retiring).count() as u32;
@@ -214,20 +220,41 @@ fn saturated(spec: &GroupSpec, inst: &GroupInstance, group_can_grow: bool) -> bo
         })
 }
 
-/// Whether every cluster in this instance has reported load and needs no more than its min.
-fn idle(spec: &GroupSpec, inst: &GroupInstance) -> bool {
-    spec.children
-        .iter()
-        .zip(&inst.children)
-        .all(|(child, state)| match (child, state) {
-            (ComponentSpec::Cluster(cs), ChildState::Cluster(c)) => {
-                c.sampled_at.is_some() && c.wanted <= cs.min
+/// Whether the load of these instances would fit in `keep` of them: for every cluster, the
+/// members all its instances want together are no more than `keep` instances hold at their max.
+/// Unknown load never fits.
+fn fits(spec: &GroupSpec, instances: &[&GroupInstance], keep: usize) -> bool {
+    fn collect<'a>(
+        spec: &'a GroupSpec,
+        inst: &GroupInstance,
+        totals: &mut BTreeMap<&'a str, (u64, u64, bool)>,
+    ) {
+        for (child, state) in spec.children.iter().zip(&inst.children) {
+            match (child, state) {
+                (ComponentSpec::Cluster(cs), ChildState::Cluster(c)) => {
+                    let entry =
+                        totals
+                            .entry(cs.alias.as_str())
+                            .or_insert((0, u64::from(cs.max), true));
+                    entry.0 += u64::from(c.wanted.unwrap_or(0));
+                    entry.2 &= c.wanted.is_some();
+                }
+                (ComponentSpec::Group(gs), ChildState::Group(g)) => {
+                    for gi in g.instances.iter().filter(|gi| !gi.retiring) {
+                        collect(gs, gi, totals);
+                    }
+                }
+                _ => {}
             }
-            (ComponentSpec::Group(gs), ChildState::Group(g)) => {
-                g.instances.iter().all(|gi| idle(gs, gi))
-            }
-            _ => true,
-        })
+        }
+    }
+    let mut totals = BTreeMap::new();
+    for inst in instances {
+        collect(spec, inst, &mut totals);
+    }
+    totals
+        .values()
+        .all(|&(wanted, max, known)| known && wanted <= max * keep as u64)
 }
 
 /// The longest scale-down stabilization window among the clusters of a group.
@@ -245,7 +272,8 @@ fn stabilization(spec: &GroupSpec) -> u64 {
 /// A component's need over its min, as scaling dependents compare it.
 fn child_factor(state: &ChildState) -> f64 {
     match state {
-        ChildState::Cluster(c) => c.factor,
+        ChildState::Cluster(c) if c.phase == Phase::Running => c.factor,
+        ChildState::Cluster(_) => 0.0,
         ChildState::Group(g) => g
             .instances
             .iter()
@@ -288,9 +316,11 @@ fn new_instance(id: String, network_partition: &str, spec: &GroupSpec) -> GroupI
                 scaler: Default::default(),
                 estimates: Vec::new(),
                 sampled_at: None,
-                wanted: 0,
+                wanted: None,
                 factor: 0.0,
                 dependency_factor: None,
+                failed_starts: 0,
+                retry_at: None,
             }),
         })
         .collect();
@@ -468,6 +498,19 @@ fn reconcile_instance(
     inst.status = own;
 }
 
+/// The status of a group or application from its instances: an instance still coming up for
+/// the first time beside others does not make the whole Inactive, adding capacity is no fault.
+fn aggregate_instances(previous: Status, instances: impl Iterator<Item = Status>) -> Status {
+    let all: Vec<Status> = instances.collect();
+    let settled: Vec<Status> = all
+        .iter()
+        .copied()
+        .filter(|s| *s != Status::Created)
+        .collect();
+    let counted = if settled.is_empty() { all } else { settled };
+    aggregate(previous, counted.into_iter())
+}
+
 /// The status of a whole from its parts: Active when all are, Inactive when it was up and is not.
 fn aggregate(previous: Status, parts: impl Iterator<Item = Status>) -> Status {
     let mut all_active = true;
@@ -550,7 +593,7 @@ fn child_status(spec: &ComponentSpec, state: &ChildState) -> Status {
                         _ => Status::Created,
                     };
                 }
-                aggregate(
+                aggregate_instances(
                     g.status,
                     g.instances.iter().filter(|i| !i.retiring).map(|i| i.status),
                 )
@@ -648,7 +691,7 @@ fn scale_group(app: &str, spec: &GroupSpec, g: &mut GroupState, np: &str, ctx: &
             .zip(&gi.children)
             .any(|(child, state)| match (child, state) {
                 (ComponentSpec::Cluster(cs), ChildState::Cluster(c)) => {
-                    c.desired >= cs.max && c.wanted > cs.max
+                    c.desired >= cs.max && c.wanted.is_some_and(|w| w > cs.max)
                 }
                 _ => false,
             })
@@ -672,8 +715,8 @@ fn scale_group(app: &str, spec: &GroupSpec, g: &mut GroupState, np: &str, ctx: &
         });
         return;
     }
-    let newest = live.last().filter(|_| count > spec.min_instances.max(1));
-    if !newest.is_some_and(|gi| idle(spec, gi)) {
+    let shrinkable = count > spec.min_instances.max(1) && fits(spec, &live, live.len() - 1);
+    if !shrinkable {
         g.calm_since = None;
         return;
     }
@@ -818,9 +861,47 @@ fn endpoints_of(spec: &ComponentSpec, state: &ChildState, into: &mut Vec<Depende
 
 /// Drops terminated members and faults members that took too long to start.
 fn housekeep_cluster(app: &str, spec: &ClusterSpec, c: &mut ClusterState, ctx: &mut Ctx<'_>) {
+    // Members that failed before ever serving back off their replacements: a command that
+    // cannot start must not be respawned in a tight loop.
+    let failed_starts = c
+        .members
+        .iter()
+        .filter(|m| m.status == MemberStatus::Terminated && m.faulted && m.active_at.is_none())
+        .count() as u32;
+    if failed_starts > 0 {
+        c.failed_starts = c.failed_starts.saturating_add(failed_starts);
+        let delay = (RETRY_BASE_MS << c.failed_starts.min(16)).min(RETRY_MAX_MS);
+        c.retry_at = Some(Millis(ctx.now.0.saturating_add(delay)));
+        ctx.event(
+            app,
+            format!("cluster {}", spec.alias),
+            format!(
+                "{} failed starts in a row: next member in {} ms",
+                c.failed_starts, delay
+            ),
+        );
+    }
+    if c.members.iter().any(|m| m.status == MemberStatus::Active) {
+        c.failed_starts = 0;
+        c.retry_at = None;
+    }
     c.members.retain(|m| m.status != MemberStatus::Terminated);
     let timeout = ctx.config.start_timeout_ms;
     for m in &mut c.members {
+        // A stop that got no answer is sent again, lest the member wait forever.
+        let stuck = m.status == MemberStatus::ReadyToShutDown
+            && m.stop_at.is_none()
+            && ctx.now.saturating_sub(m.since) > RESTOP_MS;
+        if stuck {
+            m.since = ctx.now;
+            ctx.out.actions.push(Action::StopMember(StopMember {
+                member_id: m.id.clone(),
+                application: app.to_string(),
+                cluster: spec.alias.clone(),
+                reason: "no exit seen after the stop: stopping again".into(),
+            }));
+            continue;
+        }
         if let Some(stop_at) = m.stop_at {
             let idle = m
                 .load
@@ -844,6 +925,7 @@ fn housekeep_cluster(app: &str, spec: &ClusterSpec, c: &mut ClusterState, ctx: &
             .is_some_and(|(t, _)| ctx.now.saturating_sub(t) > SILENCE_MS);
         if m.status == MemberStatus::Active && quiet {
             let reason = format!("no usage reported for {} s", SILENCE_MS / 1000);
+            m.faulted = true;
             ctx.event(
                 app,
                 format!("member {}", m.id),
@@ -855,6 +937,7 @@ fn housekeep_cluster(app: &str, spec: &ClusterSpec, c: &mut ClusterState, ctx: &
         let starting = matches!(m.status, MemberStatus::Created | MemberStatus::Starting);
         if starting && ctx.now.saturating_sub(m.created_at) > timeout {
             let reason = format!("not active {timeout} ms after creation");
+            m.faulted = true;
             ctx.event(
                 app,
                 format!("member {}", m.id),
@@ -873,9 +956,13 @@ fn size_cluster(
     deps: &[DependencyEndpoints],
     ctx: &mut Ctx<'_>,
 ) {
-    c.desired = c.desired.clamp(spec.min, spec.max);
+    c.desired = c.desired.clamp(spec.min, spec.max.max(spec.min));
     let live = c.members.iter().filter(|m| m.status.is_live()).count() as u32;
+    let backing_off = c.retry_at.is_some_and(|t| ctx.now < t);
     for _ in live..c.desired {
+        if backing_off {
+            break;
+        }
         let Some(placement) = spec.placements.iter().find(|p| p.id == network_partition) else {
             ctx.event(
                 app,
@@ -907,6 +994,7 @@ fn size_cluster(
             since: ctx.now,
             load: Default::default(),
             stop_at: None,
+            faulted: false,
         });
         ctx.event(
             app,
@@ -949,7 +1037,7 @@ fn size_cluster(
             // Out of the route table now; stopped once its requests finished.
             m.status = MemberStatus::ReadyToShutDown;
             m.since = ctx.now;
-            m.stop_at = Some(Millis(ctx.now.0 + drain_ms));
+            m.stop_at = Some(Millis(ctx.now.0.saturating_add(drain_ms)));
             ctx.event(
                 app,
                 format!("member {}", m.id),
@@ -972,7 +1060,6 @@ fn autoscale_cluster(app: &str, spec: &ClusterSpec, c: &mut ClusterState, ctx: &
     if c.sampled_at.is_some_and(|t| now.saturating_sub(t) < 900) {
         return;
     }
-    c.sampled_at = Some(now);
     let policy = &spec.autoscaling;
     // A figure older than this is missing, not zero.
     let fresh = |v: Option<(Millis, f64)>| {
@@ -1007,8 +1094,12 @@ fn autoscale_cluster(app: &str, spec: &ClusterSpec, c: &mut ClusterState, ctx: &
         c.scaler.record(factor, now, value, &policy.timing);
     }
     if !any {
+        // Missing figures are missing: no need is known, and none is passed on to dependents.
+        c.wanted = None;
+        c.factor = 0.0;
         return;
     }
+    c.sampled_at = Some(now);
     let sizes = autoscale::Sizes {
         active: active.len() as u32,
         pending: c
@@ -1022,7 +1113,7 @@ fn autoscale_cluster(app: &str, spec: &ClusterSpec, c: &mut ClusterState, ctx: &
     };
     let estimates = autoscale::estimates(&c.scaler, policy, sizes);
     let mut need = autoscale::need(&estimates, sizes);
-    c.wanted = estimates.iter().map(|e| e.wanted).max().unwrap_or(0);
+    c.wanted = estimates.iter().map(|e| e.wanted).max();
     c.factor = f64::from(need.0) / f64::from(spec.min.max(1));
     if let Some(factor) = c.dependency_factor {
         let along = ((factor * f64::from(spec.min.max(1))).ceil() as u32).clamp(spec.min, spec.max);
@@ -1171,6 +1262,7 @@ pub(crate) fn apply_observation(
             }
             Observation::Exited { reason, .. } => {
                 if member.status.is_live() {
+                    member.faulted = true;
                     ctx_event(format!("faulted: {reason}"));
                 } else if member.status != MemberStatus::Terminated {
                     ctx_event("terminated".into());

@@ -77,6 +77,9 @@ pub struct Member {
     /// A draining member is stopped at this time, or earlier once it has nothing in flight.
     #[serde(default)]
     pub stop_at: Option<Millis>,
+    /// It ended without being asked to.
+    #[serde(default)]
+    pub faulted: bool,
 }
 
 /// The latest value of each load figure and when it was taken; `None` until one is reported.
@@ -114,13 +117,19 @@ pub struct ClusterState {
     pub sampled_at: Option<Millis>,
     /// Members its own load asks for, before clamping to [min, max]; derived from load, not stored.
     #[serde(skip)]
-    pub wanted: u32,
+    pub wanted: Option<u32>,
     /// Its own need over its min, as reported to clusters it scales together with.
     #[serde(skip)]
     pub factor: f64,
     /// The largest factor among the clusters it scales together with, set by its group.
     #[serde(skip)]
     pub dependency_factor: Option<f64>,
+    /// Members in a row that failed before they ever became Active.
+    #[serde(default)]
+    pub failed_starts: u32,
+    /// No new member before this time: failing starts back off.
+    #[serde(default)]
+    pub retry_at: Option<Millis>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -131,8 +140,9 @@ pub struct GroupState {
     pub instances: Vec<GroupInstance>,
     /// Numbers instances of this group; never reused.
     pub next_instance: u32,
-    /// Since when its newest instance has had no work worth keeping it for.
-    #[serde(default)]
+    /// Since when its newest instance has had no work worth keeping it for; known again within a
+    /// window after a restart, so not stored.
+    #[serde(skip)]
     pub calm_since: Option<Millis>,
 }
 

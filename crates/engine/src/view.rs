@@ -73,6 +73,8 @@ pub struct ClusterRoute {
     pub port_mappings: Vec<PortMapping>,
     /// Active members: id and port mapping name to `host:port`.
     pub members: Vec<(String, BTreeMap<String, String>)>,
+    /// Members draining before they stop: no new requests, their own finish.
+    pub draining: Vec<(String, BTreeMap<String, String>)>,
 }
 
 pub(crate) fn app_view(app: &AppState) -> AppView {
@@ -213,16 +215,25 @@ fn collect_routes(
                 {
                     continue;
                 }
-                let members = instances
+                let clusters: Vec<&crate::state::ClusterState> = instances
                     .iter()
                     .filter_map(|inst| match &inst.children[i] {
                         ChildState::Cluster(c) => Some(c),
                         ChildState::Group(_) => None,
                     })
-                    .flat_map(|c| c.members.iter())
-                    .filter(|m| m.status == MemberStatus::Active)
-                    .map(|m| (m.id.clone(), m.ports.clone()))
                     .collect();
+                let pick =
+                    |keep: &dyn Fn(&Member) -> bool| -> Vec<(String, BTreeMap<String, String>)> {
+                        clusters
+                            .iter()
+                            .flat_map(|c| c.members.iter())
+                            .filter(|m| keep(m))
+                            .map(|m| (m.id.clone(), m.ports.clone()))
+                            .collect()
+                    };
+                let members = pick(&|m| m.status == MemberStatus::Active);
+                let draining =
+                    pick(&|m| m.status == MemberStatus::ReadyToShutDown && m.stop_at.is_some());
                 let mut hosts = Vec::new();
                 if let Some(host) = &cs.cartridge.host {
                     hosts.push(format!("{}.{}.{}", app.spec.id, cs.alias, host));
@@ -236,6 +247,7 @@ fn collect_routes(
                     hosts,
                     port_mappings: cs.cartridge.port_mappings.clone(),
                     members,
+                    draining,
                 });
             }
         }

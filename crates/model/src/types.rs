@@ -198,7 +198,8 @@ pub struct ScalingTiming {
     pub scale_down_cooldown_ms: u64,
     /// A relative band around the threshold inside which the size stays as it is.
     pub tolerance: f64,
-    /// How long a member that is removed gets to finish its requests before it is stopped.
+    /// The longest a member that is removed gets to finish its requests; it stops as soon as it
+    /// has none in flight.
     pub drain_ms: u64,
 }
 
@@ -211,7 +212,7 @@ impl Default for ScalingTiming {
             scale_up_cooldown_ms: 0,
             scale_down_cooldown_ms: 10_000,
             tolerance: 0.1,
-            drain_ms: 2_000,
+            drain_ms: 30_000,
         }
     }
 }

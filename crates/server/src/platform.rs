@@ -214,7 +214,12 @@ impl Platform {
     }
 
     /// Keeps an artifact's document as a client wrote it, to answer reads in the same shape.
-    pub fn put_document(&self, kind: ArtifactKind, id: &str, document: &serde_json::Value) -> Result<(), PlatformError> {
+    pub fn put_document(
+        &self,
+        kind: ArtifactKind,
+        id: &str,
+        document: &serde_json::Value,
+    ) -> Result<(), PlatformError> {
         self.store
             .put_json(&document_key(kind, id), document)
             .map(drop)
@@ -415,7 +420,13 @@ impl Platform {
 fn document_key(kind: ArtifactKind, id: &str) -> String {
     let escaped: String = id
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || "-_.".contains(c) { c.to_string() } else { format!("%{:02x}", c as u32) })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "-_.".contains(c) {
+                c.to_string()
+            } else {
+                format!("%{:02x}", c as u32)
+            }
+        })
         .collect();
     format!("documents/{}/{escaped}", kind.name().replace(' ', "-"))
 }
@@ -548,6 +559,12 @@ impl EngineLoop {
                 }
             }
             while let Ok(command) = commands.try_recv() {
+                if let Command::Shutdown(reply) = command {
+                    self.finish_step(out, replies).await;
+                    self.stop_everything().await;
+                    let _ = reply.send(());
+                    return;
+                }
                 self.command(command, &mut out, &mut replies);
             }
             self.finish_step(out, replies).await;
@@ -589,7 +606,7 @@ impl EngineLoop {
                 size,
                 reply,
             } => (reply, self.engine.scale(&application, &alias, size, now())),
-            // Taken only while the loop waits; a shutdown queued behind others is answered by dropping it.
+            // The loop takes shutdowns itself before they get here.
             Command::Shutdown(_) => return,
         };
         match result {
@@ -620,8 +637,14 @@ impl EngineLoop {
         }
         if let Err(e) = stored {
             tracing::error!("cannot store the engine's state, not acting on it: {e}");
+            // Back to what is stored, so the engine and the world do not drift apart.
+            if let Ok(state) = serde_json::from_slice(&self.persisted) {
+                self.engine = Engine::restore(EngineConfig::default(), state);
+            }
             return;
         }
+        // Routes first: a member being stopped gets no new request once its stop is sent.
+        self.refresh().await;
         for action in out.actions {
             match action {
                 Action::StartMember(start) => self.agent.start(*start),
@@ -629,7 +652,6 @@ impl EngineLoop {
             }
         }
         self.platform.events.record(out.events);
-        self.refresh().await;
     }
 
     fn persist(&mut self) -> Result<(), String> {

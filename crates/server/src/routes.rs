@@ -31,13 +31,20 @@ pub fn route_table(
                 ));
                 continue;
             };
+            let backend = |draining: bool| {
+                move |(member, ports): &(String, std::collections::BTreeMap<String, String>)| {
+                    let addr: SocketAddr = ports.get(&mapping.name)?.parse().ok()?;
+                    Some(Backend {
+                        draining,
+                        ..Backend::new(member.clone(), addr)
+                    })
+                }
+            };
             let backends = route
                 .members
                 .iter()
-                .filter_map(|(member, ports)| {
-                    let addr: SocketAddr = ports.get(&mapping.name)?.parse().ok()?;
-                    Some(Backend::new(member.clone(), addr))
-                })
+                .filter_map(backend(false))
+                .chain(route.draining.iter().filter_map(backend(true)))
                 .collect();
             table
                 .listeners
@@ -77,6 +84,7 @@ mod tests {
                 format!("app.{alias}.1"),
                 BTreeMap::from([("http".to_string(), "127.0.0.1:4000".to_string())]),
             )],
+            draining: vec![],
         };
         let routes = vec![
             route(

@@ -145,9 +145,15 @@ async fn create(
 
 fn created(kind: ArtifactKind, ids: &str, replace: bool) -> Response {
     if replace {
-        return message(StatusCode::OK, format!("{} updated successfully: {ids}", kind.name()));
+        return message(
+            StatusCode::OK,
+            format!("{} updated successfully: {ids}", kind.name()),
+        );
     }
-    message(StatusCode::CREATED, format!("{} added successfully: {ids}", kind.name()))
+    message(
+        StatusCode::CREATED,
+        format!("{} added successfully: {ids}", kind.name()),
+    )
 }
 
 fn first_id(bundle: &cairn_model::Bundle) -> String {
