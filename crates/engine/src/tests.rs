@@ -638,3 +638,45 @@ fn a_member_started_after_it_was_stopped_is_stopped_again() {
         "{out:?}"
     );
 }
+
+#[test]
+fn members_that_fail_to_start_are_replaced_with_backoff() {
+    let root = group(
+        "app",
+        TerminationBehaviour::TerminateNone,
+        vec![cluster("web", 1)],
+        &[],
+    );
+    let mut engine = Engine::new(EngineConfig::default());
+    let mut out = engine.deploy(app(root), Millis(0)).expect("deploys");
+    let mut starts = Vec::new();
+    // Every member dies at once; ten seconds of ticks every 10 ms.
+    for t in 1..=1_000u64 {
+        let now = Millis(t * 10);
+        for action in std::mem::take(&mut out.actions) {
+            if let Action::StartMember(s) = action {
+                starts.push(now);
+                let died = engine.observe(
+                    Observation::Exited {
+                        member_id: s.member_id,
+                        reason: "exit 1".into(),
+                    },
+                    now,
+                );
+                out.actions.extend(died.actions);
+            }
+        }
+        let tick = engine.tick(now);
+        out.actions.extend(tick.actions);
+    }
+    assert!(
+        starts.len() < 15,
+        "backed off, not respawned in a loop: {} starts",
+        starts.len()
+    );
+    let gaps: Vec<u64> = starts.windows(2).map(|w| w[1].0 - w[0].0).collect();
+    assert!(
+        gaps.windows(2).all(|g| g[1] >= g[0]),
+        "waits grow: {gaps:?}"
+    );
+}
