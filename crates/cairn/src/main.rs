@@ -6,6 +6,7 @@
 mod client;
 mod load;
 mod render;
+mod simulate;
 mod up;
 
 use std::path::PathBuf;
@@ -112,6 +113,8 @@ enum Command {
     Workload,
     /// Send HTTP load to a target on this machine for a bounded time, with a line per second
     Load(load::LoadArgs),
+    /// Replay a load trace offline through the autoscaler and an HPA baseline; totals and a chart
+    Simulate(simulate::SimulateArgs),
 }
 
 #[derive(Args, Clone)]
@@ -223,6 +226,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             client::scale(&client, &application, &alias, body, "autoscale").await
         }
         Command::Load(args) => load::load(args).await,
+        Command::Simulate(args) => simulate::simulate(args),
         Command::Validate { .. } => unreachable!("handled before the runtime starts"),
     }
 }

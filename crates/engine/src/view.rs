@@ -68,6 +68,8 @@ pub struct MemberView {
 pub struct ClusterRoute {
     pub application: String,
     pub alias: String,
+    /// Each network partition has its own entry points: one route per partition in use.
+    pub network_partition: String,
     /// Host names the cluster answers to on a shared proxy port.
     pub hosts: Vec<String>,
     pub port_mappings: Vec<PortMapping>,
@@ -186,13 +188,23 @@ fn member_view(m: &Member) -> MemberView {
 }
 
 pub(crate) fn routes(app: &AppState) -> Vec<ClusterRoute> {
+    let mut by_partition: BTreeMap<&str, Vec<GroupInstance>> = BTreeMap::new();
+    for inst in &app.root.instances {
+        by_partition
+            .entry(&inst.network_partition)
+            .or_default()
+            .push(inst.clone());
+    }
     let mut out = Vec::new();
-    collect_routes(app, &app.spec.root, &app.root.instances, &mut out);
+    for (partition, instances) in by_partition {
+        collect_routes(app, partition, &app.spec.root, &instances, &mut out);
+    }
     out
 }
 
 fn collect_routes(
     app: &AppState,
+    partition: &str,
     spec: &GroupSpec,
     instances: &[GroupInstance],
     out: &mut Vec<ClusterRoute>,
@@ -202,7 +214,7 @@ fn collect_routes(
             ComponentSpec::Group(gs) => {
                 for inst in instances {
                     if let ChildState::Group(g) = &inst.children[i] {
-                        collect_routes(app, gs, &g.instances, out);
+                        collect_routes(app, partition, gs, &g.instances, out);
                     }
                 }
             }
@@ -244,6 +256,7 @@ fn collect_routes(
                 out.push(ClusterRoute {
                     application: app.spec.id.clone(),
                     alias: cs.alias.clone(),
+                    network_partition: partition.to_string(),
                     hosts,
                     port_mappings: cs.cartridge.port_mappings.clone(),
                     members,

@@ -810,5 +810,6 @@ fn network_partition(r: &mut Reader, at: &At, key: &Key) -> Option<NetworkPartit
         id: id?,
         provider,
         partitions,
+        proxy_port_offset: 0,
     })
 }

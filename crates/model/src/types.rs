@@ -270,6 +270,9 @@ pub struct NetworkPartition {
     pub id: String,
     pub provider: Option<String>,
     pub partitions: Vec<Partition>,
+    /// Its own load balancer entry points: its members are served on each proxy port plus this.
+    #[serde(default)]
+    pub proxy_port_offset: u16,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -163,6 +163,7 @@ fn blueprint(r: &mut Reader, at: &At, bundle: &mut Bundle) {
                 id: LOCAL_PARTITION.into(),
                 properties: BTreeMap::new(),
             }],
+            proxy_port_offset: 0,
         });
     }
     if let Some(list) = at.get("deployment_policies") {
@@ -487,10 +488,14 @@ fn network_partition(r: &mut Reader, at: &At, id: String, key: &Key) -> Option<N
         r.error(at, "missing field `partitions`");
         return None;
     }
-    r.map(at, Some(&["provider", "partitions"]));
+    r.map(at, Some(&["provider", "partitions", "proxy_port_offset"]));
     let provider = at
         .get("provider")
         .and_then(|p| r.string(&p, &key.field("provider")));
+    let proxy_port_offset = at
+        .get("proxy_port_offset")
+        .and_then(|p| r.u16(&p, &key.field("proxy_port_offset")))
+        .unwrap_or(0);
     let mut partitions = Vec::new();
     if let Some(list) = r.required(at, "partitions") {
         let list_key = key.field("partitions");
@@ -527,6 +532,7 @@ fn network_partition(r: &mut Reader, at: &At, id: String, key: &Key) -> Option<N
         id,
         provider,
         partitions,
+        proxy_port_offset,
     })
 }
 

@@ -699,9 +699,17 @@ impl EngineLoop {
             .snapshot
             .write()
             .unwrap_or_else(|e| e.into_inner()) = Arc::new(Snapshot { views, placements });
+        let partition_offsets: BTreeMap<String, u16> = self
+            .platform
+            .lock_catalog()
+            .network_partitions
+            .values()
+            .map(|np| (np.id.clone(), np.proxy_port_offset))
+            .collect();
         let (table, problems) = route_table(
             &self.engine.routes(),
             self.platform.config.proxy_port_offset,
+            &partition_offsets,
         );
         if self.published.as_ref() == Some(&table) {
             return;

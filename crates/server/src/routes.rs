@@ -1,18 +1,25 @@
 //! From the engine's routes to the load balancer's table.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
 use cairn_lb::{Backend, ClusterKey, ClusterRoute, RouteTable};
 use cairn_model::Protocol;
 
-/// The table for the engine's routes, each proxy port moved by `offset`; also what could not be routed.
+/// The table for the engine's routes, each proxy port moved by `offset` and by its network
+/// partition's own offset; also what could not be routed.
 pub fn route_table(
     routes: &[cairn_engine::ClusterRoute],
     offset: u16,
+    partition_offsets: &BTreeMap<String, u16>,
 ) -> (RouteTable, Vec<String>) {
     let mut table = RouteTable::default();
     let mut problems = Vec::new();
     for route in routes {
+        let own = partition_offsets
+            .get(&route.network_partition)
+            .copied()
+            .unwrap_or(0);
         for mapping in &route.port_mappings {
             let Some(proxy_port) = mapping.proxy_port else {
                 continue;
@@ -24,15 +31,18 @@ pub fn route_table(
                 ));
                 continue;
             }
-            let Some(listen) = proxy_port.checked_add(offset) else {
+            let Some(listen) = proxy_port
+                .checked_add(offset)
+                .and_then(|p| p.checked_add(own))
+            else {
                 problems.push(format!(
-                    "{}/{}: proxy port {proxy_port} plus offset {offset} is beyond 65535",
+                    "{}/{}: proxy port {proxy_port} plus offsets {offset} and {own} is beyond 65535",
                     route.application, route.alias
                 ));
                 continue;
             };
             let backend = |draining: bool| {
-                move |(member, ports): &(String, std::collections::BTreeMap<String, String>)| {
+                move |(member, ports): &(String, BTreeMap<String, String>)| {
                     let addr: SocketAddr = ports.get(&mapping.name)?.parse().ok()?;
                     Some(Backend {
                         draining,
@@ -40,22 +50,23 @@ pub fn route_table(
                     })
                 }
             };
-            let backends = route
+            let backends: Vec<Backend> = route
                 .members
                 .iter()
                 .filter_map(backend(false))
                 .chain(route.draining.iter().filter_map(backend(true)))
                 .collect();
-            table
-                .listeners
-                .entry(listen)
-                .or_default()
-                .clusters
-                .push(ClusterRoute {
-                    key: ClusterKey::new(&route.application, &route.alias),
+            let key = ClusterKey::new(&route.application, &route.alias);
+            let listener = table.listeners.entry(listen).or_default();
+            // Partitions that share entry points share one route per cluster.
+            match listener.clusters.iter_mut().find(|c| c.key == key) {
+                Some(existing) => existing.backends.extend(backends),
+                None => listener.clusters.push(ClusterRoute {
+                    key,
                     hosts: route.hosts.clone(),
                     backends,
-                });
+                }),
+            }
         }
     }
     (table, problems)
@@ -65,7 +76,6 @@ pub fn route_table(
 mod tests {
     use super::*;
     use cairn_model::PortMapping;
-    use std::collections::BTreeMap;
 
     #[test]
     fn shared_proxy_ports_carry_every_cluster_and_tcp_is_reported() {
@@ -78,6 +88,7 @@ mod tests {
         let route = |alias: &str, mappings| cairn_engine::ClusterRoute {
             application: "app".into(),
             alias: alias.into(),
+            network_partition: "np".into(),
             hosts: vec![format!("app.{alias}.example.org")],
             port_mappings: mappings,
             members: vec![(
@@ -96,7 +107,7 @@ mod tests {
             ),
             route("b", vec![mapping("http", Protocol::Http, 80)]),
         ];
-        let (table, problems) = route_table(&routes, 10_000);
+        let (table, problems) = route_table(&routes, 10_000, &BTreeMap::new());
         assert_eq!(
             table.listeners.keys().copied().collect::<Vec<_>>(),
             [10_080]
