@@ -142,7 +142,7 @@ components:
 
 #[test]
 fn the_application_bursts_into_the_next_partition_group_and_back() {
-    let cairn = Cairn::start("burst", &[8082]);
+    let cairn = Cairn::start("burst", &[8082, 8083]);
     let blueprint = format!(
         r#"
 application: bursty
@@ -152,6 +152,7 @@ network_partitions:
     partitions: [onprem-1]
   cloud:
     partitions: [cloud-1]
+    proxy_port_offset: 1
 deployment_policies:
   both:
     network_partitions:
@@ -198,6 +199,24 @@ components:
     );
     traffic.finish();
     assert!(partitions(&view).contains(&"cloud".to_string()), "{view}");
+    // The burst partition has its own entry point, one port up, serving its own members.
+    let cloud = support::client()
+        .get(format!("http://127.0.0.1:{}/", 8083 + cairn.offset))
+        .send()
+        .expect("the cloud entry point answers");
+    let member = cloud.headers()["x-cairn-member"]
+        .to_str()
+        .unwrap_or("")
+        .to_string();
+    let cloud_members: Vec<String> = members(&view)
+        .iter()
+        .filter(|(_, m)| m["network_partition"] == "cloud")
+        .map(|(_, m)| m["id"].as_str().unwrap_or("").to_string())
+        .collect();
+    assert!(
+        cloud_members.contains(&member),
+        "{member} is not one of {cloud_members:?}"
+    );
     let burst = decisions(&cairn, "bursty")
         .into_iter()
         .find(|e| e["decision"]["reason"] == "burst")
