@@ -277,9 +277,12 @@ impl Engine {
         now: Millis,
     ) -> Output {
         let mut out = Output::default();
-        for observation in observations {
-            reconcile::apply_observation(&mut self.state, &observation, now, &mut out);
-        }
+        reconcile::apply_observations(
+            &mut self.state,
+            observations.into_iter().collect(),
+            now,
+            &mut out,
+        );
         let tick = self.tick(now);
         out.actions.extend(tick.actions);
         out.events.extend(tick.events);

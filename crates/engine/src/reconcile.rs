@@ -1014,6 +1014,9 @@ fn size_cluster(
             })));
     }
     let mut extra = live.saturating_sub(c.desired);
+    if extra == 0 {
+        return;
+    }
     // Members not yet serving go first (newest first), then the least loaded Active ones.
     let mut order: Vec<usize> = (0..c.members.len())
         .filter(|&i| c.members[i].status.is_live())
@@ -1188,92 +1191,146 @@ pub(crate) fn apply_observation(
         let Some((cluster, member)) = find_member(&mut app.root, wanted) else {
             continue;
         };
-        let mut ctx_event = |message: String| {
-            out.events.push(Event {
-                at: now,
-                application: app_id.clone(),
-                subject: format!("member {wanted}"),
-                message,
-                decision: None,
-            })
-        };
-        match observation {
-            Observation::Started {
-                pid, host, ports, ..
-            } => {
-                member.pid = Some(*pid);
-                member.host = Some(host.clone());
-                member.ports = ports.clone();
-                if member.status == MemberStatus::ReadyToShutDown && member.stop_at.is_none() {
-                    // Stopped before its start was through: the stop may have found nothing yet.
-                    out.actions.push(Action::StopMember(StopMember {
-                        member_id: wanted.to_string(),
-                        application: app_id.clone(),
-                        cluster: cluster.clone(),
-                        reason: "stopped while it was starting".into(),
-                    }));
-                }
-                if member.status == MemberStatus::Created {
-                    member.status = MemberStatus::Starting;
-                    member.since = now;
-                    ctx_event(format!("starting as pid {pid}"));
-                }
-            }
-            Observation::Healthy { .. } => {
-                if matches!(
-                    member.status,
-                    MemberStatus::Created | MemberStatus::Starting
-                ) {
-                    member.status = MemberStatus::Active;
-                    member.active_at = Some(now);
-                    member.since = now;
-                    ctx_event("active".into());
-                }
-            }
-            Observation::Unhealthy { reason, .. } => {
-                if member.status.is_live() {
-                    ctx_event(format!("faulted: {reason}"));
-                    member.status = MemberStatus::ReadyToShutDown;
-                    member.since = now;
-                    out.actions.push(Action::StopMember(StopMember {
-                        member_id: wanted.to_string(),
-                        application: app_id.clone(),
-                        cluster,
-                        reason: reason.clone(),
-                    }));
-                }
-            }
-            Observation::Load {
-                in_flight,
-                cpu_percent,
-                memory_percent,
-                ..
-            } => {
-                let stamp = |v: &Option<f64>| v.map(|v| (now, v));
-                if in_flight.is_some() {
-                    member.load.in_flight = stamp(in_flight);
-                }
-                if cpu_percent.is_some() {
-                    member.load.cpu_percent = stamp(cpu_percent);
-                }
-                if memory_percent.is_some() {
-                    member.load.memory_percent = stamp(memory_percent);
-                }
-            }
-            Observation::Exited { reason, .. } => {
-                if member.status.is_live() {
-                    member.faulted = true;
-                    ctx_event(format!("faulted: {reason}"));
-                } else if member.status != MemberStatus::Terminated {
-                    ctx_event("terminated".into());
-                }
-                member.status = MemberStatus::Terminated;
-                member.since = now;
-            }
-        }
+        apply_to_member(app_id, &cluster, member, observation, now, out);
         return Some(app_id.clone());
     }
     None
+}
+
+/// Applies many observations with one walk over the members.
+pub(crate) fn apply_observations(
+    state: &mut State,
+    observations: Vec<Observation>,
+    now: Millis,
+    out: &mut Output,
+) {
+    let mut pending: std::collections::HashMap<String, Vec<Observation>> =
+        std::collections::HashMap::new();
+    for observation in observations {
+        pending
+            .entry(observation.member_id().to_string())
+            .or_default()
+            .push(observation);
+    }
+    for (app_id, app) in &mut state.apps {
+        if pending.is_empty() {
+            return;
+        }
+        visit_members_mut(&mut app.root, &mut |cluster, member| {
+            for observation in pending.remove(&member.id).into_iter().flatten() {
+                apply_to_member(app_id, cluster, member, &observation, now, out);
+            }
+        });
+    }
+}
+
+fn visit_members_mut(group: &mut GroupState, f: &mut impl FnMut(&str, &mut Member)) {
+    for inst in &mut group.instances {
+        for child in &mut inst.children {
+            match child {
+                ChildState::Cluster(c) => {
+                    for m in &mut c.members {
+                        f(&c.alias, m);
+                    }
+                }
+                ChildState::Group(g) => visit_members_mut(g, f),
+            }
+        }
+    }
+}
+
+fn apply_to_member(
+    app_id: &str,
+    cluster: &str,
+    member: &mut Member,
+    observation: &Observation,
+    now: Millis,
+    out: &mut Output,
+) {
+    let wanted = member.id.clone();
+    let mut ctx_event = |message: String| {
+        out.events.push(Event {
+            at: now,
+            application: app_id.to_string(),
+            subject: format!("member {wanted}"),
+            message,
+            decision: None,
+        })
+    };
+    match observation {
+        Observation::Started {
+            pid, host, ports, ..
+        } => {
+            member.pid = Some(*pid);
+            member.host = Some(host.clone());
+            member.ports = ports.clone();
+            if member.status == MemberStatus::ReadyToShutDown && member.stop_at.is_none() {
+                // Stopped before its start was through: the stop may have found nothing yet.
+                out.actions.push(Action::StopMember(StopMember {
+                    member_id: wanted.to_string(),
+                    application: app_id.to_string(),
+                    cluster: cluster.to_string(),
+                    reason: "stopped while it was starting".into(),
+                }));
+            }
+            if member.status == MemberStatus::Created {
+                member.status = MemberStatus::Starting;
+                member.since = now;
+                ctx_event(format!("starting as pid {pid}"));
+            }
+        }
+        Observation::Healthy { .. } => {
+            if matches!(
+                member.status,
+                MemberStatus::Created | MemberStatus::Starting
+            ) {
+                member.status = MemberStatus::Active;
+                member.active_at = Some(now);
+                member.since = now;
+                ctx_event("active".into());
+            }
+        }
+        Observation::Unhealthy { reason, .. } => {
+            if member.status.is_live() {
+                ctx_event(format!("faulted: {reason}"));
+                member.status = MemberStatus::ReadyToShutDown;
+                member.since = now;
+                out.actions.push(Action::StopMember(StopMember {
+                    member_id: wanted.to_string(),
+                    application: app_id.to_string(),
+                    cluster: cluster.to_string(),
+                    reason: reason.clone(),
+                }));
+            }
+        }
+        Observation::Load {
+            in_flight,
+            cpu_percent,
+            memory_percent,
+            ..
+        } => {
+            let stamp = |v: &Option<f64>| v.map(|v| (now, v));
+            if in_flight.is_some() {
+                member.load.in_flight = stamp(in_flight);
+            }
+            if cpu_percent.is_some() {
+                member.load.cpu_percent = stamp(cpu_percent);
+            }
+            if memory_percent.is_some() {
+                member.load.memory_percent = stamp(memory_percent);
+            }
+        }
+        Observation::Exited { reason, .. } => {
+            if member.status.is_live() {
+                member.faulted = true;
+                ctx_event(format!("faulted: {reason}"));
+            } else if member.status != MemberStatus::Terminated {
+                ctx_event("terminated".into());
+            }
+            member.status = MemberStatus::Terminated;
+            member.since = now;
+        }
+    }
 }
 
 fn find_member<'a>(group: &'a mut GroupState, id: &str) -> Option<(String, &'a mut Member)> {
@@ -1281,11 +1338,11 @@ fn find_member<'a>(group: &'a mut GroupState, id: &str) -> Option<(String, &'a m
         for child in &mut inst.children {
             let found = match child {
                 ChildState::Cluster(c) => {
-                    let alias = c.alias.clone();
+                    let alias = &c.alias;
                     c.members
                         .iter_mut()
                         .find(|m| m.id == id)
-                        .map(|m| (alias, m))
+                        .map(|m| (alias.clone(), m))
                 }
                 ChildState::Group(g) => find_member(g, id),
             };
