@@ -8,7 +8,7 @@ set -euo pipefail
 
 ROUNDS="${1:-3}"
 ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
-TRACE="${TRACE:-/work/shared/traces/nasa-jul1995-60s.csv}"
+TRACE="${TRACE:-$ROOT/../shared/traces/nasa-jul1995-60s.csv}"
 BLUEPRINT="$ROOT/bench/sim/nasa.yaml"
 MODEL=(--scale 100 --capacity 10 --service-time 1s --start-delay 10s)
 
