@@ -38,15 +38,15 @@ async fn call(request: reqwest::RequestBuilder, url: &str) -> anyhow::Result<Val
         .and_then(Value::as_str)
         .map(str::to_string)
         .unwrap_or_else(|| body.to_string());
-    if let Some(diagnostics) = body.get("diagnostics").and_then(Value::as_array) {
-        if !diagnostics.is_empty() {
-            let lines: Vec<String> = diagnostics
-                .iter()
-                .filter_map(|d| serde_json::from_value::<Diagnostic>(d.clone()).ok())
-                .map(|d| d.to_string())
-                .collect();
-            message = lines.join("\n");
-        }
+    if let Some(diagnostics) = body.get("diagnostics").and_then(Value::as_array)
+        && !diagnostics.is_empty()
+    {
+        let lines: Vec<String> = diagnostics
+            .iter()
+            .filter_map(|d| serde_json::from_value::<Diagnostic>(d.clone()).ok())
+            .map(|d| d.to_string())
+            .collect();
+        message = lines.join("\n");
     }
     bail!("{message} (HTTP {status})")
 }
@@ -315,10 +315,10 @@ pub fn validate(files: &[PathBuf], output: Output) -> ExitCode {
             None
         };
         for (app, policy) in policies {
-            if let Some(policy) = policy.or_else(|| only_policy.clone()) {
-                if let Err(Diagnostics(found)) = cairn_model::resolve(&catalog, &app, &policy) {
-                    problems.extend(found);
-                }
+            if let Some(policy) = policy.or_else(|| only_policy.clone())
+                && let Err(Diagnostics(found)) = cairn_model::resolve(&catalog, &app, &policy)
+            {
+                problems.extend(found);
             }
         }
     }

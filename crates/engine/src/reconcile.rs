@@ -71,12 +71,11 @@ pub(crate) fn reconcile_app(app: &mut AppState, ctx: &mut Ctx<'_>) -> bool {
     let app_id = app.spec.id.clone();
     let spec = &app.spec.root;
     if app.undeploying {
-        let done = app
-            .root
-            .instances
-            .iter_mut()
-            .map(|inst| teardown_instance(&app_id, spec, inst, ctx))
-            .fold(true, |all, done| all && done);
+        // Every instance is torn down further, not only up to the first one still busy.
+        let mut done = true;
+        for inst in &mut app.root.instances {
+            done &= teardown_instance(&app_id, spec, inst, ctx);
+        }
         set_status(
             &app_id,
             "application".into(),
@@ -368,6 +367,8 @@ fn dependents_of(start: usize, edges: &[(usize, usize)]) -> Vec<usize> {
     found
 }
 
+// Children, their specs and their statuses are parallel vectors walked by index.
+#[allow(clippy::needless_range_loop)]
 fn reconcile_instance(
     app: &str,
     spec: &GroupSpec,

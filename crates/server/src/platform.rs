@@ -58,6 +58,12 @@ struct Snapshot {
     placements: BTreeMap<String, (String, Vec<String>)>,
 }
 
+/// An API call waiting for the step it caused to be stored, with its answer.
+type Reply = (
+    oneshot::Sender<Result<(), PlatformError>>,
+    Result<(), PlatformError>,
+);
+
 enum Command {
     Deploy(Box<AppSpec>, oneshot::Sender<Result<(), PlatformError>>),
     Undeploy(String, oneshot::Sender<Result<(), PlatformError>>),
@@ -185,13 +191,13 @@ impl Platform {
         }
         let mut catalog = self.lock_catalog();
         let ids = bundle_ids(&bundle);
-        if !replace {
-            if let Some((kind, id)) = ids.iter().find(|(kind, id)| catalog.contains(*kind, id)) {
-                return Err(PlatformError::Conflict(format!(
-                    "{} {id} already exists",
-                    kind.name()
-                )));
-            }
+        if !replace
+            && let Some((kind, id)) = ids.iter().find(|(kind, id)| catalog.contains(*kind, id))
+        {
+            return Err(PlatformError::Conflict(format!(
+                "{} {id} already exists",
+                kind.name()
+            )));
         }
         let deployed = self.deployed();
         if let Some(id) = bundle
@@ -588,15 +594,7 @@ impl EngineLoop {
             .collect()
     }
 
-    fn command(
-        &mut self,
-        command: Command,
-        out: &mut Output,
-        replies: &mut Vec<(
-            oneshot::Sender<Result<(), PlatformError>>,
-            Result<(), PlatformError>,
-        )>,
-    ) {
+    fn command(&mut self, command: Command, out: &mut Output, replies: &mut Vec<Reply>) {
         let (reply, result) = match command {
             Command::Deploy(spec, reply) => (reply, self.engine.deploy(*spec, now())),
             Command::Undeploy(app, reply) => (reply, self.engine.undeploy(&app, now())),
@@ -619,14 +617,7 @@ impl EngineLoop {
     }
 
     /// Persists, then answers, then acts: nothing is acknowledged or started before it is stored.
-    async fn finish_step(
-        &mut self,
-        out: Output,
-        replies: Vec<(
-            oneshot::Sender<Result<(), PlatformError>>,
-            Result<(), PlatformError>,
-        )>,
-    ) {
+    async fn finish_step(&mut self, out: Output, replies: Vec<Reply>) {
         let stored = self.persist();
         for (reply, result) in replies {
             let result = match (&stored, result) {

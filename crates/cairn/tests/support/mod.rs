@@ -273,7 +273,7 @@ pub fn member_processes(data_dir: &Path) -> BTreeMap<u32, String> {
             .split(|b| *b == 0)
             .map(|v| String::from_utf8_lossy(v).to_string())
             .collect();
-        if !vars.iter().any(|v| *v == marker) {
+        if !vars.contains(&marker) {
             continue;
         }
         if let Some(id) = vars.iter().find_map(|v| v.strip_prefix("CAIRN_MEMBER_ID=")) {

@@ -132,10 +132,10 @@ async fn create(
     let document = body_text(&body).ok().and_then(cairn_model::lenient_json);
     match api.platform.add(bundle, replace) {
         Ok(()) => {
-            if let Some(document) = document {
-                if let Err(e) = api.platform.put_document(kind, &ids, &document) {
-                    tracing::warn!("keeping the {} document {ids}: {e}", kind.name());
-                }
+            if let Some(document) = document
+                && let Err(e) = api.platform.put_document(kind, &ids, &document)
+            {
+                tracing::warn!("keeping the {} document {ids}: {e}", kind.name());
             }
             created(kind, &ids, replace)
         }
@@ -229,16 +229,16 @@ async fn get_one(State(api): State<Api>, kind: ArtifactKind, Path(id): Path<Stri
 
 /// Applications carry Stratos' `status`: Created, or Deployed once deployed.
 fn with_status(platform: &Platform, kind: ArtifactKind, id: &str, mut value: Value) -> Value {
-    if kind == ArtifactKind::Application {
-        if let Value::Object(map) = &mut value {
-            map.insert("applicationId".into(), Value::String(id.to_string()));
-            let status = if platform.is_deployed(id) {
-                "Deployed"
-            } else {
-                "Created"
-            };
-            map.insert("status".into(), Value::String(status.into()));
-        }
+    if kind == ArtifactKind::Application
+        && let Value::Object(map) = &mut value
+    {
+        map.insert("applicationId".into(), Value::String(id.to_string()));
+        let status = if platform.is_deployed(id) {
+            "Deployed"
+        } else {
+            "Created"
+        };
+        map.insert("status".into(), Value::String(status.into()));
     }
     value
 }
