@@ -85,7 +85,7 @@ enum Command {
         #[command(flatten)]
         client: ClientArgs,
     },
-    /// Set a cluster's size by hand; its autoscaling stays suspended until `cairn autoscale … on`
+    /// Set a cluster's size by hand (per group instance); its autoscaling stays suspended until `cairn autoscale … on`
     Scale {
         application: String,
         alias: String,

@@ -206,6 +206,7 @@ fn saturated(spec: &GroupSpec, inst: &GroupInstance, group_can_grow: bool) -> bo
                     && c.phase == Phase::Running
                     && c.desired >= cs.max
                     && c.wanted.is_some_and(|w| w > cs.max)
+                    && !c.scaler.manual
             }
             (ComponentSpec::Group(gs), ChildState::Group(g)) => {
                 let live = g.instances.iter().filter(|i| !i.retiring).count() as u32;
@@ -692,7 +693,8 @@ fn scale_group(app: &str, spec: &GroupSpec, g: &mut GroupState, np: &str, ctx: &
             .zip(&gi.children)
             .any(|(child, state)| match (child, state) {
                 (ComponentSpec::Cluster(cs), ChildState::Cluster(c)) => {
-                    c.desired >= cs.max && c.wanted.is_some_and(|w| w > cs.max)
+                    // A size held by hand is the operator's call, not a shortage.
+                    c.desired >= cs.max && c.wanted.is_some_and(|w| w > cs.max) && !c.scaler.manual
                 }
                 _ => false,
             })
