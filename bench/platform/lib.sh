@@ -48,10 +48,18 @@ DATA=""
 API=""
 STRATOS=""
 CAIRN_PID=""
+PROXY_OFFSET=""
 # Every data directory started here, for the exit trap.
 STARTED_DIRS=()
 STARTED_PIDS=()
 SNAPSHOT=""
+
+# `cargo build --release -p cairn` unless SKIP_BUILD is set.
+build_release() {
+    [ -z "${SKIP_BUILD:-}" ] || return 0
+    echo "building cairn (release)"
+    timeout 3600 cargo build --quiet --release -p cairn --manifest-path "$ROOT/Cargo.toml"
+}
 
 die() {
     echo "error: $*" >&2
@@ -151,15 +159,14 @@ stop_cairn() {
     stop_cairn_at "$CAIRN_PID" "$DATA"
 }
 
-# Starts `cairn up` on a fresh data directory; sets DATA, API, STRATOS, CAIRN_PID.
+# Starts `cairn up` on a fresh data directory; sets DATA, API, STRATOS, CAIRN_PID, PROXY_OFFSET.
 start_cairn() {
     DATA="$(realpath "$(mktemp -d "${TMPDIR:-/tmp}/cairn-bench-XXXXXX")")"
     API="127.0.0.1:$(free_port)"
     STRATOS="127.0.0.1:$(free_port)"
-    local offset
-    offset="$(free_offset)"
+    PROXY_OFFSET="$(free_offset)"
     CAIRN_LOG="${CAIRN_LOG:-info}" "$BIN" up --data-dir "$DATA" --listen "$API" --stratos-api "$STRATOS" \
-        --proxy-port-offset "$offset" --stop-grace 2 >"$DATA/cairn.out" 2>&1 &
+        --proxy-port-offset "$PROXY_OFFSET" --stop-grace 2 >"$DATA/cairn.out" 2>&1 &
     CAIRN_PID=$!
     STARTED_PIDS+=("$CAIRN_PID")
     STARTED_DIRS+=("$DATA")

@@ -1,24 +1,23 @@
 #!/usr/bin/env bash
 # Builds the release `cairn` and runs the platform benchmarks: deploy to Active, heal after
 # kill -9, and the control plane's resident memory; prints figure, value, aim and verdict.
-# Usage: bench/platform/run.sh   (SKIP_BUILD=1 to use the binary already built)
+# Usage: bench/platform/run.sh   (SKIP_BUILD=1 to use the binary already built; HEAL_RUNS=N for
+# N kills per heal case instead of 5)
 set -euo pipefail
-HERE="$(cd "$(dirname "$0")" && pwd)"
-ROOT="$(cd "$HERE/../.." && pwd)"
+source "$(dirname "$0")/lib.sh"
 
-if [ -z "${SKIP_BUILD:-}" ]; then
-    echo "building cairn (release)"
-    timeout 3600 cargo build --quiet --release -p cairn --manifest-path "$ROOT/Cargo.toml"
-fi
+build_release
 
 RESULTS="$(mktemp)"
 export RESULTS
-trap 'rm -f "$RESULTS"' EXIT
+trap 'rm -f "$RESULTS"; cleanup_all' EXIT
 failed=0
 for bench in deploy heal rss; do
     echo
     echo "== $bench"
-    timeout 300 "$HERE/$bench.sh" || { echo "$bench.sh failed"; failed=1; }
+    args=()
+    [ "$bench" != heal ] || args=("${HEAL_RUNS:-5}")
+    timeout 600 "$HERE/$bench.sh" "${args[@]}" || { echo "$bench.sh failed"; failed=1; }
 done
 
 echo

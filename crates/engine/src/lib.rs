@@ -270,6 +270,13 @@ impl Engine {
         Ok(out)
     }
 
+    /// Records load figures without a pass: the next `tick` or `observe_batch` samples them, so
+    /// figures from several sources are sampled together at the caller's pace.
+    pub fn record(&mut self, observation: Observation, now: Millis) {
+        let mut out = Output::default();
+        reconcile::apply_observations(&mut self.state, vec![observation], now, &mut out);
+    }
+
     /// Applies many observations, then lets time pass: one pass per application for the lot.
     pub fn observe_batch(
         &mut self,

@@ -551,7 +551,7 @@ impl EngineLoop {
                     Some(command) => self.command(command, &mut out, &mut replies),
                     None => return,
                 },
-                Some(observation) = observations.recv() => extend(&mut out, self.engine.observe(observation, now())),
+                Some(observation) = observations.recv() => self.observe(observation, &mut out),
                 _ = tick.tick() => {
                     let load = self.load_observations();
                     extend(&mut out, self.engine.observe_batch(load, now()));
@@ -560,7 +560,7 @@ impl EngineLoop {
             // Take whatever else is waiting, so one write covers it all.
             for _ in 0..256 {
                 match observations.try_recv() {
-                    Ok(observation) => extend(&mut out, self.engine.observe(observation, now())),
+                    Ok(observation) => self.observe(observation, &mut out),
                     Err(_) => break,
                 }
             }
@@ -574,6 +574,15 @@ impl EngineLoop {
                 self.command(command, &mut out, &mut replies);
             }
             self.finish_step(out, replies).await;
+        }
+    }
+
+    /// Lifecycle news is acted on at once; usage figures wait for the tick, which samples them
+    /// together with the load balancer's counts.
+    fn observe(&mut self, observation: Observation, out: &mut Output) {
+        match observation {
+            Observation::Load { .. } => self.engine.record(observation, now()),
+            _ => extend(out, self.engine.observe(observation, now())),
         }
     }
 
