@@ -360,7 +360,7 @@ pub fn decide(
     now: Millis,
     sizes: Sizes,
     need: (u32, Reason),
-    estimates: Vec<Estimate>,
+    estimates: &[Estimate],
 ) -> Option<Decision> {
     let (wanted, reason) = need;
     state.recommendations.push_back((now, wanted));
@@ -392,7 +392,7 @@ pub fn decide(
             from: sizes.desired,
             to: wanted,
             reason,
-            estimates,
+            estimates: estimates.to_vec(),
         });
     }
     // The highest need over the window is what the cluster may shrink to.
@@ -418,7 +418,7 @@ pub fn decide(
         from: sizes.desired,
         to: sizes.desired - 1,
         reason,
-        estimates,
+        estimates: estimates.to_vec(),
     })
 }
 
@@ -506,7 +506,7 @@ mod tests {
                 max: 10,
             };
             let est = estimates(&state, &p, sz);
-            if let Some(d) = decide(&mut state, &p.timing, now, sz, need(&est, sz), est) {
+            if let Some(d) = decide(&mut state, &p.timing, now, sz, need(&est, sz), &est) {
                 decisions.push((s, d.from, d.to));
                 desired = d.to;
             }

@@ -1072,15 +1072,14 @@ fn autoscale_cluster(app: &str, spec: &ClusterSpec, c: &mut ClusterState, ctx: &
         v.filter(|(t, _)| now.saturating_sub(*t) <= 5_000)
             .map(|(_, v)| v)
     };
-    let active: Vec<&Member> = c
-        .members
-        .iter()
-        .filter(|m| m.status == MemberStatus::Active)
-        .collect();
+    let active = || {
+        c.members
+            .iter()
+            .filter(|m| m.status == MemberStatus::Active)
+    };
     let mut any = false;
     for factor in autoscale::Factor::ALL {
-        let values: Vec<f64> = active
-            .iter()
+        let (sum, count) = active()
             .filter_map(|m| {
                 fresh(match factor {
                     autoscale::Factor::RequestsInFlight => m.load.in_flight,
@@ -1088,17 +1087,18 @@ fn autoscale_cluster(app: &str, spec: &ClusterSpec, c: &mut ClusterState, ctx: &
                     autoscale::Factor::LoadAverage => m.load.cpu_percent,
                 })
             })
-            .collect();
-        if values.is_empty() {
+            .fold((0.0, 0u32), |(sum, count), v| (sum + v, count + 1));
+        if count == 0 {
             continue;
         }
         any = true;
         let value = match factor {
-            autoscale::Factor::RequestsInFlight => values.iter().sum(),
-            _ => values.iter().sum::<f64>() / values.len() as f64,
+            autoscale::Factor::RequestsInFlight => sum,
+            _ => sum / f64::from(count),
         };
         c.scaler.record(factor, now, value, &policy.timing);
     }
+    let active_count = active().count() as u32;
     if !any {
         // Missing figures are missing: no need is known, and none is passed on to dependents.
         c.wanted = None;
@@ -1107,7 +1107,7 @@ fn autoscale_cluster(app: &str, spec: &ClusterSpec, c: &mut ClusterState, ctx: &
     }
     c.sampled_at = Some(now);
     let sizes = autoscale::Sizes {
-        active: active.len() as u32,
+        active: active_count,
         pending: c
             .members
             .iter()
@@ -1127,10 +1127,10 @@ fn autoscale_cluster(app: &str, spec: &ClusterSpec, c: &mut ClusterState, ctx: &
             need = (along, autoscale::Reason::Dependency);
         }
     }
-    c.estimates = estimates.clone();
-    let Some(decision) =
-        autoscale::decide(&mut c.scaler, &policy.timing, now, sizes, need, estimates)
-    else {
+
+    let decision = autoscale::decide(&mut c.scaler, &policy.timing, now, sizes, need, &estimates);
+    c.estimates = estimates;
+    let Some(decision) = decision else {
         return;
     };
     c.desired = decision.to;
@@ -1207,21 +1207,19 @@ pub(crate) fn apply_observations(
     now: Millis,
     out: &mut Output,
 ) {
-    let mut pending: std::collections::HashMap<String, Vec<Observation>> =
-        std::collections::HashMap::new();
-    for observation in observations {
-        pending
-            .entry(observation.member_id().to_string())
-            .or_default()
-            .push(observation);
-    }
+    // Sorted by member, so each member finds its own with a binary search and nothing is copied.
+    let mut sorted: Vec<&Observation> = observations.iter().collect();
+    sorted.sort_by(|a, b| a.member_id().cmp(b.member_id()));
     for (app_id, app) in &mut state.apps {
-        if pending.is_empty() {
-            return;
-        }
         visit_members_mut(&mut app.root, &mut |cluster, member| {
-            for observation in pending.remove(&member.id).into_iter().flatten() {
-                apply_to_member(app_id, cluster, member, &observation, now, out);
+            let start = sorted.partition_point(|o| o.member_id() < member.id.as_str());
+            let end = start
+                + sorted[start..]
+                    .iter()
+                    .take_while(|o| o.member_id() == member.id)
+                    .count();
+            for observation in &sorted[start..end] {
+                apply_to_member(app_id, cluster, member, observation, now, out);
             }
         });
     }
@@ -1250,6 +1248,26 @@ fn apply_to_member(
     now: Millis,
     out: &mut Output,
 ) {
+    // Load figures come every second for every member: no allocation on their way in.
+    if let Observation::Load {
+        in_flight,
+        cpu_percent,
+        memory_percent,
+        ..
+    } = observation
+    {
+        let load = &mut member.load;
+        for (slot, value) in [
+            (&mut load.in_flight, in_flight),
+            (&mut load.cpu_percent, cpu_percent),
+            (&mut load.memory_percent, memory_percent),
+        ] {
+            if let Some(v) = value {
+                *slot = Some((now, *v));
+            }
+        }
+        return;
+    }
     let wanted = member.id.clone();
     let mut ctx_event = |message: String| {
         out.events.push(Event {
@@ -1306,23 +1324,8 @@ fn apply_to_member(
                 }));
             }
         }
-        Observation::Load {
-            in_flight,
-            cpu_percent,
-            memory_percent,
-            ..
-        } => {
-            let stamp = |v: &Option<f64>| v.map(|v| (now, v));
-            if in_flight.is_some() {
-                member.load.in_flight = stamp(in_flight);
-            }
-            if cpu_percent.is_some() {
-                member.load.cpu_percent = stamp(cpu_percent);
-            }
-            if memory_percent.is_some() {
-                member.load.memory_percent = stamp(memory_percent);
-            }
-        }
+        // Taken before the match, without the allocations lifecycle news needs.
+        Observation::Load { .. } => {}
         Observation::Exited { reason, .. } => {
             if member.status.is_live() {
                 member.faulted = true;
