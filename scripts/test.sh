@@ -6,6 +6,7 @@ cd "$(dirname "$0")/.."
 
 missing=()
 command -v curl >/dev/null 2>&1 || missing+=(curl)
+command -v kill >/dev/null 2>&1 || missing+=(procps)
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
     echo "installing: ${missing[*]}"
@@ -18,9 +19,8 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 if cargo nextest --version >/dev/null 2>&1; then
+  # The project has no doc tests, which nextest would not run anyway.
   cargo nextest run --workspace --no-fail-fast "$@"
-  # nextest does not run doc tests.
-  cargo test --workspace --doc --quiet
 else
   cargo test --workspace --no-fail-fast "$@"
 fi
