@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 
 missing=()
 command -v curl >/dev/null 2>&1 || missing+=(curl)
-command -v kill >/dev/null 2>&1 || missing+=(procps)
+{ [ -x /usr/bin/kill ] || [ -x /bin/kill ]; } || missing+=(procps)
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
     echo "installing: ${missing[*]}"
