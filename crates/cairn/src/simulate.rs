@@ -21,7 +21,8 @@ use crate::Output;
 pub struct SimulateArgs {
     /// A YAML blueprint; the scaled cluster's autoscaling policy is the one replayed
     file: PathBuf,
-    /// A CSV trace: `t_seconds,rps[,concurrency]`, header optional
+    /// A CSV trace: `t_seconds,rps[,concurrency]`, header optional; a header may add `memory` and
+    /// `cpu` (percent per member) and order the columns after `t_seconds` freely
     #[arg(long)]
     trace: PathBuf,
     /// Multiplies every rate of the trace
@@ -161,9 +162,10 @@ fn print_text(report: &Report<'_>, policy: &cairn_model::AutoscalingPolicy, targ
     let target =
         |v: Option<f64>, unit: &str| v.map_or("none".to_string(), |v| format!("{v}{unit}"));
     println!(
-        "hpa: sync 15 s, tolerance 10 %, scale-down window 300 s, up by max(4, 100 %); targets: in flight {}, cpu {}",
+        "hpa: sync 15 s, tolerance 10 %, scale-down window 300 s, up by max(4, 100 %); targets: in flight {}, cpu {}, memory {}",
         target(targets.in_flight_per_pod, " per pod"),
-        target(targets.cpu_percent, " %")
+        target(targets.cpu_percent, " %"),
+        target(targets.memory_percent, " %")
     );
     let mut table = Table::new();
     table.load_preset(UTF8_FULL_CONDENSED);

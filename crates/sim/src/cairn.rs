@@ -188,6 +188,10 @@ impl World<'_> {
 
 /// Replays `load` on cluster `alias` of the application, deployed into a fresh engine.
 ///
+/// Every Active member reports an equal share of the requests in flight, the trace's CPU
+/// percent or else the queue's utilisation as its load average, and the trace's memory percent
+/// when it gives one.
+///
 /// Before the trace's first second the scaled cluster is held at the members the first
 /// second's demand needs at the policy's thresholds until they are Active, then handed back to
 /// the autoscaler; `journal`, when given, receives every call made into the engine.
@@ -265,18 +269,21 @@ pub fn simulate_cairn(
         let seen = world.decisions.len();
         world.lifecycle(Millis(now - 500));
         let share = second.in_flight / active.len().max(1) as f64;
-        let report = |member_id: String, in_flight: f64, cpu: f64| Observation::Load {
-            member_id,
-            in_flight: Some(in_flight),
-            cpu_percent: Some(cpu),
-            memory_percent: None,
-        };
+        let cpu = load.cpu_percent_at(k).unwrap_or(second.utilisation * 100.0);
+        let memory = load.memory_percent_at(k);
+        let report =
+            |member_id: String, in_flight: f64, cpu: f64, memory: Option<f64>| Observation::Load {
+                member_id,
+                in_flight: Some(in_flight),
+                cpu_percent: Some(cpu),
+                memory_percent: memory,
+            };
         let mut loads: Vec<Observation> = active
             .into_iter()
-            .map(|id| report(id, share, second.utilisation * 100.0))
+            .map(|id| report(id, share, cpu, memory))
             .collect();
         // The queue belongs to the routed members: a draining one holds no requests, so it is stopped.
-        loads.extend(draining.into_iter().map(|id| report(id, 0.0, 0.0)));
+        loads.extend(draining.into_iter().map(|id| report(id, 0.0, 0.0, None)));
         world.observe_batch(loads, Millis(now));
         for event in &world.decisions[seen..] {
             if let Some(d) = &event.decision {

@@ -7,7 +7,9 @@
 //! metrics. It never scales up by more than max(4 pods, 100 %) per period and scales down only
 //! to the highest recommendation of the stabilisation window. There is no prediction. The
 //! metrics are those of the last simulated second: fresher than metrics-server's, which favours
-//! the baseline.
+//! the baseline. CPU is the trace's per-pod figure where it gives one, else the queue's
+//! utilisation; memory is the trace's per-pod figure, and without one the memory metric is
+//! skipped.
 
 use cairn_model::AutoscalingPolicy;
 use serde::Serialize;
@@ -46,17 +48,29 @@ pub struct HpaTargets {
     pub in_flight_per_pod: Option<f64>,
     /// A resource metric with a utilisation target: CPU percent.
     pub cpu_percent: Option<f64>,
+    /// A resource metric with a utilisation target: memory percent of the pod's limit.
+    pub memory_percent: Option<f64>,
 }
 
 impl HpaTargets {
-    /// The policy's requests-in-flight and load-average thresholds; memory is not modelled.
+    /// The policy's requests-in-flight, load-average and memory-consumption thresholds.
     pub fn from_policy(policy: &AutoscalingPolicy) -> HpaTargets {
         let positive = |v: Option<f64>| v.filter(|t| *t > 0.0);
         HpaTargets {
             in_flight_per_pod: positive(policy.requests_in_flight),
             cpu_percent: positive(policy.load_average),
+            memory_percent: positive(policy.memory_consumption),
         }
     }
+}
+
+/// Each metric summed over the ready pods.
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize)]
+pub struct MetricSums {
+    pub in_flight: f64,
+    pub cpu_percent: f64,
+    /// `None` when no pod reports memory: the metric is skipped, as the HPA skips a missing one.
+    pub memory_percent: Option<f64>,
 }
 
 /// Pods a metric asks for: `sum` is the metric summed over the `ready` pods, `missing` pods
@@ -107,18 +121,18 @@ pub fn hpa_recommendation(
     rules: &HpaRules,
     current: u32,
     ready: u32,
-    in_flight_sum: f64,
-    cpu_percent_sum: f64,
+    sums: &MetricSums,
 ) -> u32 {
     let missing = current.saturating_sub(ready);
     let per_metric = [
-        (targets.in_flight_per_pod, in_flight_sum),
-        (targets.cpu_percent, cpu_percent_sum),
+        (targets.in_flight_per_pod, Some(sums.in_flight)),
+        (targets.cpu_percent, Some(sums.cpu_percent)),
+        (targets.memory_percent, sums.memory_percent),
     ];
     per_metric
         .into_iter()
         .filter_map(|(target, sum)| {
-            let target = target?;
+            let (target, sum) = (target?, sum?);
             Some(metric_replicas(
                 current,
                 ready,
@@ -189,16 +203,15 @@ pub fn simulate_hpa(
         }
         let current = pods.len() as u32;
         let ready = pods.iter().filter(|p| p.ready).count() as u32;
-        // The ready pods hold every request in flight and report the same utilisation.
-        let recommended = hpa_recommendation(
-            targets,
-            rules,
-            current,
-            ready,
-            second.in_flight,
-            second.utilisation * 100.0 * f64::from(ready),
-        )
-        .clamp(min, max.max(min));
+        // The ready pods hold every request in flight and report the same CPU and memory.
+        let per_pod_cpu = load.cpu_percent_at(k).unwrap_or(second.utilisation * 100.0);
+        let sums = MetricSums {
+            in_flight: second.in_flight,
+            cpu_percent: per_pod_cpu * f64::from(ready),
+            memory_percent: load.memory_percent_at(k).map(|m| m * f64::from(ready)),
+        };
+        let recommended =
+            hpa_recommendation(targets, rules, current, ready, &sums).clamp(min, max.max(min));
         recommendations.retain(|(at, _)| now - at < rules.scale_down_window_s * 1000);
         recommendations.push((now, recommended));
         let highest_recent = recommendations
@@ -239,22 +252,29 @@ mod tests {
     use super::*;
 
     fn check(current: u32, ready: u32, in_flight_sum: f64, cpu_sum: f64, expected: u32) {
+        check_memory(current, ready, in_flight_sum, cpu_sum, None, expected);
+    }
+
+    fn check_memory(
+        current: u32,
+        ready: u32,
+        in_flight_sum: f64,
+        cpu_sum: f64,
+        memory_sum: Option<f64>,
+        expected: u32,
+    ) {
         let targets = HpaTargets {
             in_flight_per_pod: Some(10.0),
             cpu_percent: Some(70.0),
+            memory_percent: Some(80.0),
         };
-        let got = hpa_recommendation(
-            &targets,
-            &HpaRules::default(),
-            current,
-            ready,
-            in_flight_sum,
-            cpu_sum,
-        );
-        assert_eq!(
-            got, expected,
-            "{current} pods, {ready} ready, in flight {in_flight_sum}, cpu {cpu_sum}"
-        );
+        let sums = MetricSums {
+            in_flight: in_flight_sum,
+            cpu_percent: cpu_sum,
+            memory_percent: memory_sum,
+        };
+        let got = hpa_recommendation(&targets, &HpaRules::default(), current, ready, &sums);
+        assert_eq!(got, expected, "{current} pods, {ready} ready, {sums:?}");
     }
 
     #[test]
@@ -275,5 +295,9 @@ mod tests {
         check(6, 4, 20.0, 4.0 * 80.0, 6);
         // No ready pod: no metrics, no change.
         check(3, 0, 0.0, 0.0, 3);
+        // Memory at 96 % against 80, the rest on target: ceil(4 × 1.2).
+        check_memory(4, 4, 40.0, 4.0 * 70.0, Some(4.0 * 96.0), 5);
+        // Memory low, the rest on target: the largest recommendation keeps 4.
+        check_memory(4, 4, 40.0, 4.0 * 70.0, Some(4.0 * 20.0), 4);
     }
 }

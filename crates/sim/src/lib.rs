@@ -1,6 +1,7 @@
-//! Offline capacity planning: replays a load trace through Cairn's own engine, and through a
-//! reactive baseline with the Kubernetes HPA's rules, on one simulated clock and one queueing
-//! model of members, and reports what each would have cost and where demand went unserved.
+//! Offline capacity planning: replays a load trace (demand, and optionally memory and CPU per
+//! member) through Cairn's own engine, and through a reactive baseline with the Kubernetes HPA's
+//! rules, on one simulated clock and one queueing model of members, and reports what each would
+//! have cost and where demand went unserved.
 //!
 //! The Cairn side has no decision code of its own: every size change comes out of
 //! `cairn_engine::Engine` as an `Event` with a `Decision`, fed the same observations, through the
@@ -19,7 +20,7 @@ use serde::Serialize;
 
 pub use blueprint::{app_from_blueprint, scaled_cluster};
 pub use cairn::{CairnRun, Input, simulate_cairn};
-pub use hpa::{HpaRules, HpaTargets, hpa_recommendation, simulate_hpa};
+pub use hpa::{HpaRules, HpaTargets, MetricSums, hpa_recommendation, simulate_hpa};
 pub use queue::{Second, serve};
 pub use svg::chart;
 pub use trace::{Demand, Load, Point, Trace, TraceError, Window, parse_trace};

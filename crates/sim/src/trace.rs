@@ -1,10 +1,14 @@
-//! Load traces: CSV `t_seconds,rps[,concurrency]`, resampled to one demand value per second.
+//! Load traces: CSV `t_seconds,rps[,concurrency][,memory][,cpu]`, resampled to one value per
+//! second.
 //!
 //! The header is optional; without one the columns are time, requests per second and,
-//! optionally, concurrent requests. A header may name the demand columns `rps` and
-//! `concurrency` in either order. A row gives its demand as a rate or, when its rate is left
-//! empty, as concurrent requests, turned into a rate by Little's law (rate = concurrency /
-//! service time). Blank lines and lines starting with `#` are skipped.
+//! optionally, concurrent requests. After `t_seconds` a header names its columns in any order:
+//! `rps` and `concurrency` for demand (at least one of them), and optionally `memory` (memory
+//! consumption as a percentage of a member's limit) and `cpu` (load average as a percentage of a
+//! member's CPU share), both per member. A row gives its demand as a rate or, when its rate is
+//! left empty, as concurrent requests, turned into a rate by Little's law (rate = concurrency /
+//! service time). `memory` and `cpu` may be left empty in a row; each is resampled over the rows
+//! that give it. Blank lines and lines starting with `#` are skipped.
 
 use serde::Serialize;
 
@@ -41,6 +45,10 @@ impl Demand {
 pub struct Point {
     pub t_seconds: f64,
     pub demand: Demand,
+    /// Memory consumption per member, percent of its limit.
+    pub memory_percent: Option<f64>,
+    /// Load average per member, percent of its CPU share.
+    pub cpu_percent: Option<f64>,
 }
 
 /// A parsed trace: points in strictly increasing time.
@@ -52,7 +60,7 @@ pub struct Trace {
 /// The part of a trace to replay, and how to read it.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Window {
-    /// Multiplies every rate.
+    /// Multiplies every rate; memory and CPU percentages are per member and stay as given.
     pub scale: f64,
     /// First second replayed, in the trace's time.
     pub from_s: u64,
@@ -73,18 +81,47 @@ impl Default for Window {
     }
 }
 
-/// Demand per second, ready to replay.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+/// Demand per second, ready to replay; the optional series are as long as `rps`.
+#[derive(Debug, Clone, PartialEq, Default, Serialize)]
 pub struct Load {
     /// The trace time of `rps[0]`.
     pub start_s: u64,
     pub rps: Vec<f64>,
+    /// Memory consumption per member each second, percent of its limit, when the trace gives it.
+    pub memory_percent: Option<Vec<f64>>,
+    /// Load average per member each second, percent of its CPU share, when the trace gives it.
+    pub cpu_percent: Option<Vec<f64>>,
+}
+
+impl Load {
+    /// Memory consumption per member in second `k` of the load, when the trace gives it.
+    pub fn memory_percent_at(&self, k: usize) -> Option<f64> {
+        self.memory_percent.as_ref()?.get(k).copied()
+    }
+
+    /// Load average per member in second `k` of the load, when the trace gives it.
+    pub fn cpu_percent_at(&self, k: usize) -> Option<f64> {
+        self.cpu_percent.as_ref()?.get(k).copied()
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Column {
     Rate,
     Concurrency,
+    Memory,
+    Cpu,
+}
+
+impl Column {
+    fn name(self) -> &'static str {
+        match self {
+            Column::Rate => "rps",
+            Column::Concurrency => "concurrency",
+            Column::Memory => "memory",
+            Column::Cpu => "cpu",
+        }
+    }
 }
 
 /// Parses a trace; `file` names it in errors.
@@ -131,9 +168,9 @@ pub fn parse_trace(file: &str, text: &str) -> Result<Trace, TraceError> {
 }
 
 fn header(fields: &[&str]) -> Result<Vec<Column>, String> {
-    if !(2..=3).contains(&fields.len()) {
+    if !(2..=5).contains(&fields.len()) {
         return Err(format!(
-            "expected a header `t_seconds,rps[,concurrency]`, found {} columns",
+            "expected a header `t_seconds,rps[,concurrency][,memory][,cpu]`, found {} columns",
             fields.len()
         ));
     }
@@ -142,9 +179,11 @@ fn header(fields: &[&str]) -> Result<Vec<Column>, String> {
         let column = match name.to_ascii_lowercase().as_str() {
             "rps" => Column::Rate,
             "concurrency" => Column::Concurrency,
+            "memory" => Column::Memory,
+            "cpu" => Column::Cpu,
             other => {
                 return Err(format!(
-                    "unknown column `{other}`: expected `rps` or `concurrency`"
+                    "unknown column `{other}`: expected `rps`, `concurrency`, `memory` or `cpu`"
                 ));
             }
         };
@@ -153,27 +192,36 @@ fn header(fields: &[&str]) -> Result<Vec<Column>, String> {
         }
         columns.push(column);
     }
+    if !columns.contains(&Column::Rate) && !columns.contains(&Column::Concurrency) {
+        return Err("no `rps` or `concurrency` column".into());
+    }
     Ok(columns)
 }
 
 fn data_row(fields: &[&str], columns: &[Column]) -> Result<Point, String> {
     if fields.len() < 2 || fields.len() > columns.len() + 1 {
+        let expected = match columns.len() {
+            1 => "2".to_string(),
+            2 => "2 or 3".to_string(),
+            n => format!("2 to {}", n + 1),
+        };
         return Err(format!(
-            "expected {} comma-separated fields, found {}",
-            if columns.len() == 1 { "2" } else { "2 or 3" },
+            "expected {expected} comma-separated fields, found {}",
             fields.len()
         ));
     }
     let t_seconds = number("t_seconds", fields[0])?;
-    let mut rate = None;
-    let mut concurrency = None;
+    let (mut rate, mut concurrency, mut memory_percent, mut cpu_percent) = (None, None, None, None);
     for (field, column) in fields[1..].iter().zip(columns) {
         if field.is_empty() {
             continue;
         }
+        let value = Some(number(column.name(), field)?);
         match column {
-            Column::Rate => rate = Some(number("rps", field)?),
-            Column::Concurrency => concurrency = Some(number("concurrency", field)?),
+            Column::Rate => rate = value,
+            Column::Concurrency => concurrency = value,
+            Column::Memory => memory_percent = value,
+            Column::Cpu => cpu_percent = value,
         }
     }
     let demand = match (rate, concurrency) {
@@ -181,7 +229,12 @@ fn data_row(fields: &[&str], columns: &[Column]) -> Result<Point, String> {
         (None, Some(c)) => Demand::Concurrency(c),
         (None, None) => return Err("no rps or concurrency given".into()),
     };
-    Ok(Point { t_seconds, demand })
+    Ok(Point {
+        t_seconds,
+        demand,
+        memory_percent,
+        cpu_percent,
+    })
 }
 
 fn number(name: &str, text: &str) -> Result<f64, String> {
@@ -206,8 +259,8 @@ impl Trace {
         }
     }
 
-    /// Demand for every second of the window: linear between points, held before the first
-    /// and after the last.
+    /// Demand, and memory and CPU where the trace gives them, for every second of the window:
+    /// linear between points, held before the first and after the last.
     pub fn load(&self, window: &Window) -> Result<Load, SimError> {
         if !(window.scale.is_finite() && window.scale >= 0.0) {
             return Err(SimError::Window(format!(
@@ -229,31 +282,47 @@ impl Trace {
                 window.from_s
             )));
         }
-        let rate = |p: &Point| p.demand.rate(window.service_time_s) * window.scale;
-        let mut rps = Vec::with_capacity((end - window.from_s) as usize);
-        let mut next = 0;
-        for second in window.from_s..end {
-            let t = second as f64;
-            while next < self.points.len() && self.points[next].t_seconds <= t {
-                next += 1;
-            }
-            let value = match (next.checked_sub(1), self.points.get(next)) {
-                (Some(i), Some(b)) => {
-                    let a = &self.points[i];
-                    let f = (t - a.t_seconds) / (b.t_seconds - a.t_seconds);
-                    rate(a) + (rate(b) - rate(a)) * f
-                }
-                (Some(i), None) => rate(&self.points[i]),
-                (None, Some(b)) => rate(b),
-                (None, None) => 0.0,
-            };
-            rps.push(value);
-        }
+        let series = |value: &dyn Fn(&Point) -> Option<f64>| {
+            let samples: Vec<(f64, f64)> = self
+                .points
+                .iter()
+                .filter_map(|p| Some((p.t_seconds, value(p)?)))
+                .collect();
+            (!samples.is_empty()).then(|| resample(&samples, window.from_s, end))
+        };
+        let rps = series(&|p| Some(p.demand.rate(window.service_time_s) * window.scale))
+            .unwrap_or_default();
         Ok(Load {
             start_s: window.from_s,
             rps,
+            memory_percent: series(&|p| p.memory_percent),
+            cpu_percent: series(&|p| p.cpu_percent),
         })
     }
+}
+
+/// One value per second in `[from_s, end)` from `(time, value)` samples in increasing time:
+/// linear between samples, held before the first and after the last.
+fn resample(samples: &[(f64, f64)], from_s: u64, end: u64) -> Vec<f64> {
+    let mut values = Vec::with_capacity(end.saturating_sub(from_s) as usize);
+    let mut next = 0;
+    for second in from_s..end {
+        let t = second as f64;
+        while next < samples.len() && samples[next].0 <= t {
+            next += 1;
+        }
+        let value = match (next.checked_sub(1).map(|i| samples[i]), samples.get(next)) {
+            (Some((ta, a)), Some(&(tb, b))) => {
+                let f = (t - ta) / (tb - ta);
+                a + (b - a) * f
+            }
+            (Some((_, a)), None) => a,
+            (None, Some(&(_, b))) => b,
+            (None, None) => 0.0,
+        };
+        values.push(value);
+    }
+    values
 }
 
 #[cfg(test)]
@@ -270,6 +339,95 @@ mod tests {
             })
             .map_err(|e| e.to_string());
         assert_eq!(got, expected.map_err(str::to_string), "{text:?}");
+    }
+
+    /// Memory and CPU percent of one row.
+    type Usage = (Option<f64>, Option<f64>);
+
+    /// Memory and CPU percent of each row.
+    fn check_usage(text: &str, expected: Result<Vec<Usage>, &str>) {
+        let got = parse_trace("t.csv", text)
+            .map(|t| {
+                t.points
+                    .into_iter()
+                    .map(|p| (p.memory_percent, p.cpu_percent))
+                    .collect::<Vec<_>>()
+            })
+            .map_err(|e| e.to_string());
+        assert_eq!(got, expected.map_err(str::to_string), "{text:?}");
+    }
+
+    #[test]
+    fn parses_memory_and_cpu_in_any_order() {
+        check_usage(
+            "t_seconds,rps,memory,cpu\n0,1,40,55.5\n1,1,,\n",
+            Ok(vec![(Some(40.0), Some(55.5)), (None, None)]),
+        );
+        check_usage(
+            "t_seconds,cpu,concurrency,memory\n0,120,3,90\n1,80,3\n",
+            Ok(vec![(Some(90.0), Some(120.0)), (None, Some(80.0))]),
+        );
+        check_usage("0,1,2\n", Ok(vec![(None, None)]));
+        check(
+            "t_seconds,memory,rps\n0,50,4\n",
+            Ok(vec![(0.0, Demand::Rate(4.0))]),
+        );
+        check_usage(
+            "t_seconds,rps,memory\n0,1,50\n1,1,-3\n",
+            Err("t.csv:3: memory must be a finite number of at least 0, not -3"),
+        );
+        check_usage(
+            "t_seconds,cpu,rps\n0,high,1\n",
+            Err("t.csv:2: cpu `high` is not a number"),
+        );
+        check_usage(
+            "t_seconds,rps,cpu\n0,1,inf\n",
+            Err("t.csv:2: cpu must be a finite number of at least 0, not inf"),
+        );
+        check_usage(
+            "t_seconds,memory,cpu\n0,1,2\n",
+            Err("t.csv:1: no `rps` or `concurrency` column"),
+        );
+        check_usage(
+            "t_seconds,rps,memory,memory\n",
+            Err("t.csv:1: column `memory` appears twice"),
+        );
+        check_usage(
+            "t_seconds,rps,memory,cpu\n0,1,2,3,4\n",
+            Err("t.csv:2: expected 2 to 4 comma-separated fields, found 5"),
+        );
+        check_usage(
+            "t_seconds,rps,concurrency,memory,cpu,disk\n",
+            Err(
+                "t.csv:1: expected a header `t_seconds,rps[,concurrency][,memory][,cpu]`, found 6 columns",
+            ),
+        );
+        check_usage(
+            "0,1,2,50\n",
+            Err("t.csv:1: expected 2 or 3 comma-separated fields, found 4"),
+        );
+    }
+
+    #[test]
+    fn resamples_memory_and_cpu_over_the_rows_that_give_them() {
+        let text = "t_seconds,rps,memory,cpu\n0,10,20,\n10,10,,\n20,10,60,90\n";
+        let trace = parse_trace("t.csv", text).expect("trace");
+        let load = trace
+            .load(&Window {
+                scale: 2.0,
+                ..Window::default()
+            })
+            .expect("load");
+        assert_eq!(load.rps, vec![20.0; 30]);
+        let memory = load.memory_percent.expect("memory");
+        assert_eq!(
+            (memory[0], memory[10], memory[15], memory[29]),
+            (20.0, 40.0, 50.0, 60.0)
+        );
+        assert_eq!(load.cpu_percent, Some(vec![90.0; 30]));
+        let plain = parse_trace("p.csv", "0,1\n").expect("trace");
+        let load = plain.load(&Window::default()).expect("load");
+        assert_eq!((load.memory_percent, load.cpu_percent), (None, None));
     }
 
     #[test]
@@ -310,7 +468,7 @@ mod tests {
         );
         check(
             "t,load\n",
-            Err("t.csv:1: unknown column `load`: expected `rps` or `concurrency`"),
+            Err("t.csv:1: unknown column `load`: expected `rps`, `concurrency`, `memory` or `cpu`"),
         );
         check("0,\n", Err("t.csv:1: no rps or concurrency given"));
         check("t_seconds,rps\n", Err("t.csv:0: no samples"));

@@ -1,9 +1,11 @@
 //! Replays through the engine under the simulated clock: no sleeps, no wall clock.
 
+use cairn_engine::autoscale::Reason;
 use cairn_engine::{Engine, EngineConfig, Millis};
 use cairn_model::{AppSpec, ComponentSpec, ScalingTiming};
 use cairn_sim::{
-    HpaRules, HpaTargets, Input, Load, Model, app_from_blueprint, simulate_cairn, simulate_hpa,
+    HpaRules, HpaTargets, Input, Load, Model, Window, app_from_blueprint, parse_trace,
+    simulate_cairn, simulate_hpa,
 };
 
 /// One autoscaled cluster: requests in flight, 7 per member, between 1 and 20 members.
@@ -50,6 +52,7 @@ fn load(rps: impl IntoIterator<Item = f64>) -> Load {
     Load {
         start_s: 0,
         rps: rps.into_iter().collect(),
+        ..Load::default()
     }
 }
 
@@ -183,6 +186,7 @@ fn the_baseline_follows_the_hpa_rules() {
     let targets = HpaTargets {
         in_flight_per_pod: Some(7.0),
         cpu_percent: None,
+        memory_percent: None,
     };
     let run = simulate_hpa(1, 20, &targets, &HpaRules::default(), &step, &MODEL).expect("runs");
     let first_up = run.changes.first().copied().expect("scales up");
@@ -206,4 +210,54 @@ fn the_baseline_follows_the_hpa_rules() {
         .find(|c| c.to < c.from)
         .expect("scales down");
     assert!(down.t >= 600 + 300, "{:?}", run.changes);
+}
+
+#[test]
+fn memory_from_the_trace_drives_scaling() {
+    // 20 requests/s: 3 members keep in flight under 7 each throughout, while memory per member
+    // rises from 30 % to 95 % between 300 s and 600 s against a threshold of 80 %.
+    let blueprint = BLUEPRINT.replace(
+        "requests_in_flight: 7",
+        "requests_in_flight: 7\n    memory_consumption: 80",
+    );
+    let spec = app_from_blueprint("shop.yaml", &blueprint).expect("blueprint resolves");
+    let trace = parse_trace(
+        "memory.csv",
+        "t_seconds,memory,rps\n0,30,20\n300,30,20\n600,95,20\n",
+    )
+    .expect("trace");
+    let load = trace.load(&Window::default()).expect("load");
+    let sim = simulate_cairn(spec.clone(), "web", &load, &MODEL, None).expect("runs");
+    let first_up = sim
+        .decisions
+        .iter()
+        .filter_map(|e| e.decision.as_ref())
+        .find(|d| d.to > d.from)
+        .expect("scales up");
+    assert_eq!(first_up.reason, Reason::MemoryConsumption, "{first_up:?}");
+    let first_up_t = sim.run.changes.first().map(|c| c.t).expect("a change");
+    assert!(
+        first_up_t > 300,
+        "not before memory rises: {:?}",
+        sim.run.changes
+    );
+    // The same trace without its memory column stays at its size.
+    let flat = Load {
+        memory_percent: None,
+        ..load.clone()
+    };
+    let still = simulate_cairn(spec, "web", &flat, &MODEL, None).expect("runs");
+    assert_eq!(still.run.changes, vec![], "{:?}", still.run.changes);
+    // The baseline has a memory target too, and follows it.
+    let targets = HpaTargets {
+        in_flight_per_pod: Some(7.0),
+        cpu_percent: None,
+        memory_percent: Some(80.0),
+    };
+    let hpa = simulate_hpa(1, 20, &targets, &HpaRules::default(), &load, &MODEL).expect("runs");
+    assert!(
+        hpa.changes.iter().any(|c| c.t > 300 && c.to > c.from),
+        "{:?}",
+        hpa.changes
+    );
 }
