@@ -238,66 +238,13 @@ fn startup_order_holds_and_independent_branches_start_together() {
     assert_eq!(sim.status(), Status::Created);
 }
 
-#[test]
-fn terminate_none_replaces_only_the_member() {
+/// Kills `victim`'s member in group `g` = {a, b after a, c}, beside `outside`, and checks which
+/// other members were stopped for it.
+fn check_termination(termination: TerminationBehaviour, victim: &str, stopped: &[&str]) {
     let inner = group(
         "g",
-        TerminationBehaviour::TerminateNone,
-        vec![cluster("a", 1), cluster("b", 1)],
-        &["a", "b"],
-    );
-    let root = group(
-        "app",
-        TerminationBehaviour::TerminateNone,
-        vec![ComponentSpec::Group(inner)],
-        &[],
-    );
-    let mut sim = Sim::deploy(app(root));
-    let b = sim.running_in("b")[0].clone();
-    let a = sim.running_in("a")[0].clone();
-    sim.kill(&a);
-    assert_eq!(sim.stopped, Vec::<String>::new());
-    assert!(sim.running.contains(&b));
-    assert_eq!(sim.running_in("a").len(), 1);
-    assert_eq!(sim.status(), Status::Active);
-}
-
-#[test]
-fn terminate_dependents_restarts_what_depends_on_the_member() {
-    let inner = group(
-        "g",
-        TerminationBehaviour::TerminateDependents,
+        termination,
         vec![cluster("a", 1), cluster("b", 1), cluster("c", 1)],
-        &["a", "b"],
-    );
-    let root = group(
-        "app",
-        TerminationBehaviour::TerminateNone,
-        vec![ComponentSpec::Group(inner)],
-        &[],
-    );
-    let mut sim = Sim::deploy(app(root));
-    let b = sim.running_in("b")[0].clone();
-    let c = sim.running_in("c")[0].clone();
-    let a = sim.running_in("a")[0].clone();
-    sim.kill(&a);
-    assert_eq!(
-        sim.stopped,
-        vec![b.clone()],
-        "the dependent b is stopped, c is not"
-    );
-    assert!(sim.running.contains(&c));
-    assert_eq!(sim.running_in("b").len(), 1, "b is back once a is");
-    assert_ne!(sim.running_in("b")[0], b);
-    assert_eq!(sim.status(), Status::Active);
-}
-
-#[test]
-fn terminate_all_restarts_the_group_instance() {
-    let inner = group(
-        "g",
-        TerminationBehaviour::TerminateAll,
-        vec![cluster("a", 1), cluster("b", 1)],
         &["a", "b"],
     );
     let root = group(
@@ -307,19 +254,37 @@ fn terminate_all_restarts_the_group_instance() {
         &[],
     );
     let mut sim = Sim::deploy(app(root));
-    let a = sim.running_in("a")[0].clone();
-    let outside = sim.running_in("outside")[0].clone();
-    let b = sim.running_in("b")[0].clone();
-    sim.kill(&b);
-    assert_eq!(sim.stopped, vec![a.clone()], "a goes with b");
-    assert!(
-        sim.running.contains(&outside),
-        "outside the group nothing restarts"
+    let before: Vec<String> = sim.running.clone();
+    let dead = sim.running_in(victim)[0].clone();
+    sim.kill(&dead);
+    let mut restarted: Vec<&str> = sim
+        .stopped
+        .iter()
+        .filter(|m| before.contains(m))
+        .filter_map(|m| m.split('.').nth(1))
+        .collect();
+    restarted.sort_unstable();
+    assert_eq!(
+        restarted, stopped,
+        "{termination:?}: stopped {:?}",
+        sim.stopped
     );
-    assert_eq!(sim.running_in("a").len(), 1);
-    assert_eq!(sim.running_in("b").len(), 1);
-    assert_ne!(sim.running_in("a")[0], a);
+    for alias in ["a", "b", "c", "outside"] {
+        assert_eq!(
+            sim.running_in(alias).len(),
+            1,
+            "{termination:?}: {alias} runs again"
+        );
+    }
     assert_eq!(sim.status(), Status::Active);
+}
+
+#[test]
+fn termination_behaviours_decide_who_else_restarts() {
+    check_termination(TerminationBehaviour::TerminateNone, "a", &[]);
+    check_termination(TerminationBehaviour::TerminateDependents, "a", &["b"]);
+    check_termination(TerminationBehaviour::TerminateDependents, "b", &[]);
+    check_termination(TerminationBehaviour::TerminateAll, "b", &["a", "c"]);
 }
 
 #[test]
