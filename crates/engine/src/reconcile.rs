@@ -1146,13 +1146,19 @@ fn autoscale_cluster(app: &str, spec: &ClusterSpec, c: &mut ClusterState, ctx: &
 /// One line an operator can read: sizes, reason, and each factor's figures.
 pub(crate) fn explain(decision: &autoscale::Decision) -> String {
     let mut text = format!(
-        "scale {} -> {}: {:?}",
-        decision.from, decision.to, decision.reason
+        "scale {} -> {}: {}",
+        decision.from,
+        decision.to,
+        decision.reason.name()
     );
     for e in &decision.estimates {
         text.push_str(&format!(
-            "; {:?} average {:.1} predicted {:.1} threshold {:.0} needs {}",
-            e.factor, e.average, e.predicted, e.threshold, e.required
+            "; {} average {:.1} predicted {:.1} threshold {:.0} needs {}",
+            e.factor.name(),
+            e.average,
+            e.predicted,
+            e.threshold,
+            e.required
         ));
     }
     text
