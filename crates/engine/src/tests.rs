@@ -102,6 +102,11 @@ fn group(
     }
 }
 
+/// The application as one group of independent components, terminate-none.
+fn flat(children: Vec<ComponentSpec>) -> GroupSpec {
+    group("app", TerminationBehaviour::TerminateNone, children, &[])
+}
+
 fn app(root: GroupSpec) -> AppSpec {
     AppSpec {
         id: "app".into(),
@@ -247,12 +252,7 @@ fn check_termination(termination: TerminationBehaviour, victim: &str, stopped: &
         vec![cluster("a", 1), cluster("b", 1), cluster("c", 1)],
         &["a", "b"],
     );
-    let root = group(
-        "app",
-        TerminationBehaviour::TerminateNone,
-        vec![ComponentSpec::Group(inner), cluster("outside", 1)],
-        &[],
-    );
+    let root = flat(vec![ComponentSpec::Group(inner), cluster("outside", 1)]);
     let mut sim = Sim::deploy(app(root));
     let before: Vec<String> = sim.running.clone();
     let dead = sim.running_in(victim)[0].clone();
@@ -316,12 +316,7 @@ fn undeploy_stops_in_reverse_dependency_order() {
 
 #[test]
 fn members_spread_over_partitions_and_time_out_when_never_healthy() {
-    let root = group(
-        "app",
-        TerminationBehaviour::TerminateNone,
-        vec![cluster("web", 3)],
-        &[],
-    );
+    let root = flat(vec![cluster("web", 3)]);
     let mut sim = Sim::deploy(app(root));
     let view = sim.engine.view("app").expect("deployed");
     let partitions: Vec<&str> = view.clusters[0]
@@ -430,12 +425,7 @@ impl Sim {
 
 #[test]
 fn scaling_dependents_scale_by_the_largest_factor() {
-    let mut root = group(
-        "app",
-        TerminationBehaviour::TerminateNone,
-        vec![scaled("web", 1, 4, 10.0), scaled("api", 1, 4, 10.0)],
-        &[],
-    );
+    let mut root = flat(vec![scaled("web", 1, 4, 10.0), scaled("api", 1, 4, 10.0)]);
     root.scaling_dependents = vec![vec![
         ComponentRef::Cartridge("web".into()),
         ComponentRef::Cartridge("api".into()),
@@ -468,12 +458,7 @@ fn a_group_instance_is_added_when_a_cluster_is_at_max_and_removed_when_idle() {
     );
     inner.group_scaling_enabled = true;
     inner.max_instances = 2;
-    let root = group(
-        "app",
-        TerminationBehaviour::TerminateNone,
-        vec![ComponentSpec::Group(inner)],
-        &[],
-    );
+    let root = flat(vec![ComponentSpec::Group(inner)]);
     let mut sim = Sim::deploy(app(root));
     for _ in 0..4 {
         sim.load(&[("a", 100.0)]);
@@ -495,12 +480,7 @@ fn a_group_instance_is_added_when_a_cluster_is_at_max_and_removed_when_idle() {
 
 #[test]
 fn the_application_bursts_into_the_next_partition_group_and_contracts_back() {
-    let root = group(
-        "app",
-        TerminationBehaviour::TerminateNone,
-        vec![scaled("web", 1, 2, 10.0)],
-        &[],
-    );
+    let root = flat(vec![scaled("web", 1, 2, 10.0)]);
     let mut spec = app(root);
     spec.network_partition_groups = vec![vec!["np1".into()], vec!["np2".into()]];
     let mut sim = Sim::deploy(spec);
@@ -526,12 +506,7 @@ fn the_application_bursts_into_the_next_partition_group_and_contracts_back() {
 
 #[test]
 fn a_member_that_stops_reporting_is_faulted_and_missing_figures_do_not_scale() {
-    let root = group(
-        "app",
-        TerminationBehaviour::TerminateNone,
-        vec![scaled("web", 2, 4, 10.0)],
-        &[],
-    );
+    let root = flat(vec![scaled("web", 2, 4, 10.0)]);
     let mut sim = Sim::deploy(app(root));
     let members = sim.running_in("web");
     // One member reports usage once and then nothing; the other never reports at all.
@@ -568,12 +543,7 @@ fn a_member_that_stops_reporting_is_faulted_and_missing_figures_do_not_scale() {
 
 #[test]
 fn a_member_started_after_it_was_stopped_is_stopped_again() {
-    let root = group(
-        "app",
-        TerminationBehaviour::TerminateNone,
-        vec![cluster("web", 1)],
-        &[],
-    );
+    let root = flat(vec![cluster("web", 1)]);
     let mut engine = Engine::new(EngineConfig::default());
     let out = engine.deploy(app(root), Millis(1_000)).expect("deploys");
     let Some(Action::StartMember(start)) = out.actions.first() else {
@@ -606,12 +576,7 @@ fn a_member_started_after_it_was_stopped_is_stopped_again() {
 
 #[test]
 fn members_that_fail_to_start_are_replaced_with_backoff() {
-    let root = group(
-        "app",
-        TerminationBehaviour::TerminateNone,
-        vec![cluster("web", 1)],
-        &[],
-    );
+    let root = flat(vec![cluster("web", 1)]);
     let mut engine = Engine::new(EngineConfig::default());
     let mut out = engine.deploy(app(root), Millis(0)).expect("deploys");
     let mut starts = Vec::new();
