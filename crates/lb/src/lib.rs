@@ -4,8 +4,9 @@
 //! for the autoscaler and the dashboard.
 //!
 //! Requests are balanced round robin over a cluster's members; a member that refuses
-//! connections is skipped, and draining members get no new requests. A request is only
-//! ever retried on another member when nothing of it reached the first one.
+//! connections is skipped, and draining members get no new requests. A request goes to
+//! another member when nothing of it reached the first one, or, when it is idempotent and has
+//! no body, when the first one failed before answering.
 //!
 //! This crate decides nothing: it never chooses members, never reads the store and never
 //! talks to agents. It only proxies what the route table says.
@@ -16,6 +17,7 @@ mod proxy;
 mod routing;
 mod stats;
 mod table;
+mod upstream;
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;

@@ -7,15 +7,13 @@
 use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
-use hyper::client::conn::http1::{self, SendRequest};
-use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
-use crate::proxy::Outgoing;
 use crate::stats::uptime;
+use crate::upstream::Connection;
 
 /// Most idle connections kept per backend; more are closed once their response is done.
 const MAX_IDLE: usize = 512;
@@ -27,12 +25,10 @@ const SUSPECT_FOR_MS: u64 = 1_000;
 /// up on idle connections before common keep-alive timeouts (2 to 5 s) run out.
 const IDLE_FOR_MS: u64 = 1_500;
 
-pub(crate) type Sender = SendRequest<Outgoing>;
-
 pub(crate) struct Pool {
     addr: SocketAddr,
     /// Idle connections with the uptime (ms) they became idle at, the most recent last.
-    idle: Mutex<Vec<(Sender, u64)>>,
+    idle: Mutex<Vec<(Connection, u64)>>,
     /// Milliseconds of uptime until which the backend is suspect; 0 when it never was.
     suspect_until_ms: AtomicU64,
 }
@@ -43,16 +39,8 @@ pub(crate) enum ConnectError {
     Io { addr: SocketAddr, source: io::Error },
     #[error("connect to {addr} timed out after {}s", CONNECT_TIMEOUT.as_secs())]
     TimedOut { addr: SocketAddr },
-    #[error("http handshake with {addr} failed: {source}")]
-    Handshake {
-        addr: SocketAddr,
-        source: hyper::Error,
-    },
-    #[error("connection to {addr} closed before the request was sent: {source}")]
-    Closed {
-        addr: SocketAddr,
-        source: hyper::Error,
-    },
+    #[error("connection to {addr} failed before the request was sent: {source}")]
+    Closed { addr: SocketAddr, source: io::Error },
 }
 
 impl Pool {
@@ -77,75 +65,45 @@ impl Pool {
             .store(now_ms + SUSPECT_FOR_MS, Relaxed);
     }
 
-    fn idle(&self) -> std::sync::MutexGuard<'_, Vec<(Sender, u64)>> {
+    fn idle(&self) -> std::sync::MutexGuard<'_, Vec<(Connection, u64)>> {
         self.idle.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// The most recently used idle connection that is still open and not idle for too long.
-    pub(crate) fn take_idle(&self, now_ms: u64) -> Option<Sender> {
+    pub(crate) fn take_idle(&self, now_ms: u64) -> Option<Connection> {
         let mut idle = self.idle();
-        while let Some((sender, since_ms)) = idle.pop() {
+        while let Some((mut connection, since_ms)) = idle.pop() {
             if now_ms.saturating_sub(since_ms) > IDLE_FOR_MS {
                 // The ones below were idle even longer.
                 idle.clear();
                 return None;
             }
-            if sender.is_ready() {
-                return Some(sender);
+            if connection.is_reusable() {
+                return Some(connection);
             }
         }
         None
     }
 
-    pub(crate) async fn connect(&self) -> Result<Sender, ConnectError> {
+    pub(crate) async fn connect(&self) -> Result<Connection, ConnectError> {
         let addr = self.addr;
         let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr))
             .await
             .map_err(|_| ConnectError::TimedOut { addr })?
             .map_err(|source| ConnectError::Io { addr, source })?;
+        // Requests are written whole, so Nagle's algorithm would only add latency.
         stream
             .set_nodelay(true)
             .map_err(|source| ConnectError::Io { addr, source })?;
-        // Copying small heads and bodies into one buffer is cheaper than a vectored write.
-        let (sender, connection) = http1::Builder::new()
-            .writev(false)
-            .handshake(TokioIo::new(stream))
-            .await
-            .map_err(|source| ConnectError::Handshake { addr, source })?;
-        tokio::spawn(async move {
-            if let Err(error) = connection.with_upgrades().await {
-                tracing::debug!(%addr, %error, "backend connection ended");
-            }
-        });
-        Ok(sender)
+        Ok(Connection::new(stream))
     }
 
     /// Gives back a connection whose response was read to the end.
-    pub(crate) fn put(self: &Arc<Self>, mut sender: Sender) {
-        if sender.is_ready() {
-            self.push(sender);
-            return;
-        }
-        if sender.is_closed() {
-            return;
-        }
-        // The connection may still be sending the request body; keep it once it is done.
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            return;
-        };
-        let pool = Arc::clone(self);
-        runtime.spawn(async move {
-            if sender.ready().await.is_ok() {
-                pool.push(sender);
-            }
-        });
-    }
-
-    fn push(&self, sender: Sender) {
+    pub(crate) fn put(&self, connection: Connection) {
         let since_ms = uptime().as_millis() as u64;
         let mut idle = self.idle();
         if idle.len() < MAX_IDLE {
-            idle.push((sender, since_ms));
+            idle.push((connection, since_ms));
         }
     }
 }

@@ -1,5 +1,6 @@
 //! One proxied request: route it, pick a backend, forward it, stream the response back.
 
+use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
@@ -9,14 +10,17 @@ use bytes::Bytes;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
 use hyper::upgrade::OnUpgrade;
-use hyper::{Request, Response, StatusCode, Uri, Version};
+use hyper::{Method, Request, Response, StatusCode, Uri, Version};
 use hyper_util::rt::TokioIo;
-use tokio::io::copy_bidirectional;
+use tokio::io::{AsyncWriteExt, copy_bidirectional};
 
-use crate::pool::{ConnectError, Pool, Sender};
+use crate::pool::{ConnectError, Pool};
 use crate::routing::{BackendTarget, ClusterTarget, CompiledTable, Unrouted, attempt_order};
 use crate::stats::{Counters, uptime};
 use crate::table::ClusterKey;
+use crate::upstream::{
+    BodyDecoder, Connection, Decoded, OutgoingRequest, ResponseHead, UpstreamError,
+};
 
 /// What every request on one accepted connection shares.
 pub(crate) struct ConnContext {
@@ -49,29 +53,15 @@ pub(crate) async fn handle(
     let upgrade = requested_upgrade(&request);
     let client_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut request));
     prepare_request(&mut request, &context.client_ip);
-    let replay = (upgrade.is_none() && is_replayable(&request)).then(|| {
-        let (method, uri, version, headers) = (
-            request.method().clone(),
-            request.uri().clone(),
-            request.version(),
-            request.headers().clone(),
-        );
-        move || {
-            let mut again = Request::new(Outgoing::Empty);
-            *again.method_mut() = method.clone();
-            *again.uri_mut() = uri.clone();
-            *again.version_mut() = version;
-            *again.headers_mut() = headers.clone();
-            again
-        }
-    });
     if let Some(protocol) = upgrade {
         keep_upgrade(request.headers_mut(), protocol);
     }
-    let mut request = request.map(|body| match replay {
-        Some(_) => Outgoing::Empty,
-        None => Outgoing::Streamed(body),
-    });
+    let (parts, body) = request.into_parts();
+    let mut request = OutgoingRequest::new(&parts, body);
+    // Safe to send twice: an idempotent method, no body and no protocol switch.
+    let replayable =
+        is_idempotent(&parts.method) && request.is_bodiless() && client_upgrade.is_none();
+    drop(parts);
 
     let mut tried = 0usize;
     let mut last_error = None;
@@ -79,27 +69,23 @@ pub(crate) async fn handle(
     let mut answered = None;
     for backend in attempt_order(&cluster.0.shared.next, &cluster.0.backends, now_ms) {
         let member = MemberFlight::begin(Arc::clone(&backend.counters), second);
-        match exchange(backend, request, now_ms).await {
-            Ok((response, sender)) => {
-                answered = Some((response, sender, Arc::clone(&backend.pool), member));
+        match exchange(backend, &mut request, replayable, now_ms).await {
+            Ok((response, connection)) => {
+                answered = Some((response, connection, Arc::clone(&backend.pool), member));
                 break;
             }
-            Err(Exchange::Unreachable(unsent, error)) => {
+            Err(Exchange::Unreachable(error)) => {
                 member.cancel();
                 backend.pool.mark_suspect(now_ms);
                 tracing::debug!(member = %backend.member_id, %error, "backend unreachable, trying the next one");
-                request = *unsent;
                 tried += 1;
                 last_error = Some(error);
             }
-            Err(Exchange::Failed(error)) if replay.is_some() => {
-                // Nothing was answered and the request has no body: another member can take it.
+            Err(Exchange::Failed(error)) if replayable => {
+                // Nothing was answered, so the client never learns the first member failed.
                 member.0.failure();
                 backend.pool.mark_suspect(now_ms);
                 tracing::debug!(member = %backend.member_id, %error, "backend failed before answering, replaying on the next one");
-                request = replay
-                    .as_ref()
-                    .map_or_else(|| Request::new(Outgoing::Empty), |again| again());
                 tried += 1;
                 last_failure = Some(format!("member {} failed: {error}", backend.member_id));
             }
@@ -115,7 +101,7 @@ pub(crate) async fn handle(
             }
         }
     }
-    let Some((response, sender, pool, member)) = answered else {
+    let Some((response, connection, pool, member)) = answered else {
         cluster.0.shared.counters.failure();
         if let Some(failure) = last_failure {
             let key = &cluster.0.shared.key;
@@ -125,23 +111,33 @@ pub(crate) async fn handle(
         }
         return no_member_response(&cluster.0.shared.key, tried, last_error);
     };
-    relay(response, client_upgrade, (sender, pool), (cluster, member))
+    relay(
+        response,
+        client_upgrade,
+        (connection, pool),
+        (cluster, member),
+    )
 }
 
 /// Hands a member's response to the client: its body streams through, and the connection
 /// goes back to the pool once the body was read to the end.
 fn relay(
-    response: Response<Incoming>,
+    response: ResponseHead,
     client_upgrade: Option<OnUpgrade>,
-    connection: (Sender, Arc<Pool>),
+    (connection, pool): (Connection, Arc<Pool>),
     (cluster, member): (ClusterFlight, MemberFlight),
 ) -> Response<ProxyBody> {
-    let status = response.status();
+    let ResponseHead {
+        status,
+        mut headers,
+        body,
+        keep_alive,
+    } = response;
     cluster.0.shared.counters.response(status);
     member.0.response(status);
     if status == StatusCode::SWITCHING_PROTOCOLS {
         if let Some(client) = client_upgrade {
-            return tunnel(response, client, (cluster, member));
+            return tunnel(headers, connection, client, (cluster, member));
         }
         cluster.0.shared.counters.failure();
         member.0.failure();
@@ -149,14 +145,20 @@ fn relay(
         let message = format!("a member of cluster {key} switched protocols unasked\n");
         return local_response(StatusCode::BAD_GATEWAY, message);
     }
-    let (mut parts, body) = response.into_parts();
-    strip_hop_by_hop(&mut parts.headers);
-    let body = ProxyBody(Kind::Upstream(Upstream {
-        body,
+    strip_hop_by_hop(&mut headers);
+    let mut upstream = Upstream {
         connection: Some(connection),
+        body,
+        pool: keep_alive.then_some(pool),
         flight: Some((cluster, member)),
-    }));
-    Response::from_parts(parts, body)
+    };
+    if upstream.body.is_done() {
+        upstream.finish();
+    }
+    let mut response = Response::new(ProxyBody(Kind::Upstream(upstream)));
+    *response.status_mut() = status;
+    *response.headers_mut() = headers;
+    response
 }
 
 fn no_member_response(
@@ -178,91 +180,54 @@ fn no_member_response(
     }
 }
 
-/// What goes to a member: the client's body as it streams in, or nothing for a request that
-/// has no body and so can be sent again to another member.
-pub(crate) enum Outgoing {
-    Streamed(Incoming),
-    Empty,
-}
-
-impl Body for Outgoing {
-    type Data = Bytes;
-    type Error = hyper::Error;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        match self.get_mut() {
-            Outgoing::Streamed(body) => Pin::new(body).poll_frame(cx),
-            Outgoing::Empty => Poll::Ready(None),
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        match self {
-            Outgoing::Streamed(body) => body.is_end_stream(),
-            Outgoing::Empty => true,
-        }
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        match self {
-            Outgoing::Streamed(body) => body.size_hint(),
-            Outgoing::Empty => SizeHint::with_exact(0),
-        }
-    }
-}
-
-/// Safe to send twice: an idempotent method and no body.
-fn is_replayable(request: &Request<Incoming>) -> bool {
-    let idempotent = matches!(
-        *request.method(),
-        hyper::Method::GET | hyper::Method::HEAD | hyper::Method::OPTIONS | hyper::Method::TRACE
-    );
-    idempotent && request.body().is_end_stream()
+fn is_idempotent(method: &Method) -> bool {
+    matches!(
+        *method,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE
+    )
 }
 
 enum Exchange {
     /// Nothing reached the backend, so the request may go to another one.
-    Unreachable(Box<Request<Outgoing>>, ConnectError),
-    Failed(hyper::Error),
+    Unreachable(ConnectError),
+    Failed(UpstreamError),
 }
 
 /// Sends the request on an idle connection, or on a new one if there is none or the idle one
-/// closed before taking the request.
+/// turns out closed while the request can still be sent whole.
 async fn exchange(
     backend: &BackendTarget,
-    mut request: Request<Outgoing>,
+    request: &mut OutgoingRequest,
+    replayable: bool,
     now_ms: u64,
-) -> Result<(Response<Incoming>, Sender), Exchange> {
-    if let Some(mut sender) = backend.pool.take_idle(now_ms) {
-        match sender.try_send_request(request).await {
-            Ok(response) => return Ok((response, sender)),
-            Err(mut error) => match error.take_message() {
-                Some(unsent) => request = unsent,
-                None => return Err(Exchange::Failed(error.into_error())),
-            },
+) -> Result<(ResponseHead, Connection), Exchange> {
+    if let Some(mut connection) = backend.pool.take_idle(now_ms) {
+        match connection.exchange(request).await {
+            Ok(response) => return Ok((response, connection)),
+            Err(error) if replayable || is_undelivered(&error, request) => {
+                tracing::debug!(member = %backend.member_id, %error, "idle connection failed, sending on a new one");
+            }
+            Err(error) => return Err(Exchange::Failed(error)),
         }
     }
-    let mut sender = match backend.pool.connect().await {
-        Ok(sender) => sender,
-        Err(error) => return Err(Exchange::Unreachable(Box::new(request), error)),
-    };
-    match sender.try_send_request(request).await {
-        Ok(response) => Ok((response, sender)),
-        Err(mut error) => match error.take_message() {
-            Some(unsent) => {
-                let addr = backend.pool.addr();
-                let source = error.into_error();
-                Err(Exchange::Unreachable(
-                    Box::new(unsent),
-                    ConnectError::Closed { addr, source },
-                ))
-            }
-            None => Err(Exchange::Failed(error.into_error())),
-        },
+    let mut connection = backend
+        .pool
+        .connect()
+        .await
+        .map_err(Exchange::Unreachable)?;
+    match connection.exchange(request).await {
+        Ok(response) => Ok((response, connection)),
+        Err(UpstreamError::WriteHead(source)) if request.is_unsent() => {
+            let addr = backend.pool.addr();
+            Err(Exchange::Unreachable(ConnectError::Closed { addr, source }))
+        }
+        Err(error) => Err(Exchange::Failed(error)),
     }
+}
+
+/// Whether a failed exchange left the request whole and unseen by the member.
+fn is_undelivered(error: &UpstreamError, request: &OutgoingRequest) -> bool {
+    matches!(error, UpstreamError::WriteHead(_)) && request.is_unsent()
 }
 
 /// The protocol a request asks to switch to (such as `websocket`), when it asks to.
@@ -287,31 +252,33 @@ fn keep_upgrade(headers: &mut HeaderMap, protocol: HeaderValue) {
 /// Answers a protocol switch and relays bytes both ways once both sides have switched;
 /// the request stays in flight until the tunnel closes.
 fn tunnel(
-    mut response: Response<Incoming>,
+    mut headers: HeaderMap,
+    connection: Connection,
     client: OnUpgrade,
     flight: (ClusterFlight, MemberFlight),
 ) -> Response<ProxyBody> {
-    let backend = hyper::upgrade::on(&mut response);
+    let (mut member, early) = connection.into_parts();
     tokio::spawn(async move {
         let _flight = flight;
-        match tokio::try_join!(client, backend) {
-            Ok((client, backend)) => {
-                let relayed =
-                    copy_bidirectional(&mut TokioIo::new(client), &mut TokioIo::new(backend)).await;
-                if let Err(error) = relayed {
-                    tracing::debug!(%error, "switched-protocol tunnel ended with an error");
-                }
-            }
-            Err(error) => tracing::debug!(%error, "switching protocols failed"),
+        let relayed = async {
+            let mut client = TokioIo::new(client.await.map_err(io::Error::other)?);
+            // What the member sent right after its response head belongs to the new protocol.
+            client.write_all(&early).await?;
+            copy_bidirectional(&mut client, &mut member).await
+        };
+        if let Err(error) = relayed.await {
+            tracing::debug!(%error, "switched-protocol tunnel ended with an error");
         }
     });
-    let (mut parts, _) = response.into_parts();
-    let protocol = parts.headers.get(header::UPGRADE).cloned();
-    strip_hop_by_hop(&mut parts.headers);
+    let protocol = headers.get(header::UPGRADE).cloned();
+    strip_hop_by_hop(&mut headers);
     if let Some(protocol) = protocol {
-        keep_upgrade(&mut parts.headers, protocol);
+        keep_upgrade(&mut headers, protocol);
     }
-    Response::from_parts(parts, ProxyBody(Kind::Local(None)))
+    let mut response = Response::new(ProxyBody(Kind::Local(None)));
+    *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    *response.headers_mut() = headers;
+    response
 }
 
 /// The host a request asks for: the URI's authority in absolute form, else the `Host` header.
@@ -330,6 +297,8 @@ fn prepare_request<B>(request: &mut Request<B>, client_ip: &HeaderValue) {
     *request.version_mut() = Version::HTTP_11;
     let headers = request.headers_mut();
     strip_hop_by_hop(headers);
+    // The client was already told to continue, since the proxy streams its body on.
+    headers.remove(header::EXPECT);
     add_forwarded_for(headers, client_ip);
     headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
 }
@@ -478,16 +447,18 @@ enum Kind {
 }
 
 struct Upstream {
-    body: Incoming,
-    /// Goes back to its pool once the body was read to the end.
-    connection: Option<(Sender, Arc<Pool>)>,
+    /// Taken once the body is read to the end or fails.
+    connection: Option<Connection>,
+    body: BodyDecoder,
+    /// Where the connection goes once the body was read, when the member keeps it open.
+    pool: Option<Arc<Pool>>,
     flight: Option<(ClusterFlight, MemberFlight)>,
 }
 
 impl Upstream {
     fn finish(&mut self) {
-        if let Some((sender, pool)) = self.connection.take() {
-            pool.put(sender);
+        if let (Some(connection), Some(pool)) = (self.connection.take(), self.pool.take()) {
+            pool.put(connection);
         }
         self.flight = None;
     }
@@ -499,11 +470,29 @@ impl Upstream {
             member.0.failure();
         }
     }
+
+    fn poll_data(&mut self, cx: &mut Context<'_>) -> Poll<Result<Option<Bytes>, UpstreamError>> {
+        loop {
+            let Some(connection) = self.connection.as_mut() else {
+                return Poll::Ready(Ok(None));
+            };
+            match connection.decode(&mut self.body)? {
+                Decoded::Data(data) => return Poll::Ready(Ok(Some(data))),
+                Decoded::Done => return Poll::Ready(Ok(None)),
+                Decoded::NeedMore => {}
+            }
+            if ready!(connection.poll_read(cx)).map_err(UpstreamError::Read)? == 0 {
+                self.body.end_of_stream()?;
+                // A body that ends with the connection leaves nothing to reuse.
+                self.pool = None;
+            }
+        }
+    }
 }
 
 impl Drop for Upstream {
     fn drop(&mut self) {
-        if self.body.is_end_stream() {
+        if self.body.is_done() {
             self.finish();
         }
     }
@@ -511,23 +500,22 @@ impl Drop for Upstream {
 
 impl Body for ProxyBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = UpstreamError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, UpstreamError>>> {
         match &mut self.get_mut().0 {
             Kind::Local(message) => Poll::Ready(message.take().map(|data| Ok(Frame::data(data)))),
             Kind::Upstream(upstream) => {
-                let frame = ready!(Pin::new(&mut upstream.body).poll_frame(cx));
-                match &frame {
-                    None => upstream.finish(),
-                    Some(Err(_)) => upstream.fail(),
-                    Some(Ok(_)) if upstream.body.is_end_stream() => upstream.finish(),
-                    Some(Ok(_)) => {}
+                let polled = ready!(upstream.poll_data(cx));
+                if polled.is_err() {
+                    upstream.fail();
+                } else if upstream.body.is_done() {
+                    upstream.finish();
                 }
-                Poll::Ready(frame)
+                Poll::Ready(polled.transpose().map(|data| data.map(Frame::data)))
             }
         }
     }
@@ -535,7 +523,7 @@ impl Body for ProxyBody {
     fn is_end_stream(&self) -> bool {
         match &self.0 {
             Kind::Local(message) => message.is_none(),
-            Kind::Upstream(upstream) => upstream.body.is_end_stream(),
+            Kind::Upstream(upstream) => upstream.body.is_done(),
         }
     }
 
@@ -544,7 +532,10 @@ impl Body for ProxyBody {
             Kind::Local(message) => {
                 SizeHint::with_exact(message.as_ref().map_or(0, |data| data.len() as u64))
             }
-            Kind::Upstream(upstream) => upstream.body.size_hint(),
+            Kind::Upstream(upstream) => match upstream.body.remaining() {
+                Some(remaining) => SizeHint::with_exact(remaining),
+                None => SizeHint::default(),
+            },
         }
     }
 }

@@ -817,3 +817,163 @@ fn route_table_reads_from_json() {
             .expect("parse again");
     assert_eq!(again, table);
 }
+
+/// A member written on raw sockets, answering by path with each body framing HTTP/1.1 has;
+/// every body starts with the request head it received, lower-cased.
+async fn raw_member(listener: TcpListener) {
+    loop {
+        let Ok((mut stream, _)) = listener.accept().await else {
+            continue;
+        };
+        tokio::spawn(async move {
+            let mut buffer = Vec::new();
+            while let Some((head, body)) = read_raw_request(&mut stream, &mut buffer).await {
+                let seen = format!("{head}body={body}\n");
+                let path = head.split(' ').nth(1).unwrap_or_default().to_string();
+                let response = match path.as_str() {
+                    "/chunked" => {
+                        let (first, rest) = seen.split_at(seen.len() / 2);
+                        format!(
+                            "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n{:x}\r\n{first}\r\n{:x};ext=1\r\n{rest}\r\n0\r\nx-trailer: 1\r\n\r\n",
+                            first.len(),
+                            rest.len()
+                        )
+                    }
+                    "/until-close" => format!("HTTP/1.0 200 OK\r\n\r\n{seen}"),
+                    "/continue" => format!(
+                        "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{seen}",
+                        seen.len()
+                    ),
+                    "/no-content" => "HTTP/1.1 204 No Content\r\n\r\n".to_string(),
+                    _ => format!(
+                        "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{seen}",
+                        seen.len()
+                    ),
+                };
+                // A HEAD response carries the length its GET would have, and no body.
+                let response = match head.starts_with("head ") {
+                    true => response
+                        .split_once("\r\n\r\n")
+                        .map(|(head, _)| format!("{head}\r\n\r\n"))
+                        .unwrap_or(response),
+                    false => response,
+                };
+                if stream.write_all(response.as_bytes()).await.is_err() || path == "/until-close" {
+                    return;
+                }
+            }
+        });
+    }
+}
+
+/// Reads one request: its head lower-cased, and its body per `content-length` or chunked.
+async fn read_raw_request(
+    stream: &mut tokio::net::TcpStream,
+    buffer: &mut Vec<u8>,
+) -> Option<(String, String)> {
+    let mut fill = async |buffer: &mut Vec<u8>| {
+        let mut chunk = [0u8; 4096];
+        let read = stream
+            .read(&mut chunk)
+            .await
+            .ok()
+            .filter(|&read| read > 0)?;
+        buffer.extend_from_slice(&chunk[..read]);
+        Some(())
+    };
+    let end = loop {
+        if let Some(end) = buffer.windows(4).position(|window| window == b"\r\n\r\n") {
+            break end + 4;
+        }
+        fill(buffer).await?;
+    };
+    let head = String::from_utf8_lossy(&buffer[..end]).to_ascii_lowercase();
+    buffer.drain(..end);
+    let length = head
+        .lines()
+        .find_map(|line| line.strip_prefix("content-length: "))
+        .and_then(|length| length.trim().parse::<usize>().ok());
+    let body = if let Some(length) = length {
+        while buffer.len() < length {
+            fill(buffer).await?;
+        }
+        buffer.drain(..length).collect()
+    } else if head.contains("transfer-encoding: chunked") {
+        while !buffer.ends_with(b"0\r\n\r\n") {
+            fill(buffer).await?;
+        }
+        std::mem::take(buffer)
+    } else {
+        Vec::new()
+    };
+    let head = head.replace("\r\n", "|");
+    Some((head, String::from_utf8_lossy(&body).replace("\r\n", "|")))
+}
+
+/// Sends raw bytes to the proxy and reads responses until the connection closes.
+async fn raw_exchange(port: u16, requests: &str) -> String {
+    let mut stream = tokio::net::TcpStream::connect((Ipv4Addr::LOCALHOST, port))
+        .await
+        .expect("connect to the proxy");
+    stream
+        .write_all(requests.as_bytes())
+        .await
+        .expect("send the requests");
+    let mut received = Vec::new();
+    stream
+        .read_to_end(&mut received)
+        .await
+        .expect("read the responses");
+    String::from_utf8_lossy(&received).to_ascii_lowercase()
+}
+
+#[tokio::test]
+async fn every_body_framing_passes_through() {
+    bounded(async {
+        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+            .await
+            .expect("bind member");
+        let member = Backend::new("raw", listener.local_addr().expect("member address"));
+        tokio::spawn(raw_member(listener));
+        let port = free_port();
+        let balancer = LoadBalancer::new(Ipv4Addr::LOCALHOST.into());
+        balancer
+            .publish(table(vec![(port, vec![cluster("web", &[], vec![member])])]))
+            .await
+            .expect("publish");
+        let client = new_client();
+
+        for path in ["/chunked", "/until-close", "/continue", "/length"] {
+            let answer = send(&client, port, path, None, "").await.expect(path);
+            assert_eq!(answer.status, StatusCode::OK, "{path}");
+            let expected_head = format!("get {path} http/1.1|host: 127.0.0.1:{port}|");
+            assert!(answer.body.starts_with(&expected_head), "{path}: {}", answer.body);
+            assert!(answer.body.ends_with("|body=\n"), "{path}: {}", answer.body);
+        }
+        let answer = send(&client, port, "/no-content", None, "").await.expect("204");
+        assert_eq!((answer.status, answer.body.as_str()), (StatusCode::NO_CONTENT, ""));
+
+        // A chunked upload with an expectation, then a HEAD, on one client connection.
+        let responses = raw_exchange(
+            port,
+            "POST /length HTTP/1.1\r\nHost: web\r\nTransfer-Encoding: chunked\r\nExpect: 100-continue\r\n\r\n\
+             5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n\
+             HEAD /length HTTP/1.1\r\nHost: web\r\nConnection: close\r\n\r\n",
+        )
+        .await;
+        let (upload, head) = responses
+            .split_once("http/1.1 200 ok\r\n")
+            .and_then(|(_, rest)| rest.split_once("http/1.1 200 ok\r\n"))
+            .unwrap_or_else(|| panic!("two final responses expected: {responses}"));
+        assert!(upload.contains("transfer-encoding: chunked|"), "{upload}");
+        assert!(!upload.contains("expect"), "the expectation was met by the proxy: {upload}");
+        assert!(upload.contains("body=5|hello|6| world|0||"), "{upload}");
+        assert!(head.contains("content-length: "), "a HEAD answer keeps its length: {head}");
+        assert!(head.ends_with("\r\n\r\n"), "a HEAD answer has no body: {head}");
+
+        let web = balancer.stats().cluster(&key("web")).expect("web").clone();
+        assert_eq!((web.requests.total, web.requests.failures), (7, 0));
+        balancer.shutdown().await;
+    })
+    .await;
+}

@@ -1,0 +1,705 @@
+//! The member side of a proxied request: HTTP/1.1 written and read directly on a pooled
+//! connection, inside the client connection's own task, with no task or channel in between.
+//!
+//! The request head is encoded once into bytes that are kept, so a request without a body
+//! can be sent again to another member at no cost when the first one fails before answering.
+
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll, Waker};
+
+use bytes::{Bytes, BytesMut};
+use hyper::body::{Body, Incoming};
+use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
+use hyper::{Method, StatusCode, Version, http};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tokio_util::io::poll_read_buf;
+
+/// Bytes asked of the socket per read.
+const READ_CHUNK: usize = 16 * 1024;
+/// Largest response head (status line and headers) a member may send.
+const MAX_HEAD: usize = 64 * 1024;
+const MAX_HEADERS: usize = 100;
+/// Longest chunk-size line, or trailer section, of a chunked body.
+const MAX_CHUNK_LINE: usize = 4 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum UpstreamError {
+    #[error("writing the request head failed: {0}")]
+    WriteHead(io::Error),
+    #[error("writing the request body failed: {0}")]
+    WriteBody(io::Error),
+    #[error("reading the request body from the client failed: {0}")]
+    ClientBody(hyper::Error),
+    #[error("reading from the member failed: {0}")]
+    Read(io::Error),
+    #[error("the member closed the connection without answering")]
+    ClosedBeforeResponse,
+    #[error("the member closed the connection in the middle of the response head")]
+    ClosedInHead,
+    #[error("the member closed the connection before the end of the response body")]
+    ClosedInBody,
+    #[error("the member's response head is larger than {MAX_HEAD} bytes")]
+    HeadTooLarge,
+    #[error("the member sent an invalid response head: {0}")]
+    InvalidHead(String),
+    #[error("the member sent an invalid chunked body: {0}")]
+    InvalidChunk(&'static str),
+}
+
+/// An open connection to a member and the bytes read from it that are not used yet.
+pub(crate) struct Connection {
+    stream: TcpStream,
+    buffer: BytesMut,
+}
+
+impl Connection {
+    pub(crate) fn new(stream: TcpStream) -> Connection {
+        Connection {
+            stream,
+            buffer: BytesMut::new(),
+        }
+    }
+
+    /// Whether the connection, idle in a pool, still looks usable: the member has neither
+    /// closed it nor sent anything unasked. Costs no system call unless the socket woke up.
+    pub(crate) fn is_reusable(&mut self) -> bool {
+        let mut context = Context::from_waker(Waker::noop());
+        if self.stream.poll_read_ready(&mut context).is_pending() {
+            return true;
+        }
+        let mut probe = [0u8; 1];
+        match self.stream.try_read(&mut probe) {
+            Err(error) => error.kind() == io::ErrorKind::WouldBlock,
+            Ok(_) => false,
+        }
+    }
+
+    /// Sends a request and reads the head of its final response, skipping interim ones.
+    pub(crate) async fn exchange(
+        &mut self,
+        request: &mut OutgoingRequest,
+    ) -> Result<ResponseHead, UpstreamError> {
+        self.stream
+            .write_all(&request.head)
+            .await
+            .map_err(UpstreamError::WriteHead)?;
+        request.write_body(&mut self.stream).await?;
+        loop {
+            let head = self.read_head(request.method_is_head).await?;
+            // 100 Continue and 103 Early Hints were already answered or are advisory.
+            if !head.status.is_informational() || head.status == StatusCode::SWITCHING_PROTOCOLS {
+                return Ok(head);
+            }
+        }
+    }
+
+    async fn read_head(&mut self, method_is_head: bool) -> Result<ResponseHead, UpstreamError> {
+        loop {
+            if !self.buffer.is_empty()
+                && let Some(head) = parse_head(&mut self.buffer, method_is_head)?
+            {
+                return Ok(head);
+            }
+            if self.buffer.len() >= MAX_HEAD {
+                return Err(UpstreamError::HeadTooLarge);
+            }
+            let read = std::future::poll_fn(|cx| self.poll_read(cx))
+                .await
+                .map_err(UpstreamError::Read)?;
+            if read == 0 {
+                return Err(match self.buffer.is_empty() {
+                    true => UpstreamError::ClosedBeforeResponse,
+                    false => UpstreamError::ClosedInHead,
+                });
+            }
+        }
+    }
+
+    /// Reads what the socket has into the buffer; 0 means the member closed the connection.
+    /// A short read marks the socket as drained, so the next read waits for the reactor
+    /// instead of spending a system call on an empty socket.
+    pub(crate) fn poll_read(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        self.buffer.reserve(READ_CHUNK);
+        poll_read_buf(Pin::new(&mut self.stream), cx, &mut self.buffer)
+    }
+
+    /// The next piece of a response body, per its framing.
+    pub(crate) fn decode(&mut self, body: &mut BodyDecoder) -> Result<Decoded, UpstreamError> {
+        body.decode(&mut self.buffer)
+    }
+
+    /// The socket and what was read past the response head, for a switched protocol.
+    pub(crate) fn into_parts(self) -> (TcpStream, BytesMut) {
+        (self.stream, self.buffer)
+    }
+}
+
+/// A request ready to be sent to any member: its head as bytes, and its body.
+pub(crate) struct OutgoingRequest {
+    head: Vec<u8>,
+    body: RequestBody,
+    method_is_head: bool,
+}
+
+enum RequestBody {
+    None,
+    Sized(Incoming),
+    Chunked(Incoming),
+    Sent,
+}
+
+impl OutgoingRequest {
+    /// Encodes the head in origin form with the body's framing; `Content-Length` is set from
+    /// the body and the client's `Transfer-Encoding` was already removed as hop-by-hop.
+    pub(crate) fn new(parts: &http::request::Parts, body: Incoming) -> OutgoingRequest {
+        let declared_length = parts.headers.contains_key(header::CONTENT_LENGTH);
+        let (body, length) = match body.size_hint().exact() {
+            _ if body.is_end_stream() => (RequestBody::None, declared_length.then_some(0)),
+            Some(length) => (RequestBody::Sized(body), Some(length)),
+            None => (RequestBody::Chunked(body), None),
+        };
+        let mut head = Vec::with_capacity(256);
+        head.extend_from_slice(parts.method.as_str().as_bytes());
+        head.push(b' ');
+        head.extend_from_slice(request_target(&parts.uri).as_bytes());
+        head.extend_from_slice(b" HTTP/1.1\r\n");
+        for (name, value) in &parts.headers {
+            if name == header::CONTENT_LENGTH {
+                continue;
+            }
+            push_header(&mut head, name.as_str().as_bytes(), value.as_bytes());
+        }
+        match (&body, length) {
+            (_, Some(length)) => {
+                push_header(&mut head, b"content-length", length.to_string().as_bytes());
+            }
+            (RequestBody::Chunked(_), None) => {
+                push_header(&mut head, b"transfer-encoding", b"chunked");
+            }
+            _ => {}
+        }
+        head.extend_from_slice(b"\r\n");
+        OutgoingRequest {
+            head,
+            body,
+            method_is_head: parts.method == Method::HEAD,
+        }
+    }
+
+    /// Whether the request can still be sent as a whole: its body was not streamed yet.
+    pub(crate) fn is_unsent(&self) -> bool {
+        !matches!(self.body, RequestBody::Sent)
+    }
+
+    /// Whether the request has no body, so sending it again repeats it exactly.
+    pub(crate) fn is_bodiless(&self) -> bool {
+        matches!(self.body, RequestBody::None)
+    }
+
+    async fn write_body(&mut self, stream: &mut TcpStream) -> Result<(), UpstreamError> {
+        let (mut body, chunked) = match std::mem::replace(&mut self.body, RequestBody::Sent) {
+            RequestBody::None => {
+                self.body = RequestBody::None;
+                return Ok(());
+            }
+            RequestBody::Sent => return Ok(()),
+            RequestBody::Sized(body) => (body, false),
+            RequestBody::Chunked(body) => (body, true),
+        };
+        let mut framed = Vec::new();
+        while let Some(frame) = std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await
+        {
+            let frame = frame.map_err(UpstreamError::ClientBody)?;
+            // Trailers are dropped: few members read them, and they would need chunked framing.
+            let Ok(data) = frame.into_data() else {
+                continue;
+            };
+            if data.is_empty() {
+                continue;
+            }
+            if !chunked {
+                stream
+                    .write_all(&data)
+                    .await
+                    .map_err(UpstreamError::WriteBody)?;
+                continue;
+            }
+            framed.clear();
+            framed.extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
+            framed.extend_from_slice(&data);
+            framed.extend_from_slice(b"\r\n");
+            stream
+                .write_all(&framed)
+                .await
+                .map_err(UpstreamError::WriteBody)?;
+        }
+        if chunked {
+            stream
+                .write_all(b"0\r\n\r\n")
+                .await
+                .map_err(UpstreamError::WriteBody)?;
+        }
+        Ok(())
+    }
+}
+
+/// The path and query of an origin-form target, the authority of a CONNECT, or `*`.
+fn request_target(uri: &http::Uri) -> &str {
+    if let Some(path) = uri.path_and_query() {
+        return path.as_str();
+    }
+    uri.authority().map_or("/", |authority| authority.as_str())
+}
+
+fn push_header(head: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    head.extend_from_slice(name);
+    head.extend_from_slice(b": ");
+    head.extend_from_slice(value);
+    head.extend_from_slice(b"\r\n");
+}
+
+/// A member's response head, and how its body is framed.
+pub(crate) struct ResponseHead {
+    pub(crate) status: StatusCode,
+    pub(crate) headers: HeaderMap,
+    pub(crate) body: BodyDecoder,
+    /// Whether the connection can carry another request once the body was read.
+    pub(crate) keep_alive: bool,
+}
+
+/// Parses a complete head off the front of `buffer`, or returns `None` when more is needed.
+fn parse_head(
+    buffer: &mut BytesMut,
+    method_is_head: bool,
+) -> Result<Option<ResponseHead>, UpstreamError> {
+    let invalid = |reason: String| UpstreamError::InvalidHead(reason);
+    let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut response = httparse::Response::new(&mut slots);
+    let length = match response.parse(buffer) {
+        Ok(httparse::Status::Complete(length)) => length,
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(error) => return Err(invalid(error.to_string())),
+    };
+    let code = response.code.unwrap_or_default();
+    let status = StatusCode::from_u16(code).map_err(|_| invalid(format!("status {code}")))?;
+    let version = match response.version {
+        Some(0) => Version::HTTP_10,
+        _ => Version::HTTP_11,
+    };
+    // Header positions are kept as offsets so the values can share the head's bytes.
+    let start = buffer.as_ptr() as usize;
+    let offset = |bytes: &[u8]| bytes.as_ptr() as usize - start;
+    let mut positions = [const { (0..0, 0..0) }; MAX_HEADERS];
+    let count = response.headers.len();
+    for (position, header) in positions.iter_mut().zip(response.headers.iter()) {
+        let name = offset(header.name.as_bytes());
+        let value = offset(header.value);
+        *position = (
+            name..name + header.name.len(),
+            value..value + header.value.len(),
+        );
+    }
+    let head = buffer.split_to(length).freeze();
+    let mut headers = HeaderMap::with_capacity(count);
+    for (name, value) in &positions[..count] {
+        let name = HeaderName::from_bytes(&head[name.clone()]).map_err(|_| {
+            invalid(format!(
+                "header name {:?}",
+                String::from_utf8_lossy(&head[name.clone()])
+            ))
+        })?;
+        let value = HeaderValue::from_maybe_shared(head.slice(value.clone()))
+            .map_err(|_| invalid(format!("value of header {name}")))?;
+        headers.append(name, value);
+    }
+    let body = BodyDecoder::for_response(method_is_head, status, &headers).map_err(invalid)?;
+    let keep_alive = keeps_alive(version, &headers) && !matches!(body.framing, Framing::UntilClose);
+    Ok(Some(ResponseHead {
+        status,
+        headers,
+        body,
+        keep_alive,
+    }))
+}
+
+/// HTTP/1.1 keeps a connection unless told `close`; HTTP/1.0 only when told `keep-alive`.
+fn keeps_alive(version: Version, headers: &HeaderMap) -> bool {
+    let has_option = |wanted: &str| {
+        headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|value| value.to_str().ok())
+            .flat_map(|value| value.split(','))
+            .any(|option| option.trim().eq_ignore_ascii_case(wanted))
+    };
+    match version {
+        Version::HTTP_10 => has_option("keep-alive"),
+        _ => !has_option("close"),
+    }
+}
+
+/// How much of a response body is still to come (RFC 9112 section 6.3).
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Framing {
+    Length(u64),
+    Chunked(ChunkState),
+    UntilClose,
+    Done,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ChunkState {
+    Size,
+    Data(u64),
+    DataEnd,
+    Trailers,
+}
+
+/// Reads a response body out of the bytes a member sent.
+#[derive(Debug)]
+pub(crate) struct BodyDecoder {
+    framing: Framing,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Decoded {
+    Data(Bytes),
+    NeedMore,
+    Done,
+}
+
+impl BodyDecoder {
+    fn for_response(
+        method_is_head: bool,
+        status: StatusCode,
+        headers: &HeaderMap,
+    ) -> Result<BodyDecoder, String> {
+        let bodiless = method_is_head
+            || status.is_informational()
+            || status == StatusCode::NO_CONTENT
+            || status == StatusCode::NOT_MODIFIED;
+        let framing = if bodiless {
+            Framing::Done
+        } else if let Some(codings) = last_value(headers, &header::TRANSFER_ENCODING) {
+            let last = codings.rsplit(',').next().unwrap_or_default().trim();
+            match last.eq_ignore_ascii_case("chunked") {
+                true => Framing::Chunked(ChunkState::Size),
+                false => Framing::UntilClose,
+            }
+        } else {
+            match content_length(headers)? {
+                Some(0) => Framing::Done,
+                Some(length) => Framing::Length(length),
+                None => Framing::UntilClose,
+            }
+        };
+        Ok(BodyDecoder { framing })
+    }
+
+    pub(crate) fn is_done(&self) -> bool {
+        self.framing == Framing::Done
+    }
+
+    /// Bytes still to come, when the framing says.
+    pub(crate) fn remaining(&self) -> Option<u64> {
+        match self.framing {
+            Framing::Length(length) => Some(length),
+            Framing::Done => Some(0),
+            _ => None,
+        }
+    }
+
+    /// Takes the next piece of body off the front of `buffer`.
+    fn decode(&mut self, buffer: &mut BytesMut) -> Result<Decoded, UpstreamError> {
+        loop {
+            match &mut self.framing {
+                Framing::Done => return Ok(Decoded::Done),
+                Framing::UntilClose
+                | Framing::Length(_)
+                | Framing::Chunked(ChunkState::Data(_))
+                    if buffer.is_empty() =>
+                {
+                    return Ok(Decoded::NeedMore);
+                }
+                Framing::UntilClose => return Ok(Decoded::Data(buffer.split().freeze())),
+                Framing::Length(left) => {
+                    let data = take(buffer, left);
+                    if *left == 0 {
+                        self.framing = Framing::Done;
+                    }
+                    return Ok(Decoded::Data(data));
+                }
+                Framing::Chunked(ChunkState::Data(left)) => {
+                    let data = take(buffer, left);
+                    if *left == 0 {
+                        self.framing = Framing::Chunked(ChunkState::DataEnd);
+                    }
+                    return Ok(Decoded::Data(data));
+                }
+                Framing::Chunked(ChunkState::Size) => {
+                    let Some(line) = take_line(buffer)? else {
+                        return Ok(Decoded::NeedMore);
+                    };
+                    self.framing = match chunk_size(&line)? {
+                        0 => Framing::Chunked(ChunkState::Trailers),
+                        size => Framing::Chunked(ChunkState::Data(size)),
+                    };
+                }
+                Framing::Chunked(ChunkState::DataEnd) => {
+                    if buffer.len() < 2 {
+                        return Ok(Decoded::NeedMore);
+                    }
+                    if &buffer[..2] != b"\r\n" {
+                        return Err(UpstreamError::InvalidChunk(
+                            "chunk data is not followed by CRLF",
+                        ));
+                    }
+                    let _ = buffer.split_to(2);
+                    self.framing = Framing::Chunked(ChunkState::Size);
+                }
+                Framing::Chunked(ChunkState::Trailers) => {
+                    let Some(line) = take_line(buffer)? else {
+                        return Ok(Decoded::NeedMore);
+                    };
+                    if line.is_empty() {
+                        self.framing = Framing::Done;
+                    }
+                }
+            }
+        }
+    }
+
+    /// What the member closing the connection means for the body: its end, or its loss.
+    pub(crate) fn end_of_stream(&mut self) -> Result<(), UpstreamError> {
+        match self.framing {
+            Framing::UntilClose | Framing::Done => {
+                self.framing = Framing::Done;
+                Ok(())
+            }
+            _ => Err(UpstreamError::ClosedInBody),
+        }
+    }
+}
+
+/// Up to `left` bytes off the front of `buffer`, counted off `left`.
+fn take(buffer: &mut BytesMut, left: &mut u64) -> Bytes {
+    let length = usize::try_from(*left)
+        .unwrap_or(usize::MAX)
+        .min(buffer.len());
+    *left -= length as u64;
+    buffer.split_to(length).freeze()
+}
+
+/// One CRLF-terminated line off the front of `buffer`, without its CRLF.
+fn take_line(buffer: &mut BytesMut) -> Result<Option<BytesMut>, UpstreamError> {
+    let Some(end) = buffer.windows(2).position(|pair| pair == b"\r\n") else {
+        if buffer.len() > MAX_CHUNK_LINE {
+            return Err(UpstreamError::InvalidChunk("line longer than 4 KiB"));
+        }
+        return Ok(None);
+    };
+    let mut line = buffer.split_to(end + 2);
+    line.truncate(end);
+    Ok(Some(line))
+}
+
+/// The hexadecimal size at the start of a chunk-size line; extensions after `;` are ignored.
+fn chunk_size(line: &[u8]) -> Result<u64, UpstreamError> {
+    let digits = line
+        .split(|&byte| byte == b';')
+        .next()
+        .unwrap_or_default()
+        .trim_ascii();
+    if digits.is_empty() {
+        return Err(UpstreamError::InvalidChunk("missing chunk size"));
+    }
+    digits.iter().try_fold(0u64, |size, &digit| {
+        let value = (digit as char)
+            .to_digit(16)
+            .ok_or(UpstreamError::InvalidChunk("chunk size is not hexadecimal"))?;
+        size.checked_mul(16)
+            .and_then(|size| size.checked_add(u64::from(value)))
+            .ok_or(UpstreamError::InvalidChunk("chunk size overflows"))
+    })
+}
+
+fn last_value<'a>(headers: &'a HeaderMap, name: &HeaderName) -> Option<&'a str> {
+    headers
+        .get_all(name)
+        .iter()
+        .next_back()
+        .map(|value| value.to_str().unwrap_or_default())
+}
+
+/// The body length that every `Content-Length` value agrees on.
+fn content_length(headers: &HeaderMap) -> Result<Option<u64>, String> {
+    let mut length = None;
+    for value in headers.get_all(header::CONTENT_LENGTH) {
+        for item in value.to_str().unwrap_or_default().split(',') {
+            let item = item.trim();
+            let parsed: u64 = item
+                .parse()
+                .map_err(|_| format!("content-length {item:?} is not a number"))?;
+            if length.is_some_and(|length| length != parsed) {
+                return Err("content-length values disagree".to_string());
+            }
+            length = Some(parsed);
+        }
+    }
+    Ok(length)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Parses a response fed in pieces, the member closing after the last one when `closed`,
+    /// and checks its body or the error it ends with.
+    fn check(name: &str, pieces: &[&str], closed: bool, expected: Result<&str, String>) {
+        let expected = expected.map(str::to_string);
+        let mut buffer = BytesMut::new();
+        let mut body = String::new();
+        let mut feed = pieces.iter();
+        buffer.extend_from_slice(feed.next().copied().unwrap_or_default().as_bytes());
+        let parsed = parse_head(&mut buffer, false);
+        let mut response = match parsed {
+            Ok(Some(response)) => response,
+            Ok(None) => panic!("{name}: incomplete head"),
+            Err(error) => {
+                assert_eq!(Err(error.to_string()), expected, "{name}");
+                return;
+            }
+        };
+        let outcome = loop {
+            match response.body.decode(&mut buffer) {
+                Ok(Decoded::Data(data)) => body.push_str(std::str::from_utf8(&data).unwrap()),
+                Ok(Decoded::Done) => break Ok(()),
+                Ok(Decoded::NeedMore) => match feed.next() {
+                    Some(piece) => buffer.extend_from_slice(piece.as_bytes()),
+                    None if closed => break response.body.end_of_stream(),
+                    None => panic!("{name}: needs more than was fed"),
+                },
+                Err(error) => break Err(error),
+            }
+        };
+        let outcome = outcome.map(|()| body).map_err(|error| error.to_string());
+        assert_eq!(outcome, expected, "{name}");
+    }
+
+    #[test]
+    fn response_bodies() {
+        let ok = "HTTP/1.1 200 OK\r\n";
+        let chunked = format!("{ok}transfer-encoding: chunked\r\n\r\n");
+        let invalid_chunk =
+            |reason| Err(format!("the member sent an invalid chunked body: {reason}"));
+        check(
+            "length",
+            &[&format!("{ok}content-length: 5\r\n\r\nhel"), "lo"],
+            false,
+            Ok("hello"),
+        );
+        check(
+            "empty",
+            &[&format!("{ok}content-length: 0\r\n\r\n")],
+            false,
+            Ok(""),
+        );
+        check(
+            "chunked",
+            &[
+                &format!("{chunked}5\r\nhe"),
+                "llo\r\n",
+                "6;ext=1\r\n",
+                " world\r\n0\r\n",
+                "x-trailer: 1\r\n\r\n",
+            ],
+            false,
+            Ok("hello world"),
+        );
+        check(
+            "until close",
+            &[&format!("{ok}\r\nsome"), " bytes"],
+            true,
+            Ok("some bytes"),
+        );
+        check(
+            "cut short",
+            &[&format!("{ok}content-length: 9\r\n\r\nshort")],
+            true,
+            Err("the member closed the connection before the end of the response body".into()),
+        );
+        check(
+            "bad chunk",
+            &[&format!("{chunked}zz\r\n")],
+            false,
+            invalid_chunk("chunk size is not hexadecimal"),
+        );
+        check(
+            "huge chunk",
+            &[&format!("{chunked}10000000000000000\r\n")],
+            false,
+            invalid_chunk("chunk size overflows"),
+        );
+        check(
+            "no crlf",
+            &[&format!("{chunked}1\r\nabc")],
+            false,
+            invalid_chunk("chunk data is not followed by CRLF"),
+        );
+        check(
+            "disagree",
+            &[&format!(
+                "{ok}content-length: 1\r\ncontent-length: 2\r\n\r\n"
+            )],
+            false,
+            Err("the member sent an invalid response head: content-length values disagree".into()),
+        );
+        check(
+            "no content",
+            &["HTTP/1.1 204 No Content\r\ncontent-length: 7\r\n\r\n"],
+            false,
+            Ok(""),
+        );
+        check(
+            "bad status",
+            &["HTTP/1.1 2000 OK\r\n\r\n"],
+            false,
+            Err("the member sent an invalid response head: invalid response status".into()),
+        );
+    }
+
+    #[test]
+    fn keep_alive_follows_version_and_connection() {
+        let cases = [
+            ("HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n", true),
+            (
+                "HTTP/1.1 200 OK\r\nconnection: close\r\ncontent-length: 0\r\n\r\n",
+                false,
+            ),
+            ("HTTP/1.0 200 OK\r\ncontent-length: 0\r\n\r\n", false),
+            (
+                "HTTP/1.0 200 OK\r\nconnection: Keep-Alive\r\ncontent-length: 0\r\n\r\n",
+                true,
+            ),
+            ("HTTP/1.1 200 OK\r\n\r\n", false),
+        ];
+        for (head, expected) in cases {
+            let mut buffer = BytesMut::from(head);
+            let response = parse_head(&mut buffer, false).unwrap().unwrap();
+            assert_eq!(response.keep_alive, expected, "{head:?}");
+        }
+    }
+
+    #[test]
+    fn head_values_share_the_read_bytes() {
+        let mut buffer = BytesMut::from("HTTP/1.1 404 Not Found\r\nX-A: 1\r\nx-a: 2\r\n\r\nrest");
+        let response = parse_head(&mut buffer, true).unwrap().unwrap();
+        assert_eq!(response.status, StatusCode::NOT_FOUND);
+        let values: Vec<_> = response.headers.get_all("x-a").iter().collect();
+        assert_eq!(values, ["1", "2"]);
+        assert!(response.body.is_done(), "a HEAD response has no body");
+        assert_eq!(&buffer[..], b"rest");
+    }
+}
