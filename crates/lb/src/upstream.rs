@@ -8,7 +8,7 @@ use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll, Waker};
 
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use hyper::body::{Body, Incoming};
 use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
 use hyper::{Method, StatusCode, Version, http};
@@ -288,7 +288,7 @@ fn parse_head(
         Some(0) => Version::HTTP_10,
         _ => Version::HTTP_11,
     };
-    // Header positions are kept as offsets so the values can share the head's bytes.
+    // Header positions are kept as offsets so the values can share one copy of the head.
     let start = buffer.as_ptr() as usize;
     let offset = |bytes: &[u8]| bytes.as_ptr() as usize - start;
     let mut positions = [const { (0..0, 0..0) }; MAX_HEADERS];
@@ -301,7 +301,9 @@ fn parse_head(
             value..value + header.value.len(),
         );
     }
-    let head = buffer.split_to(length).freeze();
+    // A copy of the head, small, lets the read buffer be reused once the body was passed on.
+    let head = Bytes::copy_from_slice(&buffer[..length]);
+    buffer.advance(length);
     let mut headers = HeaderMap::with_capacity(count);
     for (name, value) in &positions[..count] {
         let name = HeaderName::from_bytes(&head[name.clone()]).map_err(|_| {
@@ -693,7 +695,7 @@ mod tests {
     }
 
     #[test]
-    fn head_values_share_the_read_bytes() {
+    fn head_values_share_one_copy_of_the_head() {
         let mut buffer = BytesMut::from("HTTP/1.1 404 Not Found\r\nX-A: 1\r\nx-a: 2\r\n\r\nrest");
         let response = parse_head(&mut buffer, true).unwrap().unwrap();
         assert_eq!(response.status, StatusCode::NOT_FOUND);
