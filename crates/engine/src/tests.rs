@@ -610,3 +610,20 @@ fn members_that_fail_to_start_are_replaced_with_backoff() {
         "waits grow: {gaps:?}"
     );
 }
+
+#[test]
+fn routes_carry_active_members_hosts_and_the_response_timeout() {
+    let ComponentSpec::Cluster(mut web) = cluster("web", 2) else {
+        unreachable!("cluster() builds a cluster")
+    };
+    web.cartridge
+        .properties
+        .insert("response_timeout_ms".into(), "1500".into());
+    let sim = Sim::deploy(app(flat(vec![ComponentSpec::Cluster(web)])));
+    let routes = sim.engine.routes();
+    assert_eq!(routes.len(), 1);
+    let route = &routes[0];
+    assert_eq!(route.hosts, ["app.web.example.org"]);
+    assert_eq!(route.members.len(), 2);
+    assert_eq!(route.response_timeout_ms, Some(1500));
+}

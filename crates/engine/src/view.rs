@@ -77,6 +77,8 @@ pub struct ClusterRoute {
     pub members: Vec<(String, BTreeMap<String, String>)>,
     /// Members draining before they stop: no new requests, their own finish.
     pub draining: Vec<(String, BTreeMap<String, String>)>,
+    /// The cartridge's `response_timeout_ms` property: how long a member may take to answer.
+    pub response_timeout_ms: Option<u64>,
 }
 
 pub(crate) fn app_view(app: &AppState) -> AppView {
@@ -261,6 +263,7 @@ fn collect_routes(
                     port_mappings: cs.cartridge.port_mappings.clone(),
                     members,
                     draining,
+                    response_timeout_ms: cs.cartridge.response_timeout_ms(),
                 });
             }
         }

@@ -60,14 +60,14 @@ async fn backend(port: u16) -> Result<(), Box<dyn std::error::Error>> {
 
 async fn proxy(port: u16, backend_port: u16) -> Result<(), Box<dyn std::error::Error>> {
     let balancer = LoadBalancer::new(Ipv4Addr::LOCALHOST.into());
-    let cluster = ClusterRoute {
-        key: ClusterKey::new("bench", "backend"),
-        hosts: Vec::new(),
-        backends: vec![Backend::new(
+    let cluster = ClusterRoute::new(
+        ClusterKey::new("bench", "backend"),
+        Vec::new(),
+        vec![Backend::new(
             "backend-1",
             SocketAddr::from((Ipv4Addr::LOCALHOST, backend_port)),
         )],
-    };
+    );
     let table = RouteTable {
         listeners: [(
             port,

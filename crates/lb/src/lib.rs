@@ -29,7 +29,9 @@ use arc_swap::ArcSwap;
 use crate::listener::RunningListener;
 use crate::routing::CompiledTable;
 pub use crate::stats::{ClusterStats, LbStats, MemberStats, RATE_WINDOW_SECS, RequestStats};
-pub use crate::table::{Backend, ClusterKey, ClusterRoute, ListenerRoute, RouteTable};
+pub use crate::table::{
+    Backend, ClusterKey, ClusterRoute, DEFAULT_RESPONSE_TIMEOUT, ListenerRoute, RouteTable,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum LbError {

@@ -69,7 +69,7 @@ pub(crate) async fn handle(
     let mut answered = None;
     for backend in attempt_order(&cluster.0.shared.next, &cluster.0.backends, now_ms) {
         let member = MemberFlight::begin(Arc::clone(&backend.counters), second);
-        match exchange(backend, &mut request, replayable, now_ms).await {
+        match exchange(backend, &mut request, replayable, &cluster.0, now_ms).await {
             Ok((response, connection)) => {
                 answered = Some((response, connection, Arc::clone(&backend.pool), member));
                 break;
@@ -87,7 +87,10 @@ pub(crate) async fn handle(
                 backend.pool.mark_suspect(now_ms);
                 tracing::debug!(member = %backend.member_id, %error, "backend failed before answering, replaying on the next one");
                 tried += 1;
-                last_failure = Some(format!("member {} failed: {error}", backend.member_id));
+                last_failure = Some((
+                    failure_status(&error),
+                    format!("member {} failed: {error}", backend.member_id),
+                ));
             }
             Err(Exchange::Failed(error)) => {
                 member.0.failure();
@@ -97,17 +100,17 @@ pub(crate) async fn handle(
                     "member {} of cluster {} failed: {error}\n",
                     backend.member_id, cluster.0.shared.key
                 );
-                return local_response(StatusCode::BAD_GATEWAY, message);
+                return local_response(failure_status(&error), message);
             }
         }
     }
     let Some((response, connection, pool, member)) = answered else {
         cluster.0.shared.counters.failure();
-        if let Some(failure) = last_failure {
+        if let Some((status, failure)) = last_failure {
             let key = &cluster.0.shared.key;
             let message =
                 format!("no member of cluster {key} answered ({tried} tried), last: {failure}\n");
-            return local_response(StatusCode::BAD_GATEWAY, message);
+            return local_response(status, message);
         }
         return no_member_response(&cluster.0.shared.key, tried, last_error);
     };
@@ -180,6 +183,14 @@ fn no_member_response(
     }
 }
 
+/// 504 for a member too slow to answer, 502 for any other failure.
+fn failure_status(error: &UpstreamError) -> StatusCode {
+    match error {
+        UpstreamError::TimedOut(_) => StatusCode::GATEWAY_TIMEOUT,
+        _ => StatusCode::BAD_GATEWAY,
+    }
+}
+
 fn is_idempotent(method: &Method) -> bool {
     matches!(
         *method,
@@ -199,11 +210,15 @@ async fn exchange(
     backend: &BackendTarget,
     request: &mut OutgoingRequest,
     replayable: bool,
+    cluster: &ClusterTarget,
     now_ms: u64,
 ) -> Result<(ResponseHead, Connection), Exchange> {
+    let timeout = cluster.response_timeout;
     if let Some(mut connection) = backend.pool.take_idle(now_ms) {
-        match connection.exchange(request).await {
+        match connection.exchange(request, timeout).await {
             Ok(response) => return Ok((response, connection)),
+            // A member too slow to answer is no closed connection: a new one would wait as long.
+            Err(error @ UpstreamError::TimedOut(_)) => return Err(Exchange::Failed(error)),
             Err(error) if replayable || is_undelivered(&error, request) => {
                 tracing::debug!(member = %backend.member_id, %error, "idle connection failed, sending on a new one");
             }
@@ -215,7 +230,7 @@ async fn exchange(
         .connect()
         .await
         .map_err(Exchange::Unreachable)?;
-    match connection.exchange(request).await {
+    match connection.exchange(request, timeout).await {
         Ok(response) => Ok((response, connection)),
         Err(UpstreamError::WriteHead(source)) if request.is_unsent() => {
             let addr = backend.pool.addr();

@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::time::Duration;
 
 use crate::LbError;
 use crate::pool::Pool;
@@ -22,6 +23,7 @@ pub(crate) struct ClusterShared {
 pub(crate) struct ClusterTarget {
     pub(crate) shared: Arc<ClusterShared>,
     pub(crate) backends: Box<[BackendTarget]>,
+    pub(crate) response_timeout: Duration,
 }
 
 pub(crate) struct BackendTarget {
@@ -132,6 +134,7 @@ impl CompiledTable {
         ClusterTarget {
             shared: Arc::clone(&entry.shared),
             backends,
+            response_timeout: route.response_timeout(),
         }
     }
 
@@ -297,14 +300,14 @@ mod tests {
     }
 
     fn cluster(alias: &str, hosts: &[&str], ports: &[u16]) -> ClusterRoute {
-        ClusterRoute {
-            key: ClusterKey::new("app", alias),
-            hosts: hosts.iter().map(|host| host.to_string()).collect(),
-            backends: ports
+        ClusterRoute::new(
+            ClusterKey::new("app", alias),
+            hosts.iter().map(|host| host.to_string()).collect(),
+            ports
                 .iter()
                 .map(|&port| Backend::new(format!("{alias}-{port}"), addr(port)))
                 .collect(),
-        }
+        )
     }
 
     fn table(listeners: Vec<(u16, Vec<ClusterRoute>)>) -> RouteTable {

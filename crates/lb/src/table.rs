@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
@@ -28,6 +29,29 @@ pub struct ClusterRoute {
     pub hosts: Vec<String>,
     #[serde(default)]
     pub backends: Vec<Backend>,
+    /// How long a member may take to answer a request with a response head; `None` means
+    /// [`DEFAULT_RESPONSE_TIMEOUT`]. A body, once it streams, may pause for any time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub response_timeout_ms: Option<u64>,
+}
+
+/// How long a member may take to answer, unless its cluster says otherwise.
+pub const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(60);
+
+impl ClusterRoute {
+    pub fn new(key: ClusterKey, hosts: Vec<String>, backends: Vec<Backend>) -> ClusterRoute {
+        ClusterRoute {
+            key,
+            hosts,
+            backends,
+            response_timeout_ms: None,
+        }
+    }
+
+    pub fn response_timeout(&self) -> Duration {
+        self.response_timeout_ms
+            .map_or(DEFAULT_RESPONSE_TIMEOUT, Duration::from_millis)
+    }
 }
 
 /// Names a cluster: the alias of a cartridge within an application.

@@ -5,8 +5,9 @@
 //! can be sent again to another member at no cost when the first one fails before answering.
 
 use std::io;
-use std::pin::Pin;
+use std::pin::{Pin, pin};
 use std::task::{Context, Poll, Waker};
+use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
 use hyper::body::{Body, Incoming};
@@ -14,6 +15,7 @@ use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
 use hyper::{Method, StatusCode, Version, http};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
+use tokio::time::{Instant, Sleep};
 use tokio_util::io::poll_read_buf;
 
 /// Bytes asked of the socket per read.
@@ -46,10 +48,20 @@ pub(crate) enum UpstreamError {
     InvalidHead(String),
     #[error("the member sent an invalid chunked body: {0}")]
     InvalidChunk(&'static str),
+    #[error("the member did not answer within {} ms", .0.as_millis())]
+    TimedOut(Duration),
 }
 
-/// An open connection to a member and the bytes read from it that are not used yet.
+/// An open connection to a member.
 pub(crate) struct Connection {
+    io: MemberIo,
+    /// When the member must have answered the request under way; one timer per connection,
+    /// moved forward per request, costs less than a new one each time.
+    deadline: Pin<Box<Sleep>>,
+}
+
+/// The socket and the bytes read from it that are not used yet.
+struct MemberIo {
     stream: TcpStream,
     buffer: BytesMut,
 }
@@ -57,27 +69,67 @@ pub(crate) struct Connection {
 impl Connection {
     pub(crate) fn new(stream: TcpStream) -> Connection {
         Connection {
-            stream,
-            buffer: BytesMut::new(),
+            io: MemberIo {
+                stream,
+                buffer: BytesMut::new(),
+            },
+            deadline: Box::pin(tokio::time::sleep(Duration::ZERO)),
         }
     }
 
     /// Whether the connection, idle in a pool, still looks usable: the member has neither
     /// closed it nor sent anything unasked. Costs no system call unless the socket woke up.
     pub(crate) fn is_reusable(&mut self) -> bool {
+        let stream = &mut self.io.stream;
         let mut context = Context::from_waker(Waker::noop());
-        if self.stream.poll_read_ready(&mut context).is_pending() {
+        if stream.poll_read_ready(&mut context).is_pending() {
             return true;
         }
         let mut probe = [0u8; 1];
-        match self.stream.try_read(&mut probe) {
+        match stream.try_read(&mut probe) {
             Err(error) => error.kind() == io::ErrorKind::WouldBlock,
             Ok(_) => false,
         }
     }
 
-    /// Sends a request and reads the head of its final response, skipping interim ones.
+    /// Sends a request and reads the head of its final response, skipping interim ones;
+    /// gives up when that takes longer than `timeout`.
     pub(crate) async fn exchange(
+        &mut self,
+        request: &mut OutgoingRequest,
+        timeout: Duration,
+    ) -> Result<ResponseHead, UpstreamError> {
+        self.deadline.as_mut().reset(Instant::now() + timeout);
+        let deadline = &mut self.deadline;
+        let mut exchange = pin!(self.io.exchange(request));
+        std::future::poll_fn(|cx| match exchange.as_mut().poll(cx) {
+            Poll::Ready(result) => Poll::Ready(result),
+            Poll::Pending => deadline
+                .as_mut()
+                .poll(cx)
+                .map(|()| Err(UpstreamError::TimedOut(timeout))),
+        })
+        .await
+    }
+
+    /// Reads what the socket has into the buffer; 0 means the member closed the connection.
+    pub(crate) fn poll_read(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        self.io.poll_read(cx)
+    }
+
+    /// The next piece of a response body, per its framing.
+    pub(crate) fn decode(&mut self, body: &mut BodyDecoder) -> Result<Decoded, UpstreamError> {
+        body.decode(&mut self.io.buffer)
+    }
+
+    /// The socket and what was read past the response head, for a switched protocol.
+    pub(crate) fn into_parts(self) -> (TcpStream, BytesMut) {
+        (self.io.stream, self.io.buffer)
+    }
+}
+
+impl MemberIo {
+    async fn exchange(
         &mut self,
         request: &mut OutgoingRequest,
     ) -> Result<ResponseHead, UpstreamError> {
@@ -117,22 +169,11 @@ impl Connection {
         }
     }
 
-    /// Reads what the socket has into the buffer; 0 means the member closed the connection.
     /// A short read marks the socket as drained, so the next read waits for the reactor
     /// instead of spending a system call on an empty socket.
-    pub(crate) fn poll_read(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+    fn poll_read(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
         self.buffer.reserve(READ_CHUNK);
         poll_read_buf(Pin::new(&mut self.stream), cx, &mut self.buffer)
-    }
-
-    /// The next piece of a response body, per its framing.
-    pub(crate) fn decode(&mut self, body: &mut BodyDecoder) -> Result<Decoded, UpstreamError> {
-        body.decode(&mut self.buffer)
-    }
-
-    /// The socket and what was read past the response head, for a switched protocol.
-    pub(crate) fn into_parts(self) -> (TcpStream, BytesMut) {
-        (self.stream, self.buffer)
     }
 }
 

@@ -187,11 +187,11 @@ fn key(alias: &str) -> ClusterKey {
 }
 
 fn cluster(alias: &str, hosts: &[&str], backends: Vec<Backend>) -> ClusterRoute {
-    ClusterRoute {
-        key: key(alias),
-        hosts: hosts.iter().map(|host| host.to_string()).collect(),
+    ClusterRoute::new(
+        key(alias),
+        hosts.iter().map(|host| host.to_string()).collect(),
         backends,
-    }
+    )
 }
 
 fn table(listeners: Vec<(u16, Vec<ClusterRoute>)>) -> RouteTable {
@@ -974,6 +974,69 @@ async fn every_body_framing_passes_through() {
         let web = balancer.stats().cluster(&key("web")).expect("web").clone();
         assert_eq!((web.requests.total, web.requests.failures), (7, 0));
         balancer.shutdown().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn members_too_slow_to_answer_time_out() {
+    bounded(async {
+        let hung = TestBackend::start("hung").await;
+        let quick = TestBackend::start("quick").await;
+        quick.slow.add_permits(100);
+        let port = free_port();
+        let balancer = LoadBalancer::new(Ipv4Addr::LOCALHOST.into());
+        let mut route = cluster("web", &[], vec![hung.backend()]);
+        route.response_timeout_ms = Some(200);
+        balancer
+            .publish(table(vec![(port, vec![route.clone()])]))
+            .await
+            .expect("publish");
+        let client = new_client();
+        for body in ["", "a body"] {
+            let started = std::time::Instant::now();
+            let answer = send(&client, port, "/slow", None, body)
+                .await
+                .expect("an answer");
+            assert_eq!(
+                answer.status,
+                StatusCode::GATEWAY_TIMEOUT,
+                "{}",
+                answer.body
+            );
+            assert!(
+                answer.body.contains("did not answer within 200 ms"),
+                "{}",
+                answer.body
+            );
+            assert!(
+                started.elapsed() < Duration::from_secs(5),
+                "{:?}",
+                started.elapsed()
+            );
+        }
+
+        // Once the slow member is no longer suspect, round robin sends it every other request;
+        // a GET it does not answer in time is replayed on the quick member.
+        route.backends.push(quick.backend());
+        balancer
+            .publish(table(vec![(port, vec![route])]))
+            .await
+            .expect("publish");
+        tokio::time::sleep(Duration::from_millis(1_100)).await;
+        for _ in 0..2 {
+            let answer = send(&client, port, "/slow", None, "")
+                .await
+                .expect("an answer");
+            assert_eq!(
+                (answer.status, answer.body.as_str()),
+                (StatusCode::OK, "quick")
+            );
+        }
+        let stats = balancer.stats();
+        let web = stats.cluster(&key("web")).expect("web");
+        let failures = |member: &str| web.member(member).expect(member).requests.failures;
+        assert_eq!((failures("hung"), failures("quick")), (3, 0));
     })
     .await;
 }

@@ -30,6 +30,21 @@ pub struct Cartridge {
     pub properties: BTreeMap<String, String>,
 }
 
+/// The cartridge property bounding how long the load balancer waits for a member's answer.
+pub const RESPONSE_TIMEOUT_PROPERTY: &str = "response_timeout_ms";
+
+impl Cartridge {
+    /// The `response_timeout_ms` property when it is a positive whole number of milliseconds;
+    /// validation reports any other value.
+    pub fn response_timeout_ms(&self) -> Option<u64> {
+        parse_timeout_ms(self.properties.get(RESPONSE_TIMEOUT_PROPERTY)?)
+    }
+}
+
+pub(crate) fn parse_timeout_ms(value: &str) -> Option<u64> {
+    value.trim().parse().ok().filter(|ms| *ms > 0)
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PortMapping {
     /// Unique within the cartridge; Stratos' optional `name`, else `<protocol>-<port>`.

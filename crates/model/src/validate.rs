@@ -167,6 +167,16 @@ impl Checks<'_> {
                 );
             }
         }
+        if let Some(value) = cartridge.properties.get(RESPONSE_TIMEOUT_PROPERTY)
+            && parse_timeout_ms(value).is_none()
+        {
+            self.report(
+                &key.field("properties").field(RESPONSE_TIMEOUT_PROPERTY),
+                format!(
+                    "the response timeout `{value}` is not a whole number of milliseconds above 0"
+                ),
+            );
+        }
         if cartridge.command.as_ref().is_some_and(Vec::is_empty) {
             self.report(&key.field("command"), "the command is empty");
         }

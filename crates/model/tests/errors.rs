@@ -68,6 +68,16 @@ fn stratos_json_errors() {
     );
     check(
         Json(Cartridge),
+        &CARTRIDGE.replace(
+            "}]}",
+            r#"}], "property": [{"name": "response_timeout_ms", "value": "0"}]}"#,
+        ),
+        &[
+            "t:1:126 at $.property[0].value: the response timeout `0` is not a whole number of milliseconds above 0",
+        ],
+    );
+    check(
+        Json(Cartridge),
         r#"{"type": "php", "multiTenant": "maybe"}"#,
         &["t:1:32 at $.multiTenant: expected true or false, found `maybe`"],
     );
@@ -213,6 +223,16 @@ const MINIMAL: &str =
 #[test]
 fn yaml_blueprint_errors() {
     check(Yaml, "", &["t:1:1: the blueprint is empty"]);
+    check(
+        Yaml,
+        &MINIMAL.replace(
+            "    ports: [8000]\n",
+            "    ports: [8000]\n    properties:\n      response_timeout_ms: soon\n",
+        ),
+        &[
+            "t:6:28 at $.cartridges.web.properties.response_timeout_ms: the response timeout `soon` is not a whole number of milliseconds above 0",
+        ],
+    );
     check(
         Yaml,
         "application: a\ncartridges: [1, 2\n",

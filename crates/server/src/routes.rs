@@ -62,9 +62,8 @@ pub fn route_table(
             match listener.clusters.iter_mut().find(|c| c.key == key) {
                 Some(existing) => existing.backends.extend(backends),
                 None => listener.clusters.push(ClusterRoute {
-                    key,
-                    hosts: route.hosts.clone(),
-                    backends,
+                    response_timeout_ms: route.response_timeout_ms,
+                    ..ClusterRoute::new(key, route.hosts.clone(), backends)
                 }),
             }
         }
@@ -96,6 +95,7 @@ mod tests {
                 BTreeMap::from([("http".to_string(), "127.0.0.1:4000".to_string())]),
             )],
             draining: vec![],
+            response_timeout_ms: None,
         };
         let routes = vec![
             route(
