@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # Requests per second and latency of Cairn's proxy next to HAProxy and nginx, all on one
 # thread, in front of the same backend on loopback.
-# Usage: bench/lb/run.sh [seconds per run, default 5] [rounds, default 3]
+# Usage: bench/lb/run.sh [seconds per run, default 5] [rounds, default 5]
 # KEEP_WORK=1 keeps the temporary directory with the HAProxy and nginx configs and logs.
 set -euo pipefail
 
 DURATION="${1:-5}"
-ROUNDS="${2:-3}"
+ROUNDS="${2:-5}"
 WARMUP=2
 CONNECTIONS=64
 THREADS=2
