@@ -69,13 +69,7 @@ async fn proxy(port: u16, backend_port: u16) -> Result<(), Box<dyn std::error::E
         )],
     );
     let table = RouteTable {
-        listeners: [(
-            port,
-            ListenerRoute {
-                clusters: vec![cluster],
-            },
-        )]
-        .into(),
+        listeners: [(port, ListenerRoute::http(vec![cluster]))].into(),
     };
     balancer.publish(table).await?;
     tokio::signal::ctrl_c().await?;

@@ -11,12 +11,14 @@
 //! This crate decides nothing: it never chooses members, never reads the store and never
 //! talks to agents. It only proxies what the route table says.
 
+mod flight;
 mod listener;
 mod pool;
 mod proxy;
 mod routing;
 mod stats;
 mod table;
+mod tcp;
 mod upstream;
 
 use std::collections::BTreeMap;
@@ -30,7 +32,8 @@ use crate::listener::RunningListener;
 use crate::routing::CompiledTable;
 pub use crate::stats::{ClusterStats, LbStats, MemberStats, RATE_WINDOW_SECS, RequestStats};
 pub use crate::table::{
-    Backend, ClusterKey, ClusterRoute, DEFAULT_RESPONSE_TIMEOUT, ListenerRoute, RouteTable,
+    Backend, ClusterKey, ClusterRoute, DEFAULT_RESPONSE_TIMEOUT, ListenerProtocol, ListenerRoute,
+    RouteTable,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -48,6 +51,12 @@ pub enum LbError {
         "port {port}: cluster {cluster} shares the port with other clusters but answers to no host name"
     )]
     NoHostNames { port: u16, cluster: ClusterKey },
+    #[error("tcp port {port} carries no host name, so it serves {served} only, not {refused}")]
+    SharedTcpPort {
+        port: u16,
+        served: ClusterKey,
+        refused: ClusterKey,
+    },
     #[error("{}", join_messages(.0))]
     Several(Vec<LbError>),
     #[error("the load balancer is shut down")]

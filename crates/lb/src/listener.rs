@@ -1,4 +1,5 @@
-//! Accepting client connections on one port and serving them over HTTP/1.1 keep-alive.
+//! Accepting client connections on one port and serving them over HTTP/1.1 keep-alive, or,
+//! on a tcp port, relaying each one to a member.
 
 use std::convert::Infallible;
 use std::io;
@@ -19,6 +20,7 @@ use tokio::task::JoinHandle;
 
 use crate::proxy::{ConnContext, ProxyBody, handle};
 use crate::routing::CompiledTable;
+use crate::tcp;
 
 /// Clients that send no complete request head within this time are disconnected.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
@@ -105,6 +107,10 @@ async fn accept_loop(
         // Responses are written whole, so Nagle's algorithm would only add latency.
         if let Err(error) = stream.set_nodelay(true) {
             tracing::debug!(port, %peer, %error, "cannot disable nagle on a client connection");
+        }
+        if let Some(cluster) = table.load().tcp_route(port) {
+            tokio::spawn(tcp::relay(stream, Arc::clone(cluster), drain.subscribe()));
+            continue;
         }
         let context = Arc::new(ConnContext {
             table: Arc::clone(&table),

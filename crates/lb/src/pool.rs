@@ -86,16 +86,21 @@ impl Pool {
     }
 
     pub(crate) async fn connect(&self) -> Result<Connection, ConnectError> {
+        self.connect_stream().await.map(Connection::new)
+    }
+
+    /// A new connection to the backend, with Nagle's algorithm off: what is written is
+    /// written whole, so waiting to fill segments would only add latency.
+    pub(crate) async fn connect_stream(&self) -> Result<TcpStream, ConnectError> {
         let addr = self.addr;
         let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr))
             .await
             .map_err(|_| ConnectError::TimedOut { addr })?
             .map_err(|source| ConnectError::Io { addr, source })?;
-        // Requests are written whole, so Nagle's algorithm would only add latency.
         stream
             .set_nodelay(true)
             .map_err(|source| ConnectError::Io { addr, source })?;
-        Ok(Connection::new(stream))
+        Ok(stream)
     }
 
     /// Gives back a connection whose response was read to the end.

@@ -14,9 +14,10 @@ use hyper::{Method, Request, Response, StatusCode, Uri, Version};
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncWriteExt, copy_bidirectional};
 
+use crate::flight::{ClusterFlight, MemberFlight};
 use crate::pool::{ConnectError, Pool};
 use crate::routing::{BackendTarget, ClusterTarget, CompiledTable, Unrouted, attempt_order};
-use crate::stats::{Counters, uptime};
+use crate::stats::uptime;
 use crate::table::ClusterKey;
 use crate::upstream::{
     BodyDecoder, Connection, Decoded, OutgoingRequest, ResponseHead, UpstreamError,
@@ -414,43 +415,6 @@ fn local_response(status: StatusCode, message: String) -> Response<ProxyBody> {
         HeaderValue::from_static("text/plain; charset=utf-8"),
     );
     response
-}
-
-/// Counts a request in its cluster from routing until the response body is done.
-struct ClusterFlight(Arc<ClusterTarget>);
-
-impl ClusterFlight {
-    fn begin(cluster: Arc<ClusterTarget>, second: u64) -> ClusterFlight {
-        cluster.shared.counters.begin(second);
-        ClusterFlight(cluster)
-    }
-}
-
-impl Drop for ClusterFlight {
-    fn drop(&mut self) {
-        self.0.shared.counters.end();
-    }
-}
-
-/// Counts a request in the member it was sent to until the response body is done.
-struct MemberFlight(Arc<Counters>);
-
-impl MemberFlight {
-    fn begin(counters: Arc<Counters>, second: u64) -> MemberFlight {
-        counters.begin(second);
-        MemberFlight(counters)
-    }
-
-    /// Takes back a request that never reached the member.
-    fn cancel(self) {
-        self.0.retract();
-    }
-}
-
-impl Drop for MemberFlight {
-    fn drop(&mut self) {
-        self.0.end();
-    }
 }
 
 /// A response body: streamed from a backend, or written by the proxy itself.

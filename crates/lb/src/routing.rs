@@ -10,7 +10,7 @@ use std::time::Duration;
 use crate::LbError;
 use crate::pool::Pool;
 use crate::stats::{ClusterStats, Counters, LbStats, MemberStats};
-use crate::table::{ClusterKey, ClusterRoute, RouteTable};
+use crate::table::{ClusterKey, ClusterRoute, ListenerProtocol, RouteTable};
 
 /// State of a cluster that outlives route tables: counters and the round-robin position.
 pub(crate) struct ClusterShared {
@@ -35,6 +35,8 @@ pub(crate) struct BackendTarget {
 
 pub(crate) enum PortRoute {
     Single(Arc<ClusterTarget>),
+    /// Every connection is relayed as it is to one member.
+    Tcp(Arc<ClusterTarget>),
     /// Keys are lower-case host names.
     ByHost(HashMap<Box<str>, Arc<ClusterTarget>>),
 }
@@ -75,9 +77,24 @@ impl CompiledTable {
                 .iter()
                 .map(|route| (route, Arc::new(compiled.target(route, previous))))
                 .collect();
-            let route = match <[_; 1]>::try_from(targets) {
-                Ok([(_, target)]) => PortRoute::Single(target),
-                Err(targets) => PortRoute::ByHost(by_host(port, targets, &mut problems)),
+            let route = match (listener.protocol, <[_; 1]>::try_from(targets)) {
+                (ListenerProtocol::Http, Ok([(_, target)])) => PortRoute::Single(target),
+                (ListenerProtocol::Http, Err(targets)) => {
+                    PortRoute::ByHost(by_host(port, targets, &mut problems))
+                }
+                (ListenerProtocol::Tcp, Ok([(_, target)])) => PortRoute::Tcp(target),
+                (ListenerProtocol::Tcp, Err(targets)) => {
+                    let mut targets = targets.into_iter();
+                    let Some((served, target)) = targets.next() else {
+                        continue;
+                    };
+                    problems.extend(targets.map(|(refused, _)| LbError::SharedTcpPort {
+                        port,
+                        served: served.key.clone(),
+                        refused: refused.key.clone(),
+                    }));
+                    PortRoute::Tcp(target)
+                }
             };
             compiled.ports.push((port, route));
         }
@@ -142,6 +159,18 @@ impl CompiledTable {
         self.ports.iter().map(|(port, _)| *port)
     }
 
+    /// The cluster a tcp port relays its connections to; `None` for a port that speaks HTTP.
+    pub(crate) fn tcp_route(&self, port: u16) -> Option<&Arc<ClusterTarget>> {
+        let index = self
+            .ports
+            .binary_search_by_key(&port, |(port, _)| *port)
+            .ok()?;
+        match &self.ports[index].1 {
+            PortRoute::Tcp(target) => Some(target),
+            PortRoute::Single(_) | PortRoute::ByHost(_) => None,
+        }
+    }
+
     /// Picks the cluster for a request that arrived on `port` for `host`.
     pub(crate) fn route<'h>(
         &self,
@@ -154,6 +183,8 @@ impl CompiledTable {
             .map_err(|_| Unrouted::PortNotServed)?;
         match &self.ports[index].1 {
             PortRoute::Single(target) => Ok(target),
+            // The port turned to tcp after this connection was accepted as HTTP.
+            PortRoute::Tcp(_) => Err(Unrouted::PortNotServed),
             PortRoute::ByHost(hosts) => {
                 let host = host.ok_or(Unrouted::NoHost)?;
                 let found = if host.bytes().any(|byte| byte.is_ascii_uppercase()) {
@@ -314,7 +345,7 @@ mod tests {
         RouteTable {
             listeners: listeners
                 .into_iter()
-                .map(|(port, clusters)| (port, ListenerRoute { clusters }))
+                .map(|(port, clusters)| (port, ListenerRoute::http(clusters)))
                 .collect(),
         }
     }

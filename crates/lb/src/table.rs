@@ -14,10 +14,47 @@ pub struct RouteTable {
 }
 
 /// The clusters served on one port: with one cluster every request goes to it,
-/// with several the request's host name picks one.
+/// with several the request's host name picks one. A tcp port serves one cluster.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
 pub struct ListenerRoute {
     pub clusters: Vec<ClusterRoute>,
+    #[serde(default)]
+    pub protocol: ListenerProtocol,
+}
+
+impl fmt::Display for ListenerProtocol {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ListenerProtocol::Http => "http",
+            ListenerProtocol::Tcp => "tcp",
+        })
+    }
+}
+
+impl ListenerRoute {
+    pub fn http(clusters: Vec<ClusterRoute>) -> ListenerRoute {
+        ListenerRoute {
+            clusters,
+            protocol: ListenerProtocol::Http,
+        }
+    }
+
+    pub fn tcp(cluster: ClusterRoute) -> ListenerRoute {
+        ListenerRoute {
+            clusters: vec![cluster],
+            protocol: ListenerProtocol::Tcp,
+        }
+    }
+}
+
+/// What a port speaks: HTTP, proxied request by request, or any TCP stream, relayed
+/// connection by connection.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum ListenerProtocol {
+    #[default]
+    Http,
+    Tcp,
 }
 
 /// One cluster as seen from one port.

@@ -10,7 +10,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use cairn_lb::{
-    Backend, ClusterKey, ClusterRoute, LbError, ListenerRoute, LoadBalancer, RouteTable,
+    Backend, ClusterKey, ClusterRoute, LbError, ListenerProtocol, ListenerRoute, LoadBalancer,
+    RouteTable,
 };
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
@@ -198,7 +199,7 @@ fn table(listeners: Vec<(u16, Vec<ClusterRoute>)>) -> RouteTable {
     RouteTable {
         listeners: listeners
             .into_iter()
-            .map(|(port, clusters)| (port, ListenerRoute { clusters }))
+            .map(|(port, clusters)| (port, ListenerRoute::http(clusters)))
             .collect(),
     }
 }
@@ -1037,6 +1038,117 @@ async fn members_too_slow_to_answer_time_out() {
         let web = stats.cluster(&key("web")).expect("web");
         let failures = |member: &str| web.member(member).expect(member).requests.failures;
         assert_eq!((failures("hung"), failures("quick")), (3, 0));
+    })
+    .await;
+}
+
+/// A tcp member: answers every read with its name and what it read.
+async fn tcp_member(name: &'static str) -> (Backend, JoinHandle<()>) {
+    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+        .await
+        .expect("bind member");
+    let member = Backend::new(name, listener.local_addr().expect("member address"));
+    let accepting = tokio::spawn(async move {
+        loop {
+            let Ok((mut stream, _)) = listener.accept().await else {
+                continue;
+            };
+            tokio::spawn(async move {
+                let mut buffer = [0u8; 1024];
+                while let Ok(read @ 1..) = stream.read(&mut buffer).await {
+                    let mut answer = format!("{name}:").into_bytes();
+                    answer.extend_from_slice(&buffer[..read]);
+                    if stream.write_all(&answer).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (member, accepting)
+}
+
+/// Opens a connection through the proxy, sends `ping` and returns who answered, still open.
+async fn tcp_ping(port: u16) -> (String, tokio::net::TcpStream) {
+    let mut stream = tokio::net::TcpStream::connect((Ipv4Addr::LOCALHOST, port))
+        .await
+        .expect("connect to the proxy");
+    stream.write_all(b"ping").await.expect("send ping");
+    let mut answer = [0u8; 6];
+    stream
+        .read_exact(&mut answer)
+        .await
+        .expect("read the answer");
+    let answer = String::from_utf8_lossy(&answer).into_owned();
+    let (name, echoed) = answer.split_once(':').expect("name:ping");
+    assert_eq!(echoed, "ping");
+    (name.to_string(), stream)
+}
+
+#[tokio::test]
+async fn tcp_ports_relay_connections_round_robin() {
+    bounded(async {
+        let (a, a_accepting) = tcp_member("a").await;
+        let (b, _b_accepting) = tcp_member("b").await;
+        let port = free_port();
+        let balancer = LoadBalancer::new(Ipv4Addr::LOCALHOST.into());
+        let db = cluster("db", &[], vec![a, b]);
+        let routes = RouteTable {
+            listeners: [(port, ListenerRoute::tcp(db.clone()))].into(),
+        };
+        balancer.publish(routes).await.expect("publish");
+
+        let mut open = Vec::new();
+        for _ in 0..4 {
+            open.push(tcp_ping(port).await);
+        }
+        let names = counts(open.iter().map(|(name, _)| name.clone()));
+        assert_eq!(names, BTreeMap::from([("a".into(), 2), ("b".into(), 2)]));
+        let in_flight = || {
+            balancer
+                .stats()
+                .cluster(&key("db"))
+                .expect("db")
+                .requests
+                .in_flight
+        };
+        assert_eq!(in_flight(), 4, "an open connection is a request in flight");
+        drop(open);
+        while in_flight() != 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+
+        // A member that stopped listening is passed over.
+        a_accepting.abort();
+        let _ = a_accepting.await;
+        for _ in 0..3 {
+            assert_eq!(tcp_ping(port).await.0, "b");
+        }
+        let db_stats = balancer.stats().cluster(&key("db")).expect("db").clone();
+        assert_eq!(
+            (db_stats.requests.total, db_stats.requests.failures),
+            (7, 0)
+        );
+
+        // A tcp port has no host names to choose by, so it serves its first cluster only.
+        let shared = ListenerRoute {
+            protocol: ListenerProtocol::Tcp,
+            ..ListenerRoute::http(vec![db, cluster("cache", &[], vec![])])
+        };
+        let error = balancer
+            .publish(RouteTable {
+                listeners: [(port, shared)].into(),
+            })
+            .await
+            .expect_err("a shared tcp port is reported");
+        assert_eq!(
+            error.to_string(),
+            format!(
+                "tcp port {port} carries no host name, so it serves app/db only, not app/cache"
+            )
+        );
+        assert_eq!(tcp_ping(port).await.0, "b");
+        balancer.shutdown().await;
     })
     .await;
 }

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
-use cairn_lb::{Backend, ClusterKey, ClusterRoute, RouteTable};
+use cairn_lb::{Backend, ClusterKey, ClusterRoute, ListenerProtocol, ListenerRoute, RouteTable};
 use cairn_model::Protocol;
 
 /// The table for the engine's routes, each proxy port moved by `offset` and by its network
@@ -24,13 +24,6 @@ pub fn route_table(
             let Some(proxy_port) = mapping.proxy_port else {
                 continue;
             };
-            if mapping.protocol == Protocol::Tcp {
-                problems.push(format!(
-                    "{}/{}: port {} is tcp; the load balancer proxies http only, so proxy port {proxy_port} is not served",
-                    route.application, route.alias, mapping.name
-                ));
-                continue;
-            }
             let Some(listen) = proxy_port
                 .checked_add(offset)
                 .and_then(|p| p.checked_add(own))
@@ -57,7 +50,24 @@ pub fn route_table(
                 .chain(route.draining.iter().filter_map(backend(true)))
                 .collect();
             let key = ClusterKey::new(&route.application, &route.alias);
-            let listener = table.listeners.entry(listen).or_default();
+            let protocol = match mapping.protocol {
+                Protocol::Tcp => ListenerProtocol::Tcp,
+                Protocol::Http | Protocol::Https => ListenerProtocol::Http,
+            };
+            let listener = table
+                .listeners
+                .entry(listen)
+                .or_insert_with(|| ListenerRoute {
+                    protocol,
+                    ..ListenerRoute::default()
+                });
+            if listener.protocol != protocol {
+                problems.push(format!(
+                    "{key}: port {} is {protocol} but proxy port {listen} already serves {}, so it is not served there",
+                    mapping.name, listener.protocol
+                ));
+                continue;
+            }
             // Partitions that share entry points share one route per cluster.
             match listener.clusters.iter_mut().find(|c| c.key == key) {
                 Some(existing) => existing.backends.extend(backends),
@@ -77,7 +87,7 @@ mod tests {
     use cairn_model::PortMapping;
 
     #[test]
-    fn shared_proxy_ports_carry_every_cluster_and_tcp_is_reported() {
+    fn shared_proxy_ports_carry_every_cluster_and_tcp_ports_one() {
         let mapping = |name: &str, protocol, proxy| PortMapping {
             name: name.into(),
             protocol,
@@ -106,18 +116,28 @@ mod tests {
                 ],
             ),
             route("b", vec![mapping("http", Protocol::Http, 80)]),
+            route("c", vec![mapping("redis", Protocol::Tcp, 80)]),
         ];
         let (table, problems) = route_table(&routes, 10_000, &BTreeMap::new());
         assert_eq!(
             table.listeners.keys().copied().collect::<Vec<_>>(),
-            [10_080]
+            [10_022, 10_080]
         );
-        assert_eq!(table.listeners[&10_080].clusters.len(), 2);
+        let (ssh, web) = (&table.listeners[&10_022], &table.listeners[&10_080]);
         assert_eq!(
-            table.listeners[&10_080].clusters[0].backends[0].addr.port(),
-            4000
+            (ssh.protocol, ssh.clusters.len()),
+            (ListenerProtocol::Tcp, 1)
         );
-        assert_eq!(problems.len(), 1);
-        assert!(problems[0].contains("tcp"), "{}", problems[0]);
+        assert_eq!(
+            (web.protocol, web.clusters.len()),
+            (ListenerProtocol::Http, 2)
+        );
+        assert_eq!(web.clusters[0].backends[0].addr.port(), 4000);
+        assert_eq!(
+            problems,
+            [
+                "app/c: port redis is tcp but proxy port 10080 already serves http, so it is not served there"
+            ]
+        );
     }
 }
