@@ -168,7 +168,7 @@ const SAMPLES: &[Sample] = &[
 
 #[test]
 fn every_stratos_sample_deploys_through_the_stratos_api_in_script_order() {
-    let cairn = Cairn::start("stratos", &[80, 8280, 8281]);
+    let cairn = Cairn::start("stratos", &[80, 8222, 8280, 8281]);
     for sample in SAMPLES {
         run_sample(&cairn, sample);
     }
@@ -215,6 +215,19 @@ fn run_sample(cairn: &Cairn, sample: &Sample) {
         );
     }
 
+    // php's tcp port mapping is relayed connection by connection to a member.
+    if sample
+        .posts
+        .iter()
+        .any(|(_, file)| file.ends_with("php.json"))
+    {
+        let answer = tcp_round_trip(8222 + cairn.offset, b"GET /healthz HTTP/1.0\r\n\r\n");
+        assert!(
+            answer.starts_with("HTTP/1.0 200") || answer.starts_with("HTTP/1.1 200"),
+            "{app}: through tcp proxy port 8222: {answer:?}"
+        );
+    }
+
     // What a deployed application uses cannot be deleted from under it.
     for path in [
         format!("applications/{app}"),
@@ -253,6 +266,20 @@ fn run_sample(cairn: &Cairn, sample: &Sample) {
         let (code, body) = cairn.stratos_curl("DELETE", &format!("{collection}/{id}"), None);
         assert_eq!(code, 200, "{app}: DELETE {collection}/{id}: {body}");
     }
+}
+
+/// Writes `request` on a new connection to `port` and reads until the other side closes.
+fn tcp_round_trip(port: u16, request: &[u8]) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port))
+        .unwrap_or_else(|error| panic!("connect to port {port}: {error}"));
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .expect("read timeout");
+    stream.write_all(request).expect("send the request");
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer).expect("read the answer");
+    String::from_utf8_lossy(&answer).into_owned()
 }
 
 /// When a component started (first member created) and became Active (its last member that
