@@ -173,6 +173,14 @@ impl Engine {
         Engine { config, state }
     }
 
+    /// Takes up the restored state at `now`: members that were still starting get a whole
+    /// start timeout from now, since the time the platform was down is not theirs.
+    pub fn resume(&mut self, now: Millis) {
+        for app in self.state.apps.values_mut() {
+            reconcile::restart_start_clocks(app, now);
+        }
+    }
+
     pub fn state(&self) -> &State {
         &self.state
     }

@@ -938,8 +938,8 @@ fn housekeep_cluster(app: &str, spec: &ClusterSpec, c: &mut ClusterState, ctx: &
             continue;
         }
         let starting = matches!(m.status, MemberStatus::Created | MemberStatus::Starting);
-        if starting && ctx.now.saturating_sub(m.created_at) > timeout {
-            let reason = format!("not active {timeout} ms after creation");
+        if starting && ctx.now.saturating_sub(m.since) > timeout {
+            let reason = format!("not active {timeout} ms after its start");
             m.faulted = true;
             ctx.event(
                 app,
@@ -1229,6 +1229,18 @@ pub(crate) fn apply_observations(
             }
         });
     }
+}
+
+/// Gives every member still starting a fresh start window from `now`.
+pub(crate) fn restart_start_clocks(app: &mut AppState, now: Millis) {
+    visit_members_mut(&mut app.root, &mut |_, member| {
+        if matches!(
+            member.status,
+            MemberStatus::Created | MemberStatus::Starting
+        ) {
+            member.since = member.since.max(now);
+        }
+    });
 }
 
 fn visit_members_mut(group: &mut GroupState, f: &mut impl FnMut(&str, &mut Member)) {

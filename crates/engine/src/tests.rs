@@ -627,3 +627,20 @@ fn routes_carry_active_members_hosts_and_the_response_timeout() {
     assert_eq!(route.members.len(), 2);
     assert_eq!(route.response_timeout_ms, Some(1500));
 }
+
+#[test]
+fn members_still_starting_get_a_whole_start_timeout_after_a_restart() {
+    let sim = Sim::deploy_with(app(flat(vec![cluster("web", 1)])), false);
+    let member = sim.running_in("web")[0].clone();
+    let starting_stopped = |out: &Output| {
+        out.actions
+            .iter()
+            .any(|a| matches!(a, Action::StopMember(s) if s.member_id == member))
+    };
+    // The platform was down for two minutes while the member was starting.
+    let back = sim.now + 120_000;
+    let mut engine = Engine::restore(EngineConfig::default(), sim.engine.state().clone());
+    engine.resume(Millis(back));
+    assert!(!starting_stopped(&engine.tick(Millis(back + 1_000))));
+    assert!(starting_stopped(&engine.tick(Millis(back + 61_000))));
+}

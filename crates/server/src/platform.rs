@@ -134,7 +134,8 @@ impl Platform {
             .get_json(ENGINE_KEY)
             .map_err(|e| ServerError::Store(e.to_string()))?
             .unwrap_or_default();
-        let engine = Engine::restore(EngineConfig::default(), state);
+        let mut engine = Engine::restore(EngineConfig::default(), state);
+        engine.resume(now());
         let runtime = ProcessRuntime::new(config.data_dir.clone());
         let log_dir = config.data_dir.join("logs");
         let (agent, observations) = Agent::new(
