@@ -67,6 +67,18 @@ fn cairn_killed_during_deploy_converges_without_duplicates_or_orphans() {
             "{tier}: {view}"
         );
     }
+    // The event log outlives the crashes: the deploy before the first one is still there.
+    let (status, events) = cairn.get("/v1/events?application=crash");
+    assert_eq!(status, 200, "{events}");
+    let messages: Vec<&str> = events
+        .as_array()
+        .map(|list| list.iter().filter_map(|e| e["message"].as_str()).collect())
+        .unwrap_or_default();
+    assert_eq!(
+        messages.iter().filter(|m| **m == "deployed").count(),
+        1,
+        "{messages:?}"
+    );
     // Give anything stray a moment to show up, then compare with what really runs.
     std::thread::sleep(Duration::from_millis(500));
     let running: BTreeSet<String> = support::member_processes(&cairn.data_dir)

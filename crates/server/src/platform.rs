@@ -14,7 +14,7 @@ use cairn_engine::{
 use cairn_lb::{LbStats, LoadBalancer};
 use cairn_model::{AppSpec, ArtifactKind, Bundle, Catalog, Diagnostics};
 use cairn_runtime::{ProcessRuntime, RunningMember};
-use cairn_store::{RedbStore, Store, StoreExt};
+use cairn_store::{RedbStore, Store, StoreExt, Txn};
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
 
@@ -134,6 +134,8 @@ impl Platform {
             .get_json(ENGINE_KEY)
             .map_err(|e| ServerError::Store(e.to_string()))?
             .unwrap_or_default();
+        let events =
+            EventLog::load(store.as_ref()).map_err(|e| ServerError::Store(e.to_string()))?;
         let mut engine = Engine::restore(EngineConfig::default(), state);
         engine.resume(now());
         let runtime = ProcessRuntime::new(config.data_dir.clone());
@@ -156,7 +158,7 @@ impl Platform {
             catalog: Mutex::new(catalog),
             commands,
             snapshot: RwLock::new(Arc::new(Snapshot::default())),
-            events: EventLog::default(),
+            events,
         });
         let mut looped = EngineLoop {
             platform: platform.clone(),
@@ -628,7 +630,7 @@ impl EngineLoop {
 
     /// Persists, then answers, then acts: nothing is acknowledged or started before it is stored.
     async fn finish_step(&mut self, out: Output, replies: Vec<Reply>) {
-        let stored = self.persist();
+        let stored = self.persist(&out.events);
         for (reply, result) in replies {
             let result = match (&stored, result) {
                 (Err(e), Ok(())) => Err(PlatformError::Internal(e.clone())),
@@ -655,15 +657,23 @@ impl EngineLoop {
         self.platform.events.record(out.events);
     }
 
-    fn persist(&mut self) -> Result<(), String> {
+    /// Stores the engine's state, when it changed, and the step's events in one transaction.
+    fn persist(&mut self, events: &[Event]) -> Result<(), String> {
         let bytes = serde_json::to_vec(self.engine.state()).map_err(|e| e.to_string())?;
-        if bytes == self.persisted {
+        let changed = bytes != self.persisted;
+        if !changed && events.is_empty() {
             return Ok(());
         }
-        self.platform
-            .store
-            .put(ENGINE_KEY, &bytes)
+        let mut txn = Txn::new();
+        if changed {
+            txn = txn.put(ENGINE_KEY, bytes.clone());
+        }
+        let txn = self
+            .platform
+            .events
+            .stage(txn, events)
             .map_err(|e| e.to_string())?;
+        self.platform.store.txn(txn).map_err(|e| e.to_string())?;
         self.persisted = bytes;
         Ok(())
     }
@@ -720,13 +730,17 @@ impl EngineLoop {
         }
         if let Err(e) = self.platform.lb.publish(table.clone()).await {
             tracing::error!("load balancer: {e}");
-            self.platform.events.record([Event {
+            let event = Event {
                 at: now(),
                 application: String::new(),
                 subject: "load balancer".into(),
                 message: e.to_string(),
                 decision: None,
-            }]);
+            };
+            let store = self.platform.store.as_ref();
+            if let Err(e) = self.platform.events.store_and_record(store, vec![event]) {
+                tracing::error!("cannot store an event: {e}");
+            }
         }
         self.published = Some(table);
     }
