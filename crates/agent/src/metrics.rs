@@ -14,10 +14,7 @@ use tokio::sync::mpsc;
 /// How often members are sampled.
 pub const SAMPLE_INTERVAL: Duration = Duration::from_secs(1);
 
-/// The cartridge property that sets a member's CPU share in cores; one core where absent.
-pub const CPU_CORES_PROPERTY: &str = "cpu_cores";
-/// The cartridge property that sets a member's memory limit in MiB; the host's memory where absent.
-pub const MEMORY_LIMIT_PROPERTY: &str = "memory_limit_mb";
+pub use cairn_model::{CPU_CORES_PROPERTY, MEMORY_LIMIT_PROPERTY};
 /// The member's environment carries its share, so that it can be read back after an adoption.
 pub const CPU_CORES_ENV: &str = "CAIRN_CPU_CORES";
 /// Set only when the cartridge sets a memory limit.
@@ -59,23 +56,14 @@ pub fn parse_share(
 ) -> Result<Share, ShareError> {
     let mut share = Share::default();
     if let Some(value) = settings.get(cpu_key) {
-        share.cpu_cores = value
-            .trim()
-            .parse::<f64>()
-            .ok()
-            .filter(|cores| cores.is_finite() && *cores > 0.0)
-            .ok_or_else(|| ShareError::CpuCores {
-                key: cpu_key.to_string(),
-                value: value.clone(),
-            })?;
+        share.cpu_cores = cairn_model::parse_cores(value).ok_or_else(|| ShareError::CpuCores {
+            key: cpu_key.to_string(),
+            value: value.clone(),
+        })?;
     }
     if let Some(value) = settings.get(memory_key) {
-        let mb = value
-            .trim()
-            .parse::<u64>()
-            .ok()
-            .filter(|mb| *mb > 0)
-            .ok_or_else(|| ShareError::MemoryLimit {
+        let mb =
+            cairn_model::parse_positive_whole(value).ok_or_else(|| ShareError::MemoryLimit {
                 key: memory_key.to_string(),
                 value: value.clone(),
             })?;

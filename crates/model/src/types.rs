@@ -32,17 +32,31 @@ pub struct Cartridge {
 
 /// The cartridge property bounding how long the load balancer waits for a member's answer.
 pub const RESPONSE_TIMEOUT_PROPERTY: &str = "response_timeout_ms";
+/// The cartridge property that sets a member's CPU share in cores; one core where absent.
+pub const CPU_CORES_PROPERTY: &str = "cpu_cores";
+/// The cartridge property that sets a member's memory limit in MiB; the host's memory where absent.
+pub const MEMORY_LIMIT_PROPERTY: &str = "memory_limit_mb";
 
 impl Cartridge {
     /// The `response_timeout_ms` property when it is a positive whole number of milliseconds;
     /// validation reports any other value.
     pub fn response_timeout_ms(&self) -> Option<u64> {
-        parse_timeout_ms(self.properties.get(RESPONSE_TIMEOUT_PROPERTY)?)
+        parse_positive_whole(self.properties.get(RESPONSE_TIMEOUT_PROPERTY)?)
     }
 }
 
-pub(crate) fn parse_timeout_ms(value: &str) -> Option<u64> {
-    value.trim().parse().ok().filter(|ms| *ms > 0)
+/// A whole number above 0, such as a timeout or a memory limit.
+pub fn parse_positive_whole(value: &str) -> Option<u64> {
+    value.trim().parse().ok().filter(|n| *n > 0)
+}
+
+/// A finite number of cores above 0, fractions allowed.
+pub fn parse_cores(value: &str) -> Option<f64> {
+    value
+        .trim()
+        .parse::<f64>()
+        .ok()
+        .filter(|cores| cores.is_finite() && *cores > 0.0)
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

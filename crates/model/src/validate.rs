@@ -107,6 +107,28 @@ pub(crate) fn check_bundle(bundle: &Bundle, origins: &Origins) -> Vec<Diagnostic
     c.problems
 }
 
+/// A cartridge property that means something to Cairn: its name, whether a value is valid,
+/// and what a valid value is.
+type PropertyRule = (&'static str, fn(&str) -> bool, &'static str);
+
+const PROPERTY_RULES: [PropertyRule; 3] = [
+    (
+        RESPONSE_TIMEOUT_PROPERTY,
+        |v| parse_positive_whole(v).is_some(),
+        "a whole number of milliseconds above 0",
+    ),
+    (
+        CPU_CORES_PROPERTY,
+        |v| parse_cores(v).is_some(),
+        "a number of cores above 0",
+    ),
+    (
+        MEMORY_LIMIT_PROPERTY,
+        |v| parse_positive_whole(v).is_some(),
+        "a whole number of MiB above 0",
+    ),
+];
+
 struct Checks<'o> {
     origins: &'o Origins,
     problems: Vec<Diagnostic>,
@@ -167,15 +189,15 @@ impl Checks<'_> {
                 );
             }
         }
-        if let Some(value) = cartridge.properties.get(RESPONSE_TIMEOUT_PROPERTY)
-            && parse_timeout_ms(value).is_none()
-        {
-            self.report(
-                &key.field("properties").field(RESPONSE_TIMEOUT_PROPERTY),
-                format!(
-                    "the response timeout `{value}` is not a whole number of milliseconds above 0"
-                ),
-            );
+        for (name, valid, expected) in PROPERTY_RULES {
+            if let Some(value) = cartridge.properties.get(name)
+                && !valid(value)
+            {
+                self.report(
+                    &key.field("properties").field(name),
+                    format!("`{name}` is `{value}`, expected {expected}"),
+                );
+            }
         }
         if cartridge.command.as_ref().is_some_and(Vec::is_empty) {
             self.report(&key.field("command"), "the command is empty");

@@ -73,7 +73,7 @@ fn stratos_json_errors() {
             r#"}], "property": [{"name": "response_timeout_ms", "value": "0"}]}"#,
         ),
         &[
-            "t:1:126 at $.property[0].value: the response timeout `0` is not a whole number of milliseconds above 0",
+            "t:1:126 at $.property[0].value: `response_timeout_ms` is `0`, expected a whole number of milliseconds above 0",
         ],
     );
     check(
@@ -227,10 +227,12 @@ fn yaml_blueprint_errors() {
         Yaml,
         &MINIMAL.replace(
             "    ports: [8000]\n",
-            "    ports: [8000]\n    properties:\n      response_timeout_ms: soon\n",
+            "    ports: [8000]\n    properties:\n      response_timeout_ms: soon\n      cpu_cores: \"-1\"\n      memory_limit_mb: lots\n",
         ),
         &[
-            "t:6:28 at $.cartridges.web.properties.response_timeout_ms: the response timeout `soon` is not a whole number of milliseconds above 0",
+            "t:6:28 at $.cartridges.web.properties.response_timeout_ms: `response_timeout_ms` is `soon`, expected a whole number of milliseconds above 0",
+            "t:7:18 at $.cartridges.web.properties.cpu_cores: `cpu_cores` is `-1`, expected a number of cores above 0",
+            "t:8:24 at $.cartridges.web.properties.memory_limit_mb: `memory_limit_mb` is `lots`, expected a whole number of MiB above 0",
         ],
     );
     check(
