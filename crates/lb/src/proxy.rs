@@ -436,7 +436,9 @@ struct Upstream {
 
 impl Upstream {
     fn finish(&mut self) {
-        if let (Some(connection), Some(pool)) = (self.connection.take(), self.pool.take()) {
+        if let (Some(connection), Some(pool)) = (self.connection.take(), self.pool.take())
+            && connection.is_drained()
+        {
             pool.put(connection);
         }
         self.flight = None;

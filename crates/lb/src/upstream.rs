@@ -122,6 +122,12 @@ impl Connection {
         body.decode(&mut self.io.buffer)
     }
 
+    /// Whether everything the member sent was used: bytes past the end of a response (a body
+    /// sent with a HEAD answer, say) would be taken for the next response.
+    pub(crate) fn is_drained(&self) -> bool {
+        self.io.buffer.is_empty()
+    }
+
     /// The socket and what was read past the response head, for a switched protocol.
     pub(crate) fn into_parts(self) -> (TcpStream, BytesMut) {
         (self.io.stream, self.io.buffer)
@@ -358,6 +364,10 @@ fn parse_head(
         headers.append(name, value);
     }
     let body = BodyDecoder::for_response(method_is_head, status, &headers).map_err(invalid)?;
+    if headers.contains_key(header::TRANSFER_ENCODING) {
+        // The transfer coding frames the body, so a length beside it would mislead the client.
+        headers.remove(header::CONTENT_LENGTH);
+    }
     let keep_alive = keeps_alive(version, &headers) && !matches!(body.framing, Framing::UntilClose);
     Ok(Some(ResponseHead {
         status,

@@ -832,10 +832,11 @@ async fn raw_member(listener: TcpListener) {
                 let seen = format!("{head}body={body}\n");
                 let path = head.split(' ').nth(1).unwrap_or_default().to_string();
                 let response = match path.as_str() {
+                    // A length beside the chunked coding is to be ignored.
                     "/chunked" => {
                         let (first, rest) = seen.split_at(seen.len() / 2);
                         format!(
-                            "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n{:x}\r\n{first}\r\n{:x};ext=1\r\n{rest}\r\n0\r\nx-trailer: 1\r\n\r\n",
+                            "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\ncontent-length: 999\r\n\r\n{:x}\r\n{first}\r\n{:x};ext=1\r\n{rest}\r\n0\r\nx-trailer: 1\r\n\r\n",
                             first.len(),
                             rest.len()
                         )
@@ -851,8 +852,9 @@ async fn raw_member(listener: TcpListener) {
                         seen.len()
                     ),
                 };
-                // A HEAD response carries the length its GET would have, and no body.
-                let response = match head.starts_with("head ") {
+                // A HEAD response carries the length its GET would have, and no body; a rude
+                // member sends the body all the same.
+                let response = match head.starts_with("head ") && path != "/rude-head" {
                     true => response
                         .split_once("\r\n\r\n")
                         .map(|(head, _)| format!("{head}\r\n\r\n"))
@@ -951,6 +953,16 @@ async fn every_body_framing_passes_through() {
             assert!(answer.body.starts_with(&expected_head), "{path}: {}", answer.body);
             assert!(answer.body.ends_with("|body=\n"), "{path}: {}", answer.body);
         }
+        // Bytes past a response's end make its connection unfit for the next request.
+        let responses = raw_exchange(
+            port,
+            "HEAD /rude-head HTTP/1.1\r\nHost: web\r\n\r\n\
+             POST /length HTTP/1.1\r\nHost: web\r\nContent-Length: 2\r\nConnection: close\r\n\r\nhi",
+        )
+        .await;
+        assert_eq!(responses.matches("http/1.1 200 ok\r\n").count(), 2, "{responses}");
+        assert!(responses.contains("body=hi"), "{responses}");
+
         let answer = send(&client, port, "/no-content", None, "").await.expect("204");
         assert_eq!((answer.status, answer.body.as_str()), (StatusCode::NO_CONTENT, ""));
 
@@ -973,7 +985,7 @@ async fn every_body_framing_passes_through() {
         assert!(head.ends_with("\r\n\r\n"), "a HEAD answer has no body: {head}");
 
         let web = balancer.stats().cluster(&key("web")).expect("web").clone();
-        assert_eq!((web.requests.total, web.requests.failures), (7, 0));
+        assert_eq!((web.requests.total, web.requests.failures), (9, 0));
         balancer.shutdown().await;
     })
     .await;
