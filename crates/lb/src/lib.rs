@@ -11,6 +11,7 @@
 //! This crate decides nothing: it never chooses members, never reads the store and never
 //! talks to agents. It only proxies what the route table says.
 
+mod drain;
 mod flight;
 mod listener;
 mod pool;
@@ -25,6 +26,7 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
 
@@ -84,11 +86,21 @@ struct Inner {
     /// Serialises publishes and shutdown so listeners are opened and closed in order.
     publishing: tokio::sync::Mutex<()>,
     shut_down: AtomicBool,
+    drain_grace: Duration,
 }
+
+/// How long connections of a closed port may go on with what they serve before they are closed.
+pub const DEFAULT_DRAIN_GRACE: Duration = Duration::from_secs(30);
 
 impl LoadBalancer {
     /// A load balancer that will listen on `bind` once a table is published.
     pub fn new(bind: IpAddr) -> LoadBalancer {
+        LoadBalancer::with_drain_grace(bind, DEFAULT_DRAIN_GRACE)
+    }
+
+    /// Like [`LoadBalancer::new`]; a port that closes (at shutdown, or when a table no longer
+    /// has it) lets its connections finish for up to `drain_grace`, then closes them.
+    pub fn with_drain_grace(bind: IpAddr, drain_grace: Duration) -> LoadBalancer {
         LoadBalancer {
             inner: Arc::new(Inner {
                 bind,
@@ -96,6 +108,7 @@ impl LoadBalancer {
                 listeners: Mutex::new(BTreeMap::new()),
                 publishing: tokio::sync::Mutex::new(()),
                 shut_down: AtomicBool::new(false),
+                drain_grace,
             }),
         }
     }
@@ -139,7 +152,8 @@ impl LoadBalancer {
             }
             match listener::bind(self.inner.bind, port) {
                 Ok(bound) => {
-                    let running = listener::spawn(bound, port, Arc::clone(&self.inner.table));
+                    let table = Arc::clone(&self.inner.table);
+                    let running = listener::spawn(bound, port, table, self.inner.drain_grace);
                     listeners.insert(port, running);
                 }
                 Err(source) => problems.push(LbError::Bind { port, source }),

@@ -15,9 +15,10 @@ use hyper::server::conn::http1;
 use hyper::service::{HttpService, service_fn};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
-use tokio::sync::{oneshot, watch};
+use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+use crate::drain::{Drain, DrainSignal};
 use crate::proxy::{ConnContext, ProxyBody, handle};
 use crate::routing::CompiledTable;
 use crate::tcp;
@@ -32,18 +33,6 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 pub(crate) struct RunningListener {
     stop: oneshot::Sender<()>,
     accepting: JoinHandle<Drain>,
-}
-
-/// The connections a listener accepted, which finish what they serve and close once told to.
-pub(crate) struct Drain(watch::Sender<()>);
-
-impl Drain {
-    /// Tells every connection to close after its current request and waits until all have.
-    pub(crate) async fn shutdown(self) {
-        // Nobody left to tell when every connection is already gone.
-        let _ = self.0.send(());
-        self.0.closed().await;
-    }
 }
 
 impl RunningListener {
@@ -71,9 +60,11 @@ pub(crate) fn spawn(
     listener: TcpListener,
     port: u16,
     table: Arc<ArcSwap<CompiledTable>>,
+    drain_grace: Duration,
 ) -> RunningListener {
     let (stop, stopped) = oneshot::channel();
-    let accepting = tokio::spawn(accept_loop(listener, port, table, stopped));
+    let drain = Drain::new(drain_grace);
+    let accepting = tokio::spawn(accept_loop(listener, port, table, drain, stopped));
     RunningListener { stop, accepting }
 }
 
@@ -81,9 +72,9 @@ async fn accept_loop(
     listener: TcpListener,
     port: u16,
     table: Arc<ArcSwap<CompiledTable>>,
+    drain: Drain,
     mut stopped: oneshot::Receiver<()>,
 ) -> Drain {
-    let (drain, _) = watch::channel(());
     let mut builder = http1::Builder::new();
     // Copying small heads and bodies into one buffer is cheaper than a vectored write.
     builder
@@ -109,13 +100,14 @@ async fn accept_loop(
             tracing::debug!(port, %peer, %error, "cannot disable nagle on a client connection");
         }
         if let Some(cluster) = table.load().tcp_route(port) {
-            tokio::spawn(tcp::relay(stream, Arc::clone(cluster), drain.subscribe()));
+            tokio::spawn(tcp::relay(stream, Arc::clone(cluster), drain.signal()));
             continue;
         }
         let context = Arc::new(ConnContext {
             table: Arc::clone(&table),
             port,
             client_ip: client_ip_header(peer.ip()),
+            drain: drain.signal(),
         });
         let service = service_fn(move |request| {
             let context = Arc::clone(&context);
@@ -124,20 +116,21 @@ async fn accept_loop(
         let connection = builder
             .serve_connection(TokioIo::new(stream), service)
             .with_upgrades();
-        let draining = drain.subscribe();
+        let draining = drain.signal();
         tokio::spawn(async move {
             if let Err(error) = serve(connection, draining).await {
                 tracing::debug!(port, %peer, %error, "client connection ended with an error");
             }
         });
     }
-    Drain(drain)
+    drain
 }
 
-/// Serves a connection until it closes, closing it after its current request once draining starts.
+/// Serves a connection until it closes, closing it after its current request once draining
+/// starts, or at once when the drain's grace period is over.
 async fn serve<S>(
     connection: http1::UpgradeableConnection<TokioIo<TcpStream>, S>,
-    mut draining: watch::Receiver<()>,
+    mut drain: DrainSignal,
 ) -> hyper::Result<()>
 where
     S: HttpService<Incoming, ResBody = ProxyBody>,
@@ -146,11 +139,13 @@ where
     let mut connection = pin!(connection);
     tokio::select! {
         served = connection.as_mut() => return served,
-        // A closed channel means the listener is gone, which drains just the same.
-        _ = draining.changed() => {}
+        _ = drain.draining() => {}
     }
     connection.as_mut().graceful_shutdown();
-    connection.await
+    tokio::select! {
+        served = connection.as_mut() => served,
+        _ = drain.closing() => Ok(()),
+    }
 }
 
 fn client_ip_header(ip: IpAddr) -> HeaderValue {

@@ -14,10 +14,11 @@ use hyper::{Method, Request, Response, StatusCode, Uri, Version};
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncWriteExt, copy_bidirectional};
 
+use crate::drain::DrainSignal;
 use crate::flight::{ClusterFlight, MemberFlight};
 use crate::pool::{ConnectError, Pool};
 use crate::routing::{BackendTarget, ClusterTarget, CompiledTable, Unrouted, attempt_order};
-use crate::stats::uptime;
+use crate::stats::{uptime, uptime_ms};
 use crate::table::ClusterKey;
 use crate::upstream::{
     BodyDecoder, Connection, Decoded, OutgoingRequest, ResponseHead, UpstreamError,
@@ -29,6 +30,8 @@ pub(crate) struct ConnContext {
     pub(crate) port: u16,
     /// The client's address, ready to be sent as `X-Forwarded-For`.
     pub(crate) client_ip: HeaderValue,
+    /// Ends the protocol-switch tunnels this connection opens when the listener closes.
+    pub(crate) drain: DrainSignal,
 }
 
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -70,14 +73,14 @@ pub(crate) async fn handle(
     let mut answered = None;
     for backend in attempt_order(&cluster.0.shared.next, &cluster.0.backends, now_ms) {
         let member = MemberFlight::begin(Arc::clone(&backend.counters), second);
-        match exchange(backend, &mut request, replayable, &cluster.0, now_ms).await {
+        match exchange(backend, &mut request, replayable, &cluster.0).await {
             Ok((response, connection)) => {
                 answered = Some((response, connection, Arc::clone(&backend.pool), member));
                 break;
             }
             Err(Exchange::Unreachable(error)) => {
                 member.cancel();
-                backend.pool.mark_suspect(now_ms);
+                backend.pool.mark_suspect(uptime_ms());
                 tracing::debug!(member = %backend.member_id, %error, "backend unreachable, trying the next one");
                 tried += 1;
                 last_error = Some(error);
@@ -85,7 +88,7 @@ pub(crate) async fn handle(
             Err(Exchange::Failed(error)) if replayable => {
                 // Nothing was answered, so the client never learns the first member failed.
                 member.0.failure();
-                backend.pool.mark_suspect(now_ms);
+                backend.pool.mark_suspect(uptime_ms());
                 tracing::debug!(member = %backend.member_id, %error, "backend failed before answering, replaying on the next one");
                 tried += 1;
                 last_failure = Some((
@@ -117,7 +120,7 @@ pub(crate) async fn handle(
     };
     relay(
         response,
-        client_upgrade,
+        client_upgrade.map(|client| (client, context.drain.clone())),
         (connection, pool),
         (cluster, member),
     )
@@ -127,7 +130,7 @@ pub(crate) async fn handle(
 /// goes back to the pool once the body was read to the end.
 fn relay(
     response: ResponseHead,
-    client_upgrade: Option<OnUpgrade>,
+    client_upgrade: Option<(OnUpgrade, DrainSignal)>,
     (connection, pool): (Connection, Arc<Pool>),
     (cluster, member): (ClusterFlight, MemberFlight),
 ) -> Response<ProxyBody> {
@@ -212,10 +215,9 @@ async fn exchange(
     request: &mut OutgoingRequest,
     replayable: bool,
     cluster: &ClusterTarget,
-    now_ms: u64,
 ) -> Result<(ResponseHead, Connection), Exchange> {
     let timeout = cluster.response_timeout;
-    if let Some(mut connection) = backend.pool.take_idle(now_ms) {
+    if let Some(mut connection) = backend.pool.take_idle(uptime_ms()) {
         match connection.exchange(request, timeout).await {
             Ok(response) => return Ok((response, connection)),
             // A member too slow to answer is no closed connection: a new one would wait as long.
@@ -266,11 +268,11 @@ fn keep_upgrade(headers: &mut HeaderMap, protocol: HeaderValue) {
 }
 
 /// Answers a protocol switch and relays bytes both ways once both sides have switched;
-/// the request stays in flight until the tunnel closes.
+/// the request stays in flight until the tunnel closes, or the listener's drain closes it.
 fn tunnel(
     mut headers: HeaderMap,
     connection: Connection,
-    client: OnUpgrade,
+    (client, mut drain): (OnUpgrade, DrainSignal),
     flight: (ClusterFlight, MemberFlight),
 ) -> Response<ProxyBody> {
     let (mut member, early) = connection.into_parts();
@@ -282,8 +284,11 @@ fn tunnel(
             client.write_all(&early).await?;
             copy_bidirectional(&mut client, &mut member).await
         };
-        if let Err(error) = relayed.await {
-            tracing::debug!(%error, "switched-protocol tunnel ended with an error");
+        tokio::select! {
+            relayed = relayed => if let Err(error) = relayed {
+                tracing::debug!(%error, "switched-protocol tunnel ended with an error");
+            },
+            _ = drain.closing() => {}
         }
     });
     let protocol = headers.get(header::UPGRADE).cloned();

@@ -71,6 +71,12 @@ pub(crate) fn uptime() -> Duration {
     EPOCH.get_or_init(Instant::now).elapsed()
 }
 
+/// [`uptime`] in milliseconds, read anew: one attempt of a request may start seconds after
+/// the request did, and connection ages and suspicion go by the time of the attempt.
+pub(crate) fn uptime_ms() -> u64 {
+    uptime().as_millis() as u64
+}
+
 /// The live counters of one cluster or one member.
 #[derive(Default)]
 pub(crate) struct Counters {

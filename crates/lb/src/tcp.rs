@@ -4,19 +4,19 @@ use std::sync::Arc;
 
 use tokio::io::copy_bidirectional;
 use tokio::net::TcpStream;
-use tokio::sync::watch;
 
+use crate::drain::DrainSignal;
 use crate::flight::{ClusterFlight, MemberFlight};
 use crate::routing::{ClusterTarget, attempt_order};
-use crate::stats::uptime;
+use crate::stats::{uptime, uptime_ms};
 
 /// Connects the client to the first member that accepts, round robin, and relays bytes both
-/// ways until either side closes or the listener drains; the connection counts as a request
+/// ways until either side closes or the listener's drain closes it; the connection counts as a request
 /// in flight meanwhile. A client no member accepts is closed.
 pub(crate) async fn relay(
     mut client: TcpStream,
     cluster: Arc<ClusterTarget>,
-    mut draining: watch::Receiver<()>,
+    mut drain: DrainSignal,
 ) {
     let now = uptime();
     let (second, now_ms) = (now.as_secs(), now.as_millis() as u64);
@@ -31,7 +31,7 @@ pub(crate) async fn relay(
             }
             Err(error) => {
                 member.cancel();
-                backend.pool.mark_suspect(now_ms);
+                backend.pool.mark_suspect(uptime_ms());
                 tracing::debug!(member = %backend.member_id, %error, "member unreachable, trying the next one");
             }
         }
@@ -48,7 +48,7 @@ pub(crate) async fn relay(
                 tracing::debug!(cluster = %cluster.0.shared.key, %error, "tcp relay ended with an error");
             }
         }
-        // A closed channel means the listener is gone, which drains just the same.
-        _ = draining.changed() => {}
+        // A relayed stream has no request to finish, so it lasts until the grace period ends.
+        _ = drain.closing() => {}
     }
 }

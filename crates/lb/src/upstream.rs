@@ -93,16 +93,18 @@ impl Connection {
     }
 
     /// Sends a request and reads the head of its final response, skipping interim ones;
-    /// gives up when that takes longer than `timeout`.
+    /// gives up when the member takes longer than `timeout` to answer once the request is
+    /// sent. An upload goes at the client's pace, so sending it has no time limit.
     pub(crate) async fn exchange(
         &mut self,
         request: &mut OutgoingRequest,
         timeout: Duration,
     ) -> Result<ResponseHead, UpstreamError> {
+        self.io.send(request).await?;
         self.deadline.as_mut().reset(Instant::now() + timeout);
         let deadline = &mut self.deadline;
-        let mut exchange = pin!(self.io.exchange(request));
-        std::future::poll_fn(|cx| match exchange.as_mut().poll(cx) {
+        let mut answer = pin!(self.io.read_final_head(request.method_is_head));
+        std::future::poll_fn(|cx| match answer.as_mut().poll(cx) {
             Poll::Ready(result) => Poll::Ready(result),
             Poll::Pending => deadline
                 .as_mut()
@@ -135,17 +137,20 @@ impl Connection {
 }
 
 impl MemberIo {
-    async fn exchange(
-        &mut self,
-        request: &mut OutgoingRequest,
-    ) -> Result<ResponseHead, UpstreamError> {
+    async fn send(&mut self, request: &mut OutgoingRequest) -> Result<(), UpstreamError> {
         self.stream
             .write_all(&request.head)
             .await
             .map_err(UpstreamError::WriteHead)?;
-        request.write_body(&mut self.stream).await?;
+        request.write_body(&mut self.stream).await
+    }
+
+    async fn read_final_head(
+        &mut self,
+        method_is_head: bool,
+    ) -> Result<ResponseHead, UpstreamError> {
         loop {
-            let head = self.read_head(request.method_is_head).await?;
+            let head = self.read_head(method_is_head).await?;
             // 100 Continue and 103 Early Hints were already answered or are advisory.
             if !head.status.is_informational() || head.status == StatusCode::SWITCHING_PROTOCOLS {
                 return Ok(head);
@@ -364,11 +369,21 @@ fn parse_head(
         headers.append(name, value);
     }
     let body = BodyDecoder::for_response(method_is_head, status, &headers).map_err(invalid)?;
-    if headers.contains_key(header::TRANSFER_ENCODING) {
+    let coded = headers.contains_key(header::TRANSFER_ENCODING);
+    // Framing that RFC 9112 (6.1, 6.3) calls faulty is read once, then the connection closes.
+    let faulty =
+        coded && (version == Version::HTTP_10 || headers.contains_key(header::CONTENT_LENGTH));
+    if coded {
         // The transfer coding frames the body, so a length beside it would mislead the client.
         headers.remove(header::CONTENT_LENGTH);
+    } else if !has_plain_length(&headers)
+        && let Some(length) = content_length(&headers).map_err(invalid)?
+    {
+        // `5, 5` or repeated headers become the one length they agree on.
+        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
     }
-    let keep_alive = keeps_alive(version, &headers) && !matches!(body.framing, Framing::UntilClose);
+    let keep_alive =
+        keeps_alive(version, &headers) && !faulty && !matches!(body.framing, Framing::UntilClose);
     Ok(Some(ResponseHead {
         status,
         headers,
@@ -586,6 +601,16 @@ fn last_value<'a>(headers: &'a HeaderMap, name: &HeaderName) -> Option<&'a str> 
         .map(|value| value.to_str().unwrap_or_default())
 }
 
+/// Whether the response has no `Content-Length`, or exactly one made of digits only.
+fn has_plain_length(headers: &HeaderMap) -> bool {
+    let mut values = headers.get_all(header::CONTENT_LENGTH).iter();
+    match (values.next(), values.next()) {
+        (None, _) => true,
+        (Some(value), None) => value.as_bytes().iter().all(u8::is_ascii_digit),
+        (Some(_), Some(_)) => false,
+    }
+}
+
 /// The body length that every `Content-Length` value agrees on.
 fn content_length(headers: &HeaderMap) -> Result<Option<u64>, String> {
     let mut length = None;
@@ -594,7 +619,9 @@ fn content_length(headers: &HeaderMap) -> Result<Option<u64>, String> {
             let item = item.trim();
             let parsed: u64 = item
                 .parse()
-                .map_err(|_| format!("content-length {item:?} is not a number"))?;
+                .ok()
+                .filter(|_| item.bytes().all(|byte| byte.is_ascii_digit()))
+                .ok_or_else(|| format!("content-length {item:?} is not a number"))?;
             if length.is_some_and(|length| length != parsed) {
                 return Err("content-length values disagree".to_string());
             }
@@ -737,12 +764,53 @@ mod tests {
                 true,
             ),
             ("HTTP/1.1 200 OK\r\n\r\n", false),
+            (
+                "HTTP/1.0 200 OK\r\nconnection: keep-alive\r\ntransfer-encoding: chunked\r\n\r\n",
+                false,
+            ),
+            (
+                "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\ncontent-length: 5\r\n\r\n",
+                false,
+            ),
         ];
         for (head, expected) in cases {
             let mut buffer = BytesMut::from(head);
             let response = parse_head(&mut buffer, false).unwrap().unwrap();
             assert_eq!(response.keep_alive, expected, "{head:?}");
         }
+    }
+
+    #[test]
+    fn lengths_are_digits_and_reach_the_client_as_one_value() {
+        let lengths = |head: &str| {
+            let mut buffer = BytesMut::from(head);
+            parse_head(&mut buffer, false).map(|response| {
+                let response = response.expect("complete head");
+                let values = response.headers.get_all(header::CONTENT_LENGTH);
+                values
+                    .iter()
+                    .map(|v| v.to_str().unwrap().to_string())
+                    .collect::<Vec<_>>()
+            })
+        };
+        let ok = "HTTP/1.1 200 OK\r\n";
+        assert_eq!(
+            lengths(&format!("{ok}content-length: 5, 5\r\n\r\n")).unwrap(),
+            ["5"]
+        );
+        assert_eq!(
+            lengths(&format!(
+                "{ok}content-length: 5\r\ncontent-length: 5\r\n\r\n"
+            ))
+            .unwrap(),
+            ["5"]
+        );
+        assert_eq!(
+            lengths(&format!("{ok}content-length: +5\r\n\r\n"))
+                .unwrap_err()
+                .to_string(),
+            "the member sent an invalid response head: content-length \"+5\" is not a number"
+        );
     }
 
     #[test]

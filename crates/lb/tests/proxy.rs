@@ -502,32 +502,47 @@ async fn switched_protocols_are_relayed_both_ways() {
         let port = free_port();
         let balancer = LoadBalancer::new(Ipv4Addr::LOCALHOST.into());
         balancer
-            .publish(table(vec![(port, vec![cluster("web", &[], vec![backend.backend()])])]))
+            .publish(table(vec![(
+                port,
+                vec![cluster("web", &[], vec![backend.backend()])],
+            )]))
             .await
             .expect("publish");
-        let mut stream = tokio::net::TcpStream::connect((Ipv4Addr::LOCALHOST, port))
-            .await
-            .expect("connect to the proxy");
-        stream
-            .write_all(b"GET /tunnel HTTP/1.1\r\nHost: web\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n")
-            .await
-            .expect("send the upgrade request");
+        let upgrade =
+            b"GET /tunnel HTTP/1.1\r\nHost: web\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n";
+        let mut stream = raw_send(port, upgrade).await;
         let mut head = Vec::new();
         while !head.ends_with(b"\r\n\r\n") {
             let mut byte = [0u8; 1];
-            stream.read_exact(&mut byte).await.expect("read the response head");
+            stream
+                .read_exact(&mut byte)
+                .await
+                .expect("read the response head");
             head.push(byte[0]);
         }
         let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
         assert!(head.starts_with("http/1.1 101 "), "{head}");
         assert!(head.contains("upgrade: echo\r\n"), "{head}");
         for message in [&b"ping"[..], b"a longer message"] {
-            stream.write_all(message).await.expect("write through the tunnel");
+            stream
+                .write_all(message)
+                .await
+                .expect("write through the tunnel");
             let mut echoed = vec![0u8; message.len()];
-            stream.read_exact(&mut echoed).await.expect("read through the tunnel");
+            stream
+                .read_exact(&mut echoed)
+                .await
+                .expect("read through the tunnel");
             assert_eq!(echoed, message);
         }
-        let in_flight = || balancer.stats().cluster(&key("web")).expect("web").requests.in_flight;
+        let in_flight = || {
+            balancer
+                .stats()
+                .cluster(&key("web"))
+                .expect("web")
+                .requests
+                .in_flight
+        };
         assert_eq!(in_flight(), 1, "an open tunnel is a request in flight");
         drop(stream);
         while in_flight() != 0 {
@@ -847,6 +862,14 @@ async fn raw_member(listener: TcpListener) {
                         seen.len()
                     ),
                     "/no-content" => "HTTP/1.1 204 No Content\r\n\r\n".to_string(),
+                    "/endless" => {
+                        let first =
+                            "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n";
+                        let _ = stream.write_all(first.as_bytes()).await;
+                        // A stream that never ends, such as server-sent events.
+                        tokio::time::sleep(Duration::from_secs(3600)).await;
+                        return;
+                    }
                     _ => format!(
                         "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{seen}",
                         seen.len()
@@ -913,15 +936,28 @@ async fn read_raw_request(
     Some((head, String::from_utf8_lossy(&body).replace("\r\n", "|")))
 }
 
-/// Sends raw bytes to the proxy and reads responses until the connection closes.
-async fn raw_exchange(port: u16, requests: &str) -> String {
+/// Opens a connection to the proxy and writes `bytes` on it.
+async fn raw_send(port: u16, bytes: &[u8]) -> tokio::net::TcpStream {
     let mut stream = tokio::net::TcpStream::connect((Ipv4Addr::LOCALHOST, port))
         .await
         .expect("connect to the proxy");
+    stream.write_all(bytes).await.expect("send to the proxy");
     stream
-        .write_all(requests.as_bytes())
+}
+
+/// A member on raw sockets answering as [`raw_member`] does.
+async fn start_raw_member() -> Backend {
+    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
         .await
-        .expect("send the requests");
+        .expect("bind member");
+    let member = Backend::new("raw", listener.local_addr().expect("member address"));
+    tokio::spawn(raw_member(listener));
+    member
+}
+
+/// Sends raw bytes to the proxy and reads responses until the connection closes.
+async fn raw_exchange(port: u16, requests: &str) -> String {
+    let mut stream = raw_send(port, requests.as_bytes()).await;
     let mut received = Vec::new();
     stream
         .read_to_end(&mut received)
@@ -933,11 +969,7 @@ async fn raw_exchange(port: u16, requests: &str) -> String {
 #[tokio::test]
 async fn every_body_framing_passes_through() {
     bounded(async {
-        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-            .await
-            .expect("bind member");
-        let member = Backend::new("raw", listener.local_addr().expect("member address"));
-        tokio::spawn(raw_member(listener));
+        let member = start_raw_member().await;
         let port = free_port();
         let balancer = LoadBalancer::new(Ipv4Addr::LOCALHOST.into());
         balancer
@@ -1161,6 +1193,42 @@ async fn tcp_ports_relay_connections_round_robin() {
         );
         assert_eq!(tcp_ping(port).await.0, "b");
         balancer.shutdown().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_stream_that_never_ends_holds_a_shutdown_only_for_the_grace_period() {
+    bounded(async {
+        let member = start_raw_member().await;
+        let port = free_port();
+        let grace = Duration::from_millis(300);
+        let balancer = LoadBalancer::with_drain_grace(Ipv4Addr::LOCALHOST.into(), grace);
+        balancer
+            .publish(table(vec![(port, vec![cluster("web", &[], vec![member])])]))
+            .await
+            .expect("publish");
+        let mut stream = raw_send(port, b"GET /endless HTTP/1.1\r\nHost: web\r\n\r\n").await;
+        let mut received = Vec::new();
+        while !String::from_utf8_lossy(&received).contains("hello") {
+            let mut chunk = [0u8; 256];
+            let read = stream.read(&mut chunk).await.expect("read the stream");
+            assert!(read > 0, "the stream ended early");
+            received.extend_from_slice(&chunk[..read]);
+        }
+
+        let started = std::time::Instant::now();
+        balancer.shutdown().await;
+        let took = started.elapsed();
+        assert!(took >= grace, "the stream got no grace: {took:?}");
+        assert!(
+            took < grace + Duration::from_secs(5),
+            "shutdown took {took:?}"
+        );
+        let mut rest = Vec::new();
+        let _ = stream.read_to_end(&mut rest).await;
+        let web = balancer.stats();
+        assert!(web.clusters.is_empty(), "the table is empty after shutdown");
     })
     .await;
 }
