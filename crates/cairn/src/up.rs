@@ -83,9 +83,10 @@ async fn start(args: UpArgs, data_dir: PathBuf) -> anyhow::Result<cairn_server::
     Ok(cairn_server::start(config).await?)
 }
 
-fn init_tracing() {
-    let filter =
-        tracing_subscriber::EnvFilter::try_from_env("CAIRN_LOG").unwrap_or_else(|_| "info".into());
+/// Logs at `default` level unless `CAIRN_LOG` says otherwise.
+fn init_tracing(default: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("CAIRN_LOG")
+        .unwrap_or_else(|_| default.into());
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_target(false)
@@ -93,7 +94,7 @@ fn init_tracing() {
 }
 
 pub async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
-    init_tracing();
+    init_tracing("info");
     let dir = data_dir(args.data_dir.clone())?;
     let server = start(args, dir.clone()).await?;
     println!("cairn is up: data in {}", dir.display());
@@ -110,7 +111,8 @@ pub async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
 }
 
 pub async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
-    init_tracing();
+    // The demo tells the events itself; the log would say everything twice.
+    init_tracing("warn");
     let dir = match args.up.data_dir.clone() {
         Some(dir) => dir,
         None => std::env::temp_dir().join(format!("cairn-demo-{}", std::process::id())),
