@@ -85,8 +85,8 @@ async fn start(args: UpArgs, data_dir: PathBuf) -> anyhow::Result<cairn_server::
 
 /// Logs at `default` level unless `CAIRN_LOG` says otherwise.
 fn init_tracing(default: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("CAIRN_LOG")
-        .unwrap_or_else(|_| default.into());
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_env("CAIRN_LOG").unwrap_or_else(|_| default.into());
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_target(false)

@@ -13,7 +13,7 @@ use bytes::{Buf, Bytes, BytesMut};
 use hyper::body::{Body, Incoming};
 use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
 use hyper::{Method, StatusCode, Version, http};
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::{Instant, Sleep};
 use tokio_util::io::poll_read_buf;
@@ -100,7 +100,11 @@ impl Connection {
         request: &mut OutgoingRequest,
         timeout: Duration,
     ) -> Result<ResponseHead, UpstreamError> {
-        self.io.send(request).await?;
+        if let Some(mut early) = self.io.send(request).await? {
+            // The member may still expect the rest of the body, so the connection ends here.
+            early.keep_alive = false;
+            return Ok(early);
+        }
         self.deadline.as_mut().reset(Instant::now() + timeout);
         let deadline = &mut self.deadline;
         let mut answer = pin!(self.io.read_final_head(request.method_is_head));
@@ -137,55 +141,102 @@ impl Connection {
 }
 
 impl MemberIo {
-    async fn send(&mut self, request: &mut OutgoingRequest) -> Result<(), UpstreamError> {
+    /// Writes the request; while its body streams, the member's answer is read too, and one
+    /// that comes before the body is through (a 413, say) is returned and the rest not sent.
+    async fn send(
+        &mut self,
+        request: &mut OutgoingRequest,
+    ) -> Result<Option<ResponseHead>, UpstreamError> {
         self.stream
             .write_all(&request.head)
             .await
             .map_err(UpstreamError::WriteHead)?;
-        request.write_body(&mut self.stream).await
+        if !request.has_body_to_send() {
+            return Ok(None);
+        }
+        let method_is_head = request.method_is_head;
+        let (mut reader, mut writer) = self.stream.split();
+        let written = pin!(request.write_body(&mut writer));
+        let mut answered = pin!(read_final_head(
+            &mut reader,
+            &mut self.buffer,
+            method_is_head
+        ));
+        tokio::select! {
+            biased;
+            written = written => match written {
+                Ok(()) => Ok(None),
+                // A member that answered early and closed fails the write; its answer counts.
+                Err(error) => answered.await.map(Some).map_err(|_| error),
+            },
+            // Bytes read so far stay in the buffer when the body wins, so nothing is lost.
+            answered = answered.as_mut() => answered.map(Some),
+        }
     }
 
     async fn read_final_head(
         &mut self,
         method_is_head: bool,
     ) -> Result<ResponseHead, UpstreamError> {
-        loop {
-            let head = self.read_head(method_is_head).await?;
-            // 100 Continue and 103 Early Hints were already answered or are advisory.
-            if !head.status.is_informational() || head.status == StatusCode::SWITCHING_PROTOCOLS {
-                return Ok(head);
-            }
-        }
+        read_final_head(&mut self.stream, &mut self.buffer, method_is_head).await
     }
 
-    async fn read_head(&mut self, method_is_head: bool) -> Result<ResponseHead, UpstreamError> {
-        loop {
-            if !self.buffer.is_empty()
-                && let Some(head) = parse_head(&mut self.buffer, method_is_head)?
-            {
-                return Ok(head);
-            }
-            if self.buffer.len() >= MAX_HEAD {
-                return Err(UpstreamError::HeadTooLarge);
-            }
-            let read = std::future::poll_fn(|cx| self.poll_read(cx))
-                .await
-                .map_err(UpstreamError::Read)?;
-            if read == 0 {
-                return Err(match self.buffer.is_empty() {
-                    true => UpstreamError::ClosedBeforeResponse,
-                    false => UpstreamError::ClosedInHead,
-                });
-            }
-        }
-    }
-
-    /// A short read marks the socket as drained, so the next read waits for the reactor
-    /// instead of spending a system call on an empty socket.
     fn poll_read(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
-        self.buffer.reserve(READ_CHUNK);
-        poll_read_buf(Pin::new(&mut self.stream), cx, &mut self.buffer)
+        poll_read_into(&mut self.stream, cx, &mut self.buffer)
     }
+}
+
+/// Reads response heads off `reader` until a final one, skipping interim ones.
+async fn read_final_head<R: AsyncRead + Unpin>(
+    reader: &mut R,
+    buffer: &mut BytesMut,
+    method_is_head: bool,
+) -> Result<ResponseHead, UpstreamError> {
+    loop {
+        let head = read_head(reader, buffer, method_is_head).await?;
+        // 100 Continue and 103 Early Hints were already answered or are advisory.
+        if !head.status.is_informational() || head.status == StatusCode::SWITCHING_PROTOCOLS {
+            return Ok(head);
+        }
+    }
+}
+
+async fn read_head<R: AsyncRead + Unpin>(
+    reader: &mut R,
+    buffer: &mut BytesMut,
+    method_is_head: bool,
+) -> Result<ResponseHead, UpstreamError> {
+    loop {
+        if !buffer.is_empty()
+            && let Some(head) = parse_head(buffer, method_is_head)?
+        {
+            return Ok(head);
+        }
+        if buffer.len() >= MAX_HEAD {
+            return Err(UpstreamError::HeadTooLarge);
+        }
+        let read = std::future::poll_fn(|cx| poll_read_into(reader, cx, buffer))
+            .await
+            .map_err(UpstreamError::Read)?;
+        if read == 0 {
+            return Err(match buffer.is_empty() {
+                true => UpstreamError::ClosedBeforeResponse,
+                false => UpstreamError::ClosedInHead,
+            });
+        }
+    }
+}
+
+/// Reads what `reader` has into `buffer`; 0 means the member closed the connection. A short
+/// read marks a socket as drained, so the next read waits for the reactor instead of spending
+/// a system call on an empty socket.
+fn poll_read_into<R: AsyncRead + Unpin>(
+    reader: &mut R,
+    cx: &mut Context<'_>,
+    buffer: &mut BytesMut,
+) -> Poll<io::Result<usize>> {
+    buffer.reserve(READ_CHUNK);
+    poll_read_buf(Pin::new(reader), cx, buffer)
 }
 
 /// A request ready to be sent to any member: its head as bytes, and its body.
@@ -250,7 +301,15 @@ impl OutgoingRequest {
         matches!(self.body, RequestBody::None)
     }
 
-    async fn write_body(&mut self, stream: &mut TcpStream) -> Result<(), UpstreamError> {
+    /// Whether a body is still to be written after the head.
+    fn has_body_to_send(&self) -> bool {
+        matches!(self.body, RequestBody::Sized(_) | RequestBody::Chunked(_))
+    }
+
+    async fn write_body<W: AsyncWrite + Unpin>(
+        &mut self,
+        stream: &mut W,
+    ) -> Result<(), UpstreamError> {
         let (mut body, chunked) = match std::mem::replace(&mut self.body, RequestBody::Sent) {
             RequestBody::None => {
                 self.body = RequestBody::None;

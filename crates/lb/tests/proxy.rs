@@ -936,6 +936,17 @@ async fn read_raw_request(
     Some((head, String::from_utf8_lossy(&body).replace("\r\n", "|")))
 }
 
+/// A load balancer serving one cluster `web` of one member on a free port.
+async fn balance_one(member: Backend) -> (LoadBalancer, u16) {
+    let port = free_port();
+    let balancer = LoadBalancer::new(Ipv4Addr::LOCALHOST.into());
+    balancer
+        .publish(table(vec![(port, vec![cluster("web", &[], vec![member])])]))
+        .await
+        .expect("publish");
+    (balancer, port)
+}
+
 /// Opens a connection to the proxy and writes `bytes` on it.
 async fn raw_send(port: u16, bytes: &[u8]) -> tokio::net::TcpStream {
     let mut stream = tokio::net::TcpStream::connect((Ipv4Addr::LOCALHOST, port))
@@ -970,12 +981,7 @@ async fn raw_exchange(port: u16, requests: &str) -> String {
 async fn every_body_framing_passes_through() {
     bounded(async {
         let member = start_raw_member().await;
-        let port = free_port();
-        let balancer = LoadBalancer::new(Ipv4Addr::LOCALHOST.into());
-        balancer
-            .publish(table(vec![(port, vec![cluster("web", &[], vec![member])])]))
-            .await
-            .expect("publish");
+        let (balancer, port) = balance_one(member).await;
         let client = new_client();
 
         for path in ["/chunked", "/until-close", "/continue", "/length"] {
@@ -1229,6 +1235,47 @@ async fn a_stream_that_never_ends_holds_a_shutdown_only_for_the_grace_period() {
         let _ = stream.read_to_end(&mut rest).await;
         let web = balancer.stats();
         assert!(web.clusters.is_empty(), "the table is empty after shutdown");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_member_answering_before_the_upload_is_through_is_heard() {
+    bounded(async {
+        // Refuses every upload as soon as it has the head, reads no body, and closes a moment later.
+        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+            .await
+            .expect("bind member");
+        let member = Backend::new("strict", listener.local_addr().expect("member address"));
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                tokio::spawn(async move {
+                    let mut head = Vec::new();
+                    let mut byte = [0u8; 1];
+                    while !head.ends_with(b"\r\n\r\n") {
+                        if stream.read_exact(&mut byte).await.is_err() {
+                            return;
+                        }
+                        head.push(byte[0]);
+                    }
+                    let refusal = "HTTP/1.1 413 Content Too Large\r\ncontent-length: 4\r\nconnection: close\r\n\r\nbig!";
+                    let _ = stream.write_all(refusal.as_bytes()).await;
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                });
+            }
+        });
+        let (_balancer, port) = balance_one(member).await;
+        let upload = "x".repeat(32 << 20);
+        let answer = send(&new_client(), port, "/upload", None, &upload)
+            .await
+            .expect("an answer");
+        assert_eq!(
+            (answer.status, answer.body.as_str()),
+            (StatusCode::PAYLOAD_TOO_LARGE, "big!")
+        );
     })
     .await;
 }
