@@ -58,6 +58,9 @@ pub(crate) struct Connection {
     /// When the member must have answered the request under way; one timer per connection,
     /// moved forward per request, costs less than a new one each time.
     deadline: Pin<Box<Sleep>>,
+    /// The last response had no body (HEAD, 204, 304, length 0): a member that sent one
+    /// anyway, in a later segment, is caught by reading the socket before the next request.
+    probe_before_reuse: bool,
 }
 
 /// The socket and the bytes read from it that are not used yet.
@@ -74,15 +77,17 @@ impl Connection {
                 buffer: BytesMut::new(),
             },
             deadline: Box::pin(tokio::time::sleep(Duration::ZERO)),
+            probe_before_reuse: false,
         }
     }
 
     /// Whether the connection, idle in a pool, still looks usable: the member has neither
-    /// closed it nor sent anything unasked. Costs no system call unless the socket woke up.
+    /// closed it nor sent anything unasked. Costs no system call unless the socket woke up or
+    /// the last response had no body.
     pub(crate) fn is_reusable(&mut self) -> bool {
         let stream = &mut self.io.stream;
         let mut context = Context::from_waker(Waker::noop());
-        if stream.poll_read_ready(&mut context).is_pending() {
+        if stream.poll_read_ready(&mut context).is_pending() && !self.probe_before_reuse {
             return true;
         }
         let mut probe = [0u8; 1];
@@ -96,6 +101,16 @@ impl Connection {
     /// gives up when the member takes longer than `timeout` to answer once the request is
     /// sent. An upload goes at the client's pace, so sending it has no time limit.
     pub(crate) async fn exchange(
+        &mut self,
+        request: &mut OutgoingRequest,
+        timeout: Duration,
+    ) -> Result<ResponseHead, UpstreamError> {
+        let head = self.send_and_read(request, timeout).await?;
+        self.probe_before_reuse = head.body.is_done();
+        Ok(head)
+    }
+
+    async fn send_and_read(
         &mut self,
         request: &mut OutgoingRequest,
         timeout: Duration,
