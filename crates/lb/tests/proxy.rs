@@ -287,13 +287,7 @@ async fn spreads_requests_over_all_members() {
             TestBackend::start("b").await,
             TestBackend::start("c").await,
         ];
-        let port = free_port();
-        let balancer = LoadBalancer::new(Ipv4Addr::LOCALHOST.into());
-        let members = backends.iter().map(TestBackend::backend).collect();
-        balancer
-            .publish(table(vec![(port, vec![cluster("web", &[], members)])]))
-            .await
-            .expect("publish");
+        let (balancer, port) = balance(backends.iter().map(TestBackend::backend).collect()).await;
         assert_eq!(balancer.listening_ports(), [port]);
 
         let client = new_client();
@@ -403,13 +397,7 @@ async fn killed_member_fails_no_request() {
             TestBackend::start("b").await,
             TestBackend::start("c").await,
         ];
-        let port = free_port();
-        let balancer = LoadBalancer::new(Ipv4Addr::LOCALHOST.into());
-        let members = backends.iter().map(TestBackend::backend).collect();
-        balancer
-            .publish(table(vec![(port, vec![cluster("web", &[], members)])]))
-            .await
-            .expect("publish");
+        let (balancer, port) = balance(backends.iter().map(TestBackend::backend).collect()).await;
 
         let sent = Arc::new(AtomicUsize::new(0));
         let clients: Vec<JoinHandle<Vec<Result<String, String>>>> = (0..4)
@@ -474,15 +462,7 @@ async fn killed_member_fails_no_request() {
 async fn connections_the_member_closed_are_not_reused() {
     bounded(async {
         let backend = TestBackend::start_closing_idle("a", Some(Duration::from_millis(50))).await;
-        let port = free_port();
-        let balancer = LoadBalancer::new(Ipv4Addr::LOCALHOST.into());
-        balancer
-            .publish(table(vec![(
-                port,
-                vec![cluster("web", &[], vec![backend.backend()])],
-            )]))
-            .await
-            .expect("publish");
+        let (balancer, port) = balance(vec![backend.backend()]).await;
         let client = new_client();
         for _ in 0..5 {
             assert_eq!(get_member(&client, port).await, "a");
@@ -499,15 +479,7 @@ async fn connections_the_member_closed_are_not_reused() {
 async fn switched_protocols_are_relayed_both_ways() {
     bounded(async {
         let backend = TestBackend::start("a").await;
-        let port = free_port();
-        let balancer = LoadBalancer::new(Ipv4Addr::LOCALHOST.into());
-        balancer
-            .publish(table(vec![(
-                port,
-                vec![cluster("web", &[], vec![backend.backend()])],
-            )]))
-            .await
-            .expect("publish");
+        let (balancer, port) = balance(vec![backend.backend()]).await;
         let upgrade =
             b"GET /tunnel HTTP/1.1\r\nHost: web\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n";
         let mut stream = raw_send(port, upgrade).await;
@@ -557,17 +529,9 @@ async fn draining_member_gets_no_new_requests() {
     bounded(async {
         let a = TestBackend::start("a").await;
         let b = TestBackend::start("b").await;
-        let port = free_port();
-        let balancer = LoadBalancer::new(Ipv4Addr::LOCALHOST.into());
         let mut draining = b.backend();
         draining.draining = true;
-        balancer
-            .publish(table(vec![(
-                port,
-                vec![cluster("web", &[], vec![a.backend(), draining.clone()])],
-            )]))
-            .await
-            .expect("publish");
+        let (balancer, port) = balance(vec![a.backend(), draining.clone()]).await;
         let client = new_client();
         for _ in 0..20 {
             assert_eq!(get_member(&client, port).await, "a");
@@ -686,15 +650,7 @@ async fn publishing_while_requests_flow() {
 async fn counters_follow_a_slow_request() {
     bounded(async {
         let backend = TestBackend::start("a").await;
-        let port = free_port();
-        let balancer = LoadBalancer::new(Ipv4Addr::LOCALHOST.into());
-        balancer
-            .publish(table(vec![(
-                port,
-                vec![cluster("web", &[], vec![backend.backend()])],
-            )]))
-            .await
-            .expect("publish");
+        let (balancer, port) = balance(vec![backend.backend()]).await;
         let client = new_client();
         get_member(&client, port).await;
 
@@ -741,16 +697,8 @@ async fn counters_follow_a_slow_request() {
 #[tokio::test]
 async fn unreachable_members_give_bad_gateway() {
     bounded(async {
-        let port = free_port();
         let dead = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()));
-        let balancer = LoadBalancer::new(Ipv4Addr::LOCALHOST.into());
-        balancer
-            .publish(table(vec![(
-                port,
-                vec![cluster("web", &[], vec![Backend::new("gone", dead)])],
-            )]))
-            .await
-            .expect("publish");
+        let (balancer, port) = balance(vec![Backend::new("gone", dead)]).await;
         let answer = send(&new_client(), port, "/", None, "")
             .await
             .expect("request");
@@ -936,12 +884,12 @@ async fn read_raw_request(
     Some((head, String::from_utf8_lossy(&body).replace("\r\n", "|")))
 }
 
-/// A load balancer serving one cluster `web` of one member on a free port.
-async fn balance_one(member: Backend) -> (LoadBalancer, u16) {
+/// A load balancer serving one cluster `web` of `members` on a free port.
+async fn balance(members: Vec<Backend>) -> (LoadBalancer, u16) {
     let port = free_port();
     let balancer = LoadBalancer::new(Ipv4Addr::LOCALHOST.into());
     balancer
-        .publish(table(vec![(port, vec![cluster("web", &[], vec![member])])]))
+        .publish(table(vec![(port, vec![cluster("web", &[], members)])]))
         .await
         .expect("publish");
     (balancer, port)
@@ -981,7 +929,7 @@ async fn raw_exchange(port: u16, requests: &str) -> String {
 async fn every_body_framing_passes_through() {
     bounded(async {
         let member = start_raw_member().await;
-        let (balancer, port) = balance_one(member).await;
+        let (balancer, port) = balance(vec![member]).await;
         let client = new_client();
 
         for path in ["/chunked", "/until-close", "/continue", "/length"] {
@@ -1267,7 +1215,7 @@ async fn a_member_answering_before_the_upload_is_through_is_heard() {
                 });
             }
         });
-        let (_balancer, port) = balance_one(member).await;
+        let (_balancer, port) = balance(vec![member]).await;
         let upload = "x".repeat(32 << 20);
         let answer = send(&new_client(), port, "/upload", None, &upload)
             .await
