@@ -897,12 +897,12 @@ fn housekeep_cluster(app: &str, spec: &ClusterSpec, c: &mut ClusterState, ctx: &
             && ctx.now.saturating_sub(m.since) > RESTOP_MS;
         if stuck {
             m.since = ctx.now;
-            ctx.out.actions.push(Action::StopMember(StopMember {
-                member_id: m.id.clone(),
-                application: app.to_string(),
-                cluster: spec.alias.clone(),
-                reason: "no exit seen after the stop: stopping again".into(),
-            }));
+            ctx.out.actions.push(stop_action(
+                app,
+                &spec.alias,
+                &m.id,
+                "no exit seen after the stop: stopping again",
+            ));
             continue;
         }
         if let Some(stop_at) = m.stop_at {
@@ -912,12 +912,9 @@ fn housekeep_cluster(app: &str, spec: &ClusterSpec, c: &mut ClusterState, ctx: &
                 .is_some_and(|(t, v)| t > m.since && v == 0.0);
             if ctx.now >= stop_at || idle {
                 m.stop_at = None;
-                ctx.out.actions.push(Action::StopMember(StopMember {
-                    member_id: m.id.clone(),
-                    application: app.to_string(),
-                    cluster: spec.alias.clone(),
-                    reason: "drained".into(),
-                }));
+                ctx.out
+                    .actions
+                    .push(stop_action(app, &spec.alias, &m.id, "drained"));
             }
             continue;
         }
@@ -1170,6 +1167,15 @@ fn stop_members(app: &str, c: &mut ClusterState, ctx: &mut Ctx<'_>, reason: &str
     }
 }
 
+fn stop_action(application: &str, cluster: &str, member_id: &str, reason: &str) -> Action {
+    Action::StopMember(StopMember {
+        member_id: member_id.to_string(),
+        application: application.to_string(),
+        cluster: cluster.to_string(),
+        reason: reason.to_string(),
+    })
+}
+
 fn stop_member(app: &str, cluster: &str, m: &mut Member, ctx: &mut Ctx<'_>, reason: &str) {
     // A draining member is stopped now rather than when its drain ends.
     let draining = m.stop_at.take().is_some();
@@ -1180,12 +1186,9 @@ fn stop_member(app: &str, cluster: &str, m: &mut Member, ctx: &mut Ctx<'_>, reas
         m.status = MemberStatus::ReadyToShutDown;
         m.since = ctx.now;
     }
-    ctx.out.actions.push(Action::StopMember(StopMember {
-        member_id: m.id.clone(),
-        application: app.to_string(),
-        cluster: cluster.to_string(),
-        reason: reason.to_string(),
-    }));
+    ctx.out
+        .actions
+        .push(stop_action(app, cluster, &m.id, reason));
 }
 
 /// Applies an observation to the member it names; returns the member's application.
@@ -1305,12 +1308,12 @@ fn apply_to_member(
             member.ports = ports.clone();
             if member.status == MemberStatus::ReadyToShutDown && member.stop_at.is_none() {
                 // Stopped before its start was through: the stop may have found nothing yet.
-                out.actions.push(Action::StopMember(StopMember {
-                    member_id: wanted.to_string(),
-                    application: app_id.to_string(),
-                    cluster: cluster.to_string(),
-                    reason: "stopped while it was starting".into(),
-                }));
+                out.actions.push(stop_action(
+                    app_id,
+                    cluster,
+                    &wanted,
+                    "stopped while it was starting",
+                ));
             }
             if member.status == MemberStatus::Created {
                 member.status = MemberStatus::Starting;
@@ -1334,12 +1337,8 @@ fn apply_to_member(
                 ctx_event(format!("faulted: {reason}"));
                 member.status = MemberStatus::ReadyToShutDown;
                 member.since = now;
-                out.actions.push(Action::StopMember(StopMember {
-                    member_id: wanted.to_string(),
-                    application: app_id.to_string(),
-                    cluster: cluster.to_string(),
-                    reason: reason.clone(),
-                }));
+                out.actions
+                    .push(stop_action(app_id, cluster, &wanted, reason));
             }
         }
         // Taken before the match, without the allocations lifecycle news needs.
