@@ -183,35 +183,17 @@ fn is_loopback(host: &str) -> bool {
     }
 }
 
-/// `500ms`, `30s`, `5m`, `1h`, or a bare number of seconds; at most [`MAX_DURATION`].
+/// A duration as [`crate::duration::parse_duration`] reads it, above zero and at most
+/// [`MAX_DURATION`].
 fn parse_duration(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
-    let split = text
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let seconds_per_unit = match unit {
-        "ms" => 0.001,
-        "" | "s" => 1.0,
-        "m" => 60.0,
-        "h" => 3600.0,
-        _ => {
-            return Err(format!(
-                "{text:?}: expected a number with ms, s, m or h, such as 30s"
-            ));
-        }
-    };
-    let number: f64 = number
-        .parse()
-        .map_err(|_| format!("{text:?}: expected a number with ms, s, m or h, such as 30s"))?;
-    let seconds = number * seconds_per_unit;
-    if seconds > MAX_DURATION.as_secs_f64() {
-        return Err(format!("{text} is longer than the limit of 1h"));
+    let duration = crate::duration::parse_duration(text)?;
+    if duration > MAX_DURATION {
+        return Err(format!("{} is longer than the limit of 1h", text.trim()));
     }
-    if seconds <= 0.0 {
-        return Err(format!("{text:?}: expected more than zero"));
+    if duration.is_zero() {
+        return Err(format!("{:?}: expected more than zero", text.trim()));
     }
-    Ok(Duration::from_secs_f64(seconds))
+    Ok(duration)
 }
 
 /// What a run's requests share.

@@ -4,6 +4,7 @@
 //! server crate together.
 
 mod client;
+mod duration;
 mod load;
 mod render;
 mod simulate;
