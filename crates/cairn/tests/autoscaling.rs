@@ -7,7 +7,7 @@ mod support;
 use std::time::Duration;
 
 use serde_json::Value;
-use support::{Cairn, Load, client, members};
+use support::{Cairn, Load, active, client, members};
 
 const BLUEPRINT: &str = r#"
 application: scaling
@@ -30,13 +30,6 @@ components:
     max: 4
     autoscaling_policy: fast
 "#;
-
-fn active(view: &Value) -> usize {
-    members(view)
-        .iter()
-        .filter(|(_, m)| m["status"] == "Active")
-        .count()
-}
 
 #[test]
 fn requests_in_flight_scale_a_cluster_up_to_max_and_back_to_min_without_failures() {

@@ -7,7 +7,7 @@ mod support;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use support::{BIN, Cairn, members};
+use support::{BIN, Cairn, active, members};
 
 /// Four tiers in a chain, two members each, every member slow to start, so a deploy takes a while.
 fn blueprint() -> String {
@@ -44,14 +44,7 @@ fn cairn_killed_during_deploy_converges_without_duplicates_or_orphans() {
         "crash",
         "Active with 8 Active members",
         Duration::from_secs(30),
-        |v| {
-            v["status"] == "Active"
-                && members(v)
-                    .iter()
-                    .filter(|(_, m)| m["status"] == "Active")
-                    .count()
-                    == 8
-        },
+        |v| v["status"] == "Active" && active(v) == 8,
     );
     let all = members(&view);
     assert_eq!(all.len(), 8, "exactly min members per cluster: {view}");

@@ -6,7 +6,7 @@ mod support;
 use std::time::Duration;
 
 use serde_json::Value;
-use support::{Cairn, Load, client, members};
+use support::{Cairn, Load, active, client, members};
 
 fn blueprint(threshold_key: &str, properties: &str) -> String {
     format!(
@@ -38,13 +38,6 @@ fn first_scale_up(cairn: &Cairn) -> Option<Value> {
         .flatten()
         .find(|e| e["decision"]["to"].as_u64() > e["decision"]["from"].as_u64())
         .cloned()
-}
-
-fn active(view: &Value) -> usize {
-    members(view)
-        .iter()
-        .filter(|(_, m)| m["status"] == "Active")
-        .count()
 }
 
 #[test]

@@ -292,6 +292,14 @@ fn kill_members_of(data_dir: &Path) {
     }
 }
 
+/// How many members of a runtime view are Active.
+pub fn active(view: &Value) -> usize {
+    members(view)
+        .iter()
+        .filter(|(_, m)| m["status"] == "Active")
+        .count()
+}
+
 /// Every member of every cluster in a runtime view, with the cluster alias.
 pub fn members(view: &Value) -> Vec<(String, Value)> {
     let mut out = Vec::new();
