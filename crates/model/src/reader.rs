@@ -207,6 +207,15 @@ impl Reader {
         false
     }
 
+    /// Like [`Reader::object`], and records where the map named `key` is, for later checks.
+    pub fn open(&mut self, at: &At, key: &Key) -> bool {
+        if !self.object(at) {
+            return false;
+        }
+        self.origins.record(key, at);
+        true
+    }
+
     pub fn list<'n>(&mut self, at: &At<'n>) -> Vec<At<'n>> {
         let Value::Seq(items) = &at.node.value else {
             self.wrong_type(at, "a list");

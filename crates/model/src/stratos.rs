@@ -223,10 +223,9 @@ fn fill(r: &mut Reader, at: &At, kind: ArtifactKind, application_id: &str, bundl
 }
 
 fn domain_mapping(r: &mut Reader, at: &At, key: &Key) -> Option<DomainMapping> {
-    if !r.object(at) {
+    if !r.open(at, key) {
         return None;
     }
-    r.origins.record(key, at);
     let cartridge_alias = r.required_string(at, "cartridgeAlias", &key.field("cartridge_alias"));
     let domain_name = r.required_string(at, "domainName", &key.field("domain_name"));
     let context_path = r.field_string(at, "contextPath", &key.field("context_path"));
@@ -311,10 +310,9 @@ fn cartridge(r: &mut Reader, at: &At, key: &Key) -> Option<Cartridge> {
 }
 
 fn port_mapping(r: &mut Reader, at: &At, key: &Key) -> Option<PortMapping> {
-    if !r.object(at) {
+    if !r.open(at, key) {
         return None;
     }
-    r.origins.record(key, at);
     let protocol = r
         .required(at, "protocol")
         .and_then(|p| r.choice(&p, &key.field("protocol"), "protocol", &PROTOCOLS));
@@ -348,10 +346,9 @@ pub(crate) struct HealthFields {
 }
 
 fn health_fields(r: &mut Reader, at: &At, key: &Key) -> HealthFields {
-    if !r.object(at) {
+    if !r.open(at, key) {
         return HealthFields::default();
     }
-    r.origins.record(key, at);
     HealthFields {
         http: r.field_string(at, "http", &key.field("http")),
         tcp: r.field_bool(at, "tcp", &key.field("tcp")).unwrap_or(false),
@@ -449,10 +446,9 @@ fn property_list(r: &mut Reader, at: &At, key: &Key) -> std::collections::BTreeM
 }
 
 fn group(r: &mut Reader, at: &At, key: &Key) -> Option<CartridgeGroup> {
-    if !r.object(at) {
+    if !r.open(at, key) {
         return None;
     }
-    r.origins.record(key, at);
     let name = r.required_string(at, "name", &key.field("name"));
     let cartridges = r.field_strings(at, "cartridges", &key.field("cartridges"));
     let mut groups = Vec::new();
@@ -480,10 +476,9 @@ fn group(r: &mut Reader, at: &At, key: &Key) -> Option<CartridgeGroup> {
 }
 
 fn dependencies(r: &mut Reader, at: &At, key: &Key) -> Dependencies {
-    if !r.object(at) {
+    if !r.open(at, key) {
         return Dependencies::default();
     }
-    r.origins.record(key, at);
     let mut startup_orders = Vec::new();
     for (item, item_key) in r.field_list(at, "startupOrders", &key.field("startup_orders")) {
         startup_orders.push(alias_list(r, &item, &item_key));
@@ -594,10 +589,9 @@ fn subscriptions(
 }
 
 fn group_subscription(r: &mut Reader, at: &At, key: &Key) -> Option<GroupSubscription> {
-    if !r.object(at) {
+    if !r.open(at, key) {
         return None;
     }
-    r.origins.record(key, at);
     let name = r.required_string(at, "name", &key.field("name"));
     let alias = r.required_string(at, "alias", &key.field("alias"));
     let min_instances = r
@@ -628,10 +622,9 @@ fn group_subscription(r: &mut Reader, at: &At, key: &Key) -> Option<GroupSubscri
 }
 
 fn cartridge_subscription(r: &mut Reader, at: &At, key: &Key) -> Option<CartridgeSubscription> {
-    if !r.object(at) {
+    if !r.open(at, key) {
         return None;
     }
-    r.origins.record(key, at);
     let cartridge = r.required_string(at, "type", &key.field("cartridge"));
     let min = r
         .field_u32(at, "cartridgeMin", &key.field("min"))
@@ -708,10 +701,9 @@ fn deployment_policy(r: &mut Reader, at: &At, key: &Key) -> Option<DeploymentPol
 }
 
 fn placement(r: &mut Reader, at: &At, key: &Key) -> Option<NetworkPartitionPlacement> {
-    if !r.object(at) {
+    if !r.open(at, key) {
         return None;
     }
-    r.origins.record(key, at);
     let id = r.required_string(at, "id", &key.field("id"));
     let algorithm = match r.required(at, "partitionAlgo") {
         Some(a) => r.choice(
@@ -724,10 +716,9 @@ fn placement(r: &mut Reader, at: &At, key: &Key) -> Option<NetworkPartitionPlace
     };
     let mut partitions = Vec::new();
     for (item, item_key) in r.field_list(at, "partitions", &key.field("partitions")) {
-        if !r.object(&item) {
+        if !r.open(&item, &item_key) {
             continue;
         }
-        r.origins.record(&item_key, &item);
         let id = r.required_string(&item, "id", &item_key.field("id"));
         let max = r
             .required(&item, "partitionMax")
@@ -792,10 +783,9 @@ fn network_partition(r: &mut Reader, at: &At, key: &Key) -> Option<NetworkPartit
     let mut partitions = Vec::new();
     if r.required(at, "partitions").is_some() {
         for (item, item_key) in r.field_list(at, "partitions", &key.field("partitions")) {
-            if !r.object(&item) {
+            if !r.open(&item, &item_key) {
                 continue;
             }
-            r.origins.record(&item_key, &item);
             let id = r.required_string(&item, "id", &item_key.field("id"));
             let properties = match item.get("property") {
                 Some(list) => property_list(r, &list, &item_key.field("properties")),
