@@ -4,6 +4,7 @@ use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
@@ -156,6 +157,7 @@ fn relay(
     let mut upstream = Upstream {
         connection: Some(connection),
         body,
+        pause_timeout: cluster.0.response_timeout,
         pool: keep_alive.then_some(pool),
         flight: Some((cluster, member)),
     };
@@ -434,6 +436,8 @@ struct Upstream {
     /// Taken once the body is read to the end or fails.
     connection: Option<Connection>,
     body: BodyDecoder,
+    /// The longest the member may pause within the body, its cluster's response timeout.
+    pause_timeout: Duration,
     /// Where the connection goes once the body was read, when the member keeps it open.
     pool: Option<Arc<Pool>>,
     flight: Option<(ClusterFlight, MemberFlight)>,
@@ -467,7 +471,7 @@ impl Upstream {
                 Decoded::Done => return Poll::Ready(Ok(None)),
                 Decoded::NeedMore => {}
             }
-            if ready!(connection.poll_read(cx)).map_err(UpstreamError::Read)? == 0 {
+            if ready!(connection.poll_read_body(cx, self.pause_timeout))? == 0 {
                 self.body.end_of_stream()?;
                 // A body that ends with the connection leaves nothing to reuse.
                 self.pool = None;

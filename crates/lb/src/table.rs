@@ -66,8 +66,8 @@ pub struct ClusterRoute {
     pub hosts: Vec<String>,
     #[serde(default)]
     pub backends: Vec<Backend>,
-    /// How long a member may take to answer a request with a response head; `None` means
-    /// [`DEFAULT_RESPONSE_TIMEOUT`]. A body, once it streams, may pause for any time.
+    /// How long a member may take to answer a request with a response head, and the longest
+    /// it may pause within a response body; `None` means [`DEFAULT_RESPONSE_TIMEOUT`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub response_timeout_ms: Option<u64>,
 }

@@ -6,7 +6,7 @@
 
 use std::io;
 use std::pin::{Pin, pin};
-use std::task::{Context, Poll, Waker};
+use std::task::{Context, Poll, Waker, ready};
 use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
@@ -50,14 +50,19 @@ pub(crate) enum UpstreamError {
     InvalidChunk(&'static str),
     #[error("the member did not answer within {} ms", .0.as_millis())]
     TimedOut(Duration),
+    #[error("the member sent nothing of its response body for {} ms", .0.as_millis())]
+    BodyStalled(Duration),
 }
 
 /// An open connection to a member.
 pub(crate) struct Connection {
     io: MemberIo,
-    /// When the member must have answered the request under way; one timer per connection,
-    /// moved forward per request, costs less than a new one each time.
+    /// When the member must have answered the request under way, or sent more of its body;
+    /// one timer per connection, moved forward as needed, costs less than a new one each time.
     deadline: Pin<Box<Sleep>>,
+    /// The deadline counts a pause in the response body: set at the first read that finds
+    /// nothing, so a body that flows costs no clock read.
+    body_pause_timed: bool,
     /// The last response had no body (HEAD, 204, 304, length 0): a member that sent one
     /// anyway, in a later segment, is caught by reading the socket before the next request.
     probe_before_reuse: bool,
@@ -77,6 +82,7 @@ impl Connection {
                 buffer: BytesMut::new(),
             },
             deadline: Box::pin(tokio::time::sleep(Duration::ZERO)),
+            body_pause_timed: false,
             probe_before_reuse: false,
         }
     }
@@ -121,6 +127,7 @@ impl Connection {
             return Ok(early);
         }
         self.deadline.as_mut().reset(Instant::now() + timeout);
+        self.body_pause_timed = false;
         let deadline = &mut self.deadline;
         let mut answer = pin!(self.io.read_final_head(request.method_is_head));
         std::future::poll_fn(|cx| match answer.as_mut().poll(cx) {
@@ -133,9 +140,24 @@ impl Connection {
         .await
     }
 
-    /// Reads what the socket has into the buffer; 0 means the member closed the connection.
-    pub(crate) fn poll_read(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
-        self.io.poll_read(cx)
+    /// Reads more of a response body into the buffer; 0 means the member closed the
+    /// connection. Fails once the member has sent nothing for `timeout`, so a stalled member
+    /// cannot hold its client forever.
+    pub(crate) fn poll_read_body(
+        &mut self,
+        cx: &mut Context<'_>,
+        timeout: Duration,
+    ) -> Poll<Result<usize, UpstreamError>> {
+        if let Poll::Ready(read) = self.io.poll_read(cx) {
+            self.body_pause_timed = false;
+            return Poll::Ready(read.map_err(UpstreamError::Read));
+        }
+        if !self.body_pause_timed {
+            self.deadline.as_mut().reset(Instant::now() + timeout);
+            self.body_pause_timed = true;
+        }
+        ready!(self.deadline.as_mut().poll(cx));
+        Poll::Ready(Err(UpstreamError::BodyStalled(timeout)))
     }
 
     /// The next piece of a response body, per its framing.

@@ -1040,6 +1040,35 @@ async fn members_too_slow_to_answer_time_out() {
     .await;
 }
 
+#[tokio::test]
+async fn a_body_that_stalls_is_cut_after_the_response_timeout() {
+    bounded(async {
+        let member = start_raw_member().await;
+        let port = free_port();
+        let balancer = LoadBalancer::new(Ipv4Addr::LOCALHOST.into());
+        let mut route = cluster("web", &[], vec![member]);
+        route.response_timeout_ms = Some(300);
+        balancer
+            .publish(table(vec![(port, vec![route])]))
+            .await
+            .expect("publish");
+        let started = std::time::Instant::now();
+        // The member sends a head and one chunk, then nothing more.
+        let received = raw_exchange(port, "GET /endless HTTP/1.1\r\nHost: web\r\n\r\n").await;
+        let took = started.elapsed();
+        assert!(received.contains("5\r\nhello\r\n"), "{received}");
+        assert!(!received.ends_with("0\r\n\r\n"), "a cut body does not look whole: {received}");
+        assert!(took >= Duration::from_millis(300), "cut before the timeout: {took:?}");
+        assert!(took < Duration::from_secs(5), "cut late: {took:?}");
+        let stats = balancer.stats();
+        let web = stats.cluster(&key("web")).expect("web");
+        assert_eq!(web.member("raw").expect("raw").requests.failures, 1);
+        assert_eq!(web.requests.in_flight, 0);
+        balancer.shutdown().await;
+    })
+    .await;
+}
+
 /// A tcp member: answers every read with its name and what it read.
 async fn tcp_member(name: &'static str) -> (Backend, JoinHandle<()>) {
     let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
