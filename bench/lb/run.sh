@@ -3,6 +3,9 @@
 # thread, in front of the same backend on loopback.
 # Usage: bench/lb/run.sh [seconds per run, default 5] [rounds, default 5]
 # KEEP_WORK=1 keeps the temporary directory with the HAProxy and nginx configs and logs.
+# Runs twice: first with each proxy on the last core and wrk and the backend on the others
+# (PIN=1), then with every process placed by the kernel (PIN=0); PIN=1 or PIN=0 runs only
+# that one. bench/README.md says why both.
 set -euo pipefail
 
 DURATION="${1:-5}"
@@ -11,6 +14,25 @@ WARMUP=2
 CONNECTIONS=64
 THREADS=2
 ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
+if [ -z "${PIN:-}" ]; then
+    PIN=1 "$0" "$@"
+    echo
+    PIN=0 "$0" "$@"
+    exit
+fi
+CORES="$(nproc)"
+if [ "$PIN" != 0 ] && [ "$CORES" -ge 2 ]; then
+    PROXY_CPUS="$((CORES - 1))"
+    LOAD_CPUS="0"
+    [ "$CORES" -gt 2 ] && LOAD_CPUS="0-$((CORES - 2))"
+    PROXY_ON=(taskset -c "$PROXY_CPUS")
+    LOAD_ON=(taskset -c "$LOAD_CPUS")
+    PLACEMENT="proxy on cpu $PROXY_CPUS, wrk and backend on cpu $LOAD_CPUS"
+else
+    PROXY_ON=()
+    LOAD_ON=()
+    PLACEMENT="placed by the kernel"
+fi
 
 missing=()
 for tool in haproxy nginx wrk python3; do
@@ -45,8 +67,8 @@ CAIRN_PORT="$(free_port)"
 HAPROXY_PORT="$(free_port)"
 NGINX_PORT="$(free_port)"
 
-"$BIN" backend "$BACKEND_PORT" & PIDS+=($!)
-"$BIN" proxy "$CAIRN_PORT" "$BACKEND_PORT" & PIDS+=($!)
+"${LOAD_ON[@]}" "$BIN" backend "$BACKEND_PORT" & PIDS+=($!)
+"${PROXY_ON[@]}" "$BIN" proxy "$CAIRN_PORT" "$BACKEND_PORT" & PIDS+=($!)
 
 cat >"$WORK/haproxy.cfg" <<CFG
 global
@@ -66,7 +88,7 @@ backend backend
     http-reuse always
     server backend 127.0.0.1:$BACKEND_PORT
 CFG
-haproxy -f "$WORK/haproxy.cfg" -db >"$WORK/haproxy.log" 2>&1 & PIDS+=($!)
+"${PROXY_ON[@]}" haproxy -f "$WORK/haproxy.cfg" -db >"$WORK/haproxy.log" 2>&1 & PIDS+=($!)
 
 mkdir -p "$WORK/nginx"
 cat >"$WORK/nginx.conf" <<CFG
@@ -100,7 +122,7 @@ http {
     }
 }
 CFG
-nginx -p "$WORK/nginx" -c "$WORK/nginx.conf" & PIDS+=($!)
+"${PROXY_ON[@]}" nginx -p "$WORK/nginx" -c "$WORK/nginx.conf" & PIDS+=($!)
 
 for port in "$BACKEND_PORT" "$CAIRN_PORT" "$HAPROXY_PORT" "$NGINX_PORT"; do
     for _ in $(seq 50); do
@@ -122,7 +144,11 @@ to_ms() {
 cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
 TICKS_PER_SEC="$(getconf CLK_TCK)"
 
-median() { sort -n | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+# The median of the numbers on stdin, printed with the printf format $1.
+median() {
+    sort -n | awk -v format="$1" '{ v[NR] = $1 }
+        END { printf format, (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
+}
 
 declare -A PORT=([direct]="$BACKEND_PORT" [cairn]="$CAIRN_PORT" [haproxy]="$HAPROXY_PORT" [nginx]="$NGINX_PORT")
 declare -A PID=([direct]="${PIDS[0]}" [cairn]="${PIDS[1]}" [haproxy]="${PIDS[2]}" [nginx]="${PIDS[3]}")
@@ -131,7 +157,7 @@ declare -A RPS P50 P99 CPU
 measure() {
     local name="$1" out before after requests
     before="$(cpu_ticks "${PID[$name]}")"
-    out="$(wrk -t"$THREADS" -c"$CONNECTIONS" -d"${DURATION}s" --latency "http://127.0.0.1:${PORT[$name]}/")"
+    out="$("${LOAD_ON[@]}" wrk -t"$THREADS" -c"$CONNECTIONS" -d"${DURATION}s" --latency "http://127.0.0.1:${PORT[$name]}/")"
     after="$(cpu_ticks "${PID[$name]}")"
     if echo "$out" | grep -q 'Non-2xx\|Socket errors'; then
         echo "$name: errors during the run:"
@@ -147,26 +173,35 @@ measure() {
 NAMES=(direct cairn haproxy nginx)
 PROXIES=(cairn haproxy nginx)
 for name in "${NAMES[@]}"; do
-    wrk -t"$THREADS" -c"$CONNECTIONS" -d"${WARMUP}s" "http://127.0.0.1:${PORT[$name]}/" >/dev/null
+    "${LOAD_ON[@]}" wrk -t"$THREADS" -c"$CONNECTIONS" -d"${WARMUP}s" "http://127.0.0.1:${PORT[$name]}/" >/dev/null
 done
 measure direct
-# Rounds interleave the proxies so a slow patch of the machine hurts all of them alike.
+# Rounds interleave the proxies, each round starting with the next one, so a slow patch of
+# the machine and the order of the runs hurt all of them alike.
 for round in $(seq "$ROUNDS"); do
     echo "round $round of $ROUNDS"
-    for name in "${PROXIES[@]}"; do measure "$name"; done
+    for i in "${!PROXIES[@]}"; do
+        measure "${PROXIES[$(((i + round - 1) % ${#PROXIES[@]}))]}"
+    done
 done
 
 echo
-echo "wrk -t$THREADS -c$CONNECTIONS -d${DURATION}s --latency; medians of $ROUNDS interleaved rounds; $(nproc) cores; $(date -u +%Y-%m-%d)"
+echo "wrk -t$THREADS -c$CONNECTIONS -d${DURATION}s --latency; medians of $ROUNDS interleaved rounds; $CORES cores, $PLACEMENT; $(date -u +%Y-%m-%d)"
 printf '%-8s %12s %9s %9s %14s\n' target 'requests/s' 'p50 ms' 'p99 ms' 'cpu us/request'
 declare -A MEDIAN_RPS
 for name in "${NAMES[@]}"; do
-    MEDIAN_RPS[$name]="$(echo "${RPS[$name]}" | tr ' ' '\n' | grep . | median)"
+    MEDIAN_RPS[$name]="$(echo "${RPS[$name]}" | tr ' ' '\n' | grep . | median %.0f)"
     printf '%-8s %12s %9s %9s %14s\n' "$name" "${MEDIAN_RPS[$name]}" \
-        "$(echo "${P50[$name]}" | tr ' ' '\n' | grep . | median)" \
-        "$(echo "${P99[$name]}" | tr ' ' '\n' | grep . | median)" \
-        "$(echo "${CPU[$name]}" | tr ' ' '\n' | grep . | median)"
+        "$(echo "${P50[$name]}" | tr ' ' '\n' | grep . | median %.2f)" \
+        "$(echo "${P99[$name]}" | tr ' ' '\n' | grep . | median %.2f)" \
+        "$(echo "${CPU[$name]}" | tr ' ' '\n' | grep . | median %.2f)"
 done
 echo "(cpu us/request: CPU time of that process alone; for direct, the backend's)"
+for name in "${PROXIES[@]}"; do
+    printf 'p99 ms per round, %-8s %s\n' "$name" "${P99[$name]}"
+done
+# Rounds pair up measurements taken seconds apart, so this compares them under the same load.
+paste <(echo "${P99[cairn]}" | tr ' ' '\n' | grep .) <(echo "${P99[haproxy]}" | tr ' ' '\n' | grep .) |
+    awk '$1 <= $2 { at_most++ } END { printf "rounds with cairn p99 <= haproxy p99: %d of %d\n", at_most, NR }'
 awk -v c="${MEDIAN_RPS[cairn]}" -v h="${MEDIAN_RPS[haproxy]}" -v n="${MEDIAN_RPS[nginx]}" \
     'BEGIN { printf "requests/s ratio: cairn / haproxy %.2f, cairn / nginx %.2f\n", c / h, c / n }'

@@ -15,6 +15,10 @@ use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
+// The allocator of the `cairn` binary, so the proxy measured is the one that ships.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const BODY: &[u8] = b"hello from the cairn benchmark backend\n";
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
