@@ -7,7 +7,9 @@ use std::convert::Infallible;
 use std::net::{Ipv4Addr, SocketAddr};
 
 use bytes::Bytes;
-use cairn_lb::{Backend, ClusterKey, ClusterRoute, ListenerRoute, LoadBalancer, RouteTable};
+use cairn_lb::{
+    Backend, ClusterKey, ClusterRoute, DEFAULT_DRAIN_GRACE, ListenerRoute, LoadBalancer, RouteTable,
+};
 use http_body_util::Full;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
@@ -63,7 +65,8 @@ async fn backend(port: u16) -> Result<(), Box<dyn std::error::Error>> {
 }
 
 async fn proxy(port: u16, backend_port: u16) -> Result<(), Box<dyn std::error::Error>> {
-    let balancer = LoadBalancer::new(Ipv4Addr::LOCALHOST.into());
+    // On a thread of its own, as `cairn up` runs it.
+    let balancer = LoadBalancer::on_own_thread(Ipv4Addr::LOCALHOST.into(), DEFAULT_DRAIN_GRACE)?;
     let cluster = ClusterRoute::new(
         ClusterKey::new("bench", "backend"),
         Vec::new(),

@@ -23,12 +23,17 @@ mod tcp;
 mod upstream;
 
 use std::collections::BTreeMap;
+use std::future::Future;
+use std::io;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
+use tokio::runtime::Handle;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
 
 use crate::listener::RunningListener;
 use crate::routing::CompiledTable;
@@ -87,6 +92,35 @@ struct Inner {
     publishing: tokio::sync::Mutex<()>,
     shut_down: AtomicBool,
     drain_grace: Duration,
+    /// The proxy's own thread, when it has one; else its tasks run on the publisher's runtime.
+    thread: Option<ProxyThread>,
+}
+
+/// A thread running a single-threaded runtime for the proxy alone, so requests do not queue
+/// behind the control plane's work; it ends when the last handle on the proxy is dropped.
+struct ProxyThread {
+    runtime: Handle,
+    _stop: oneshot::Sender<()>,
+}
+
+impl ProxyThread {
+    fn start() -> io::Result<ProxyThread> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let handle = runtime.handle().clone();
+        let (stop, stopped) = oneshot::channel::<()>();
+        std::thread::Builder::new()
+            .name("cairn-proxy".to_string())
+            .spawn(move || {
+                // Returns when the sender is dropped, which drops the runtime and its tasks.
+                let _ = runtime.block_on(stopped);
+            })?;
+        Ok(ProxyThread {
+            runtime: handle,
+            _stop: stop,
+        })
+    }
 }
 
 /// How long connections of a closed port may go on with what they serve before they are closed.
@@ -101,6 +135,21 @@ impl LoadBalancer {
     /// Like [`LoadBalancer::new`]; a port that closes (at shutdown, or when a table no longer
     /// has it) lets its connections finish for up to `drain_grace`, then closes them.
     pub fn with_drain_grace(bind: IpAddr, drain_grace: Duration) -> LoadBalancer {
+        LoadBalancer::with_thread(bind, drain_grace, None)
+    }
+
+    /// Like [`LoadBalancer::with_drain_grace`], serving on a thread of its own with a
+    /// single-threaded runtime, the way HAProxy runs with one thread: the control plane's
+    /// work never delays a request, and a request's tasks never hop between threads.
+    pub fn on_own_thread(bind: IpAddr, drain_grace: Duration) -> io::Result<LoadBalancer> {
+        Ok(LoadBalancer::with_thread(
+            bind,
+            drain_grace,
+            Some(ProxyThread::start()?),
+        ))
+    }
+
+    fn with_thread(bind: IpAddr, drain_grace: Duration, thread: Option<ProxyThread>) -> LoadBalancer {
         LoadBalancer {
             inner: Arc::new(Inner {
                 bind,
@@ -109,6 +158,7 @@ impl LoadBalancer {
                 publishing: tokio::sync::Mutex::new(()),
                 shut_down: AtomicBool::new(false),
                 drain_grace,
+                thread,
             }),
         }
     }
@@ -141,7 +191,7 @@ impl LoadBalancer {
         };
         for listener in gone {
             if let Some(connections) = listener.stop().await {
-                tokio::spawn(connections.shutdown());
+                self.inner.spawn(connections.shutdown());
             }
         }
 
@@ -150,10 +200,17 @@ impl LoadBalancer {
             if listeners.contains_key(&port) {
                 continue;
             }
-            match listener::bind(self.inner.bind, port) {
+            let runtime = self.inner.runtime();
+            // The listening socket belongs to the runtime that serves it.
+            let bound = {
+                let _entered = runtime.enter();
+                listener::bind(self.inner.bind, port)
+            };
+            match bound {
                 Ok(bound) => {
                     let table = Arc::clone(&self.inner.table);
-                    let running = listener::spawn(bound, port, table, self.inner.drain_grace);
+                    let running =
+                        listener::spawn(&runtime, bound, port, table, self.inner.drain_grace);
                     listeners.insert(port, running);
                 }
                 Err(source) => problems.push(LbError::Bind { port, source }),
@@ -187,7 +244,7 @@ impl LoadBalancer {
         let mut draining = Vec::with_capacity(listeners.len());
         for (_, listener) in listeners {
             if let Some(connections) = listener.stop().await {
-                draining.push(tokio::spawn(connections.shutdown()));
+                draining.push(self.inner.spawn(connections.shutdown()));
             }
         }
         for drained in draining {
@@ -199,6 +256,22 @@ impl LoadBalancer {
 }
 
 impl Inner {
+    /// The runtime the proxy's tasks run on.
+    fn runtime(&self) -> Handle {
+        match &self.thread {
+            Some(thread) => thread.runtime.clone(),
+            None => Handle::current(),
+        }
+    }
+
+    fn spawn<F>(&self, task: F) -> JoinHandle<F::Output>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        self.runtime().spawn(task)
+    }
+
     fn listeners(&self) -> MutexGuard<'_, BTreeMap<u16, RunningListener>> {
         self.listeners
             .lock()

@@ -15,6 +15,7 @@ use hyper::server::conn::http1;
 use hyper::service::{HttpService, service_fn};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::runtime::Handle;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
@@ -57,6 +58,7 @@ pub(crate) fn bind(ip: IpAddr, port: u16) -> io::Result<TcpListener> {
 }
 
 pub(crate) fn spawn(
+    runtime: &Handle,
     listener: TcpListener,
     port: u16,
     table: Arc<ArcSwap<CompiledTable>>,
@@ -64,7 +66,7 @@ pub(crate) fn spawn(
 ) -> RunningListener {
     let (stop, stopped) = oneshot::channel();
     let drain = Drain::new(drain_grace);
-    let accepting = tokio::spawn(accept_loop(listener, port, table, drain, stopped));
+    let accepting = runtime.spawn(accept_loop(listener, port, table, drain, stopped));
     RunningListener { stop, accepting }
 }
 

@@ -334,6 +334,39 @@ async fn spreads_requests_over_all_members() {
 }
 
 #[tokio::test]
+async fn a_proxy_on_its_own_thread_serves_and_shuts_down() {
+    bounded(async {
+        let backends = [TestBackend::start("a").await, TestBackend::start("b").await];
+        let port = free_port();
+        let grace = Duration::from_secs(1);
+        let balancer = LoadBalancer::on_own_thread(Ipv4Addr::LOCALHOST.into(), grace)
+            .expect("start the proxy's thread");
+        let members = backends.iter().map(TestBackend::backend).collect();
+        balancer
+            .publish(table(vec![(port, vec![cluster("web", &[], members)])]))
+            .await
+            .expect("publish");
+        let client = new_client();
+        let mut names = Vec::new();
+        for _ in 0..20 {
+            names.push(get_member(&client, port).await);
+        }
+        let expected = BTreeMap::from([("a".to_string(), 10), ("b".to_string(), 10)]);
+        assert_eq!(counts(names), expected);
+        let web = balancer.stats().cluster(&key("web")).expect("web").clone();
+        assert_eq!((web.requests.total, web.requests.in_flight), (20, 0));
+
+        balancer.shutdown().await;
+        assert!(balancer.listening_ports().is_empty());
+        assert!(
+            send(&new_client(), port, "/", None, "").await.is_err(),
+            "nothing listens after shutdown"
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn shared_port_routes_by_host() {
     bounded(async {
         let web = TestBackend::start("web-1").await;

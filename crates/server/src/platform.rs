@@ -11,7 +11,7 @@ use cairn_agent::{Agent, AgentConfig};
 use cairn_engine::{
     Action, AppView, Engine, EngineConfig, EngineError, Event, Millis, Observation, Output, State,
 };
-use cairn_lb::{LbStats, LoadBalancer};
+use cairn_lb::{DEFAULT_DRAIN_GRACE, LbStats, LoadBalancer};
 use cairn_model::{AppSpec, ArtifactKind, Bundle, Catalog, Diagnostics};
 use cairn_runtime::{ProcessRuntime, RunningMember};
 use cairn_store::{RedbStore, Store, StoreExt, Txn};
@@ -150,9 +150,11 @@ impl Platform {
                 proxy_port_offset: config.proxy_port_offset,
             },
         );
+        let lb = LoadBalancer::on_own_thread(config.proxy_bind, DEFAULT_DRAIN_GRACE)
+            .map_err(|e| ServerError::Io(format!("cannot start the proxy's thread: {e}")))?;
         let (commands, command_rx) = mpsc::unbounded_channel();
         let platform = Arc::new(Platform {
-            lb: LoadBalancer::new(config.proxy_bind),
+            lb,
             config,
             store,
             catalog: Mutex::new(catalog),
