@@ -149,7 +149,11 @@ impl LoadBalancer {
         ))
     }
 
-    fn with_thread(bind: IpAddr, drain_grace: Duration, thread: Option<ProxyThread>) -> LoadBalancer {
+    fn with_thread(
+        bind: IpAddr,
+        drain_grace: Duration,
+        thread: Option<ProxyThread>,
+    ) -> LoadBalancer {
         LoadBalancer {
             inner: Arc::new(Inner {
                 bind,

@@ -1090,8 +1090,14 @@ async fn a_body_that_stalls_is_cut_after_the_response_timeout() {
         let received = raw_exchange(port, "GET /endless HTTP/1.1\r\nHost: web\r\n\r\n").await;
         let took = started.elapsed();
         assert!(received.contains("5\r\nhello\r\n"), "{received}");
-        assert!(!received.ends_with("0\r\n\r\n"), "a cut body does not look whole: {received}");
-        assert!(took >= Duration::from_millis(300), "cut before the timeout: {took:?}");
+        assert!(
+            !received.ends_with("0\r\n\r\n"),
+            "a cut body does not look whole: {received}"
+        );
+        assert!(
+            took >= Duration::from_millis(300),
+            "cut before the timeout: {took:?}"
+        );
         assert!(took < Duration::from_secs(5), "cut late: {took:?}");
         let stats = balancer.stats();
         let web = stats.cluster(&key("web")).expect("web");
