@@ -348,6 +348,7 @@ impl Engine {
             now,
             config: &self.config,
             next_member: &mut self.state.next_member,
+            group_instance_numbers: BTreeMap::new(),
             out,
         };
         let finished = reconcile::reconcile_app(app, &mut ctx);

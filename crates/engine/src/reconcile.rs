@@ -32,6 +32,8 @@ pub(crate) struct Ctx<'a> {
     pub now: Millis,
     pub config: &'a EngineConfig,
     pub next_member: &'a mut u64,
+    /// The application's [`AppState::group_instance_numbers`], held here while it is reconciled.
+    pub group_instance_numbers: BTreeMap<String, u32>,
     pub out: &'a mut Output,
 }
 
@@ -53,7 +55,6 @@ pub(crate) fn new_app(spec: AppSpec, now: Millis) -> AppState {
         phase: Phase::Running,
         status: Status::Created,
         instances: Vec::new(),
-        next_instance: 1,
         calm_since: None,
     };
     AppState {
@@ -63,11 +64,19 @@ pub(crate) fn new_app(spec: AppSpec, now: Millis) -> AppState {
         deployed_at: now,
         root,
         burst_level: 0,
+        group_instance_numbers: BTreeMap::new(),
     }
 }
 
 /// Runs one pass; returns true when an undeploying application has nothing left running.
 pub(crate) fn reconcile_app(app: &mut AppState, ctx: &mut Ctx<'_>) -> bool {
+    ctx.group_instance_numbers = std::mem::take(&mut app.group_instance_numbers);
+    let finished = reconcile_tree(app, ctx);
+    app.group_instance_numbers = std::mem::take(&mut ctx.group_instance_numbers);
+    finished
+}
+
+fn reconcile_tree(app: &mut AppState, ctx: &mut Ctx<'_>) -> bool {
     let app_id = app.spec.id.clone();
     let spec = &app.spec.root;
     if app.undeploying {
@@ -304,7 +313,6 @@ fn new_instance(id: String, network_partition: &str, spec: &GroupSpec) -> GroupI
                 phase: Phase::Pending,
                 status: Status::Created,
                 instances: Vec::new(),
-                next_instance: 1,
                 calm_since: None,
             }),
             ComponentSpec::Cluster(c) => ChildState::Cluster(ClusterState {
@@ -675,8 +683,12 @@ fn add_group_instance(
     np: &str,
     ctx: &mut Ctx<'_>,
 ) -> String {
-    let id = format!("{}-{}", g.alias, g.next_instance);
-    g.next_instance += 1;
+    let number = ctx
+        .group_instance_numbers
+        .entry(g.alias.clone())
+        .or_default();
+    *number += 1;
+    let id = format!("{}-{number}", g.alias);
     ctx.event(app, format!("group {id}"), "instance created".into());
     g.instances.push(new_instance(id.clone(), np, spec));
     id

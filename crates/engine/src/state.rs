@@ -138,8 +138,6 @@ pub struct GroupState {
     pub phase: Phase,
     pub status: Status,
     pub instances: Vec<GroupInstance>,
-    /// Numbers instances of this group; never reused.
-    pub next_instance: u32,
     /// Since when its newest instance has had no work worth keeping it for; known again within a
     /// window after a restart, so not stored.
     #[serde(skip)]
@@ -195,6 +193,10 @@ pub struct AppState {
     /// How many network partition groups past the first the application has burst into.
     #[serde(default)]
     pub burst_level: usize,
+    /// The last number given to an instance of each group, by alias, so instance ids are
+    /// unique in the application: across parent instances, network partitions and time.
+    #[serde(default)]
+    pub group_instance_numbers: BTreeMap<String, u32>,
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]

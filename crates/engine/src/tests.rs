@@ -479,6 +479,35 @@ fn a_group_instance_is_added_when_a_cluster_is_at_max_and_removed_when_idle() {
 }
 
 #[test]
+fn group_instance_ids_are_unique_across_parent_instances() {
+    let inner = group(
+        "inner",
+        TerminationBehaviour::TerminateNone,
+        vec![cluster("a", 1)],
+        &[],
+    );
+    let mut outer = group(
+        "outer",
+        TerminationBehaviour::TerminateNone,
+        vec![ComponentSpec::Group(inner)],
+        &[],
+    );
+    outer.min_instances = 2;
+    let sim = Sim::deploy(app(flat(vec![ComponentSpec::Group(outer)])));
+    let view = sim.engine.view("app").expect("deployed");
+    let outer = &view.groups[0];
+    let outer_ids: Vec<&str> = outer.instances.iter().map(|i| i.id.as_str()).collect();
+    let inner_ids: Vec<&str> = outer
+        .instances
+        .iter()
+        .flat_map(|i| &i.groups[0].instances)
+        .map(|i| i.id.as_str())
+        .collect();
+    assert_eq!(outer_ids, ["outer-1", "outer-2"]);
+    assert_eq!(inner_ids, ["inner-1", "inner-2"]);
+}
+
+#[test]
 fn the_application_bursts_into_the_next_partition_group_and_contracts_back() {
     let root = flat(vec![scaled("web", 1, 2, 10.0)]);
     let mut spec = app(root);
