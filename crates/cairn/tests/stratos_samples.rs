@@ -333,3 +333,37 @@ fn artifact_id(collection: &str, file: &std::path::Path) -> String {
     let close = rest[open..].find('"').expect("id value end") + open;
     rest[open..close].to_string()
 }
+
+#[test]
+fn artifacts_from_a_blueprint_read_in_stratos_shape() {
+    let cairn = Cairn::start("blueprint-in-stratos-shape", &[8080]);
+    let examples = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples");
+    let yaml = std::fs::read_to_string(examples.join("minimal.yaml")).expect("example");
+    let (status, body) = cairn.post_blueprint(&yaml);
+    assert_eq!(status, 201, "{body}");
+    let read = |path: &str| -> Value {
+        let (status, text) = cairn.stratos_curl("GET", path, None);
+        assert_eq!(status, 200, "GET {path}: {text}");
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("GET {path}: {e}: {text}"))
+    };
+    let cartridge = read("cartridges/hello");
+    assert_eq!(cartridge["type"], "hello", "{cartridge}");
+    assert_eq!(cartridge["portMapping"][0]["port"], 8000, "{cartridge}");
+    assert_eq!(
+        cartridge["portMapping"][0]["proxyPort"], 8080,
+        "{cartridge}"
+    );
+    let application = read("applications/hello");
+    assert_eq!(application["applicationId"], "hello", "{application}");
+    let subscription = &application["components"]["cartridges"][0];
+    assert_eq!(subscription["type"], "hello", "{application}");
+    assert_eq!(
+        subscription["subscribableInfo"]["alias"], "hello",
+        "{application}"
+    );
+    let policies = read("deploymentPolicies");
+    assert!(
+        policies[0]["networkPartitions"][0]["partitionAlgo"].is_string(),
+        "{policies}"
+    );
+}

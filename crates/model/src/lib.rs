@@ -10,6 +10,7 @@ mod json;
 mod reader;
 pub mod spec;
 mod stratos;
+mod stratos_out;
 mod tree;
 pub mod types;
 mod validate;

@@ -14,8 +14,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use base64::Engine as _;
 use cairn_engine::view::{ClusterView, GroupView};
-use cairn_model::{ArtifactKind, Catalog};
-use serde::Serialize;
+use cairn_model::ArtifactKind;
 use serde_json::{Value, json};
 
 use super::{body_text, status_of};
@@ -174,33 +173,10 @@ fn first_id(bundle: &cairn_model::Bundle) -> String {
         .unwrap_or_default()
 }
 
-fn artifacts(catalog: &Catalog, kind: ArtifactKind) -> Vec<(String, Value)> {
-    fn all<T: Serialize>(map: &std::collections::BTreeMap<String, T>) -> Vec<(String, Value)> {
-        map.iter()
-            .map(|(id, x)| (id.clone(), serde_json::to_value(x).unwrap_or(Value::Null)))
-            .collect()
-    }
-    match kind {
-        ArtifactKind::Cartridge => all(&catalog.cartridges),
-        ArtifactKind::CartridgeGroup => all(&catalog.cartridge_groups),
-        ArtifactKind::Application => all(&catalog.applications),
-        ArtifactKind::AutoscalingPolicy => all(&catalog.autoscaling_policies),
-        ArtifactKind::DeploymentPolicy => all(&catalog.deployment_policies),
-        ArtifactKind::ApplicationPolicy => all(&catalog.application_policies),
-        ArtifactKind::NetworkPartition => all(&catalog.network_partitions),
-        ArtifactKind::KubernetesCluster => catalog
-            .kubernetes_clusters
-            .iter()
-            .map(|(id, k)| (id.clone(), k.raw.clone()))
-            .collect(),
-        ArtifactKind::DomainMappings => all(&catalog.domain_mappings),
-        ArtifactKind::ApplicationSignup => all(&catalog.artifact_repositories),
-    }
-}
-
 async fn list(State(api): State<Api>, kind: ArtifactKind) -> Response {
     let catalog = api.platform.catalog();
-    let items: Vec<Value> = artifacts(&catalog, kind)
+    let items: Vec<Value> = catalog
+        .stratos_documents(kind)
         .into_iter()
         .map(|(id, value)| {
             let value = api.platform.document(kind, &id).unwrap_or(value);
@@ -212,7 +188,8 @@ async fn list(State(api): State<Api>, kind: ArtifactKind) -> Response {
 
 async fn get_one(State(api): State<Api>, kind: ArtifactKind, Path(id): Path<String>) -> Response {
     let catalog = api.platform.catalog();
-    match artifacts(&catalog, kind)
+    match catalog
+        .stratos_documents(kind)
         .into_iter()
         .find(|(x, _)| *x == id)
     {
