@@ -174,7 +174,8 @@ fn every_stratos_sample_deploys_through_the_stratos_api_in_script_order() {
     }
 }
 
-fn run_sample(cairn: &Cairn, sample: &Sample) {
+/// Posts a sample's artifacts in its scripts' order.
+fn post_artifacts(cairn: &Cairn, sample: &Sample) {
     let app = sample.application;
     for (collection, file) in sample.posts {
         let (code, body) = cairn.stratos_curl("POST", collection, Some(&samples().join(file)));
@@ -185,6 +186,11 @@ fn run_sample(cairn: &Cairn, sample: &Sample) {
             cairn.output()
         );
     }
+}
+
+fn run_sample(cairn: &Cairn, sample: &Sample) {
+    let app = sample.application;
+    post_artifacts(cairn, sample);
     let (code, body) = cairn.stratos_curl(
         "POST",
         &format!("applications/{app}/deploy/application-policy-1"),
@@ -365,5 +371,51 @@ fn artifacts_from_a_blueprint_read_in_stratos_shape() {
     assert!(
         policies[0]["networkPartitions"][0]["partitionAlgo"].is_string(),
         "{policies}"
+    );
+}
+
+#[test]
+fn domain_mappings_are_added_read_and_removed() {
+    let cairn = Cairn::start("domain-mappings", &[80, 8222]);
+    let sample_file =
+        samples().join("applications/simple/single-cartridge-app/artifacts/domain-mappings.json");
+    let (code, body) = cairn.stratos_curl(
+        "POST",
+        "applications/single-cartridge-app/domainMappings",
+        Some(&sample_file),
+    );
+    assert_eq!(code, 404, "no such application yet: {body}");
+    post_artifacts(&cairn, &SAMPLES[0]);
+    let path = "applications/single-cartridge-app/domainMappings";
+    let (code, body) = cairn.stratos_curl("GET", path, None);
+    assert_eq!(code, 404, "no mappings yet: {body}");
+
+    let (code, body) = cairn.stratos_curl("POST", path, Some(&sample_file));
+    assert_eq!(code, 200, "{body}");
+    let second = cairn.data_dir.join("second-mapping.json");
+    let text = r#"{"domainMappings": [{"cartridgeAlias": "my-php", "domainName": "xyz.com"}]}"#;
+    std::fs::write(&second, text).expect("mapping file");
+    let (code, body) = cairn.stratos_curl("POST", path, Some(&second));
+    assert_eq!(code, 200, "{body}");
+    let (code, body) = cairn.stratos_curl("GET", path, None);
+    assert_eq!(code, 200, "{body}");
+    let mappings: Value = serde_json::from_str(&body).expect("JSON");
+    assert_eq!(
+        mappings,
+        serde_json::json!([
+            {"cartridgeAlias": "my-php", "domainName": "abc.com", "contextPath": "/abc/app"},
+            {"cartridgeAlias": "my-php", "domainName": "xyz.com"},
+        ])
+    );
+
+    let (code, body) = cairn.stratos_curl("DELETE", &format!("{path}/abc.com"), None);
+    assert_eq!(code, 200, "{body}");
+    let (code, body) = cairn.stratos_curl("DELETE", &format!("{path}/abc.com"), None);
+    assert_eq!(code, 404, "{body}");
+    let (_, body) = cairn.stratos_curl("GET", path, None);
+    let mappings: Value = serde_json::from_str(&body).expect("JSON");
+    assert_eq!(
+        mappings,
+        serde_json::json!([{"cartridgeAlias": "my-php", "domainName": "xyz.com"}])
     );
 }

@@ -12,7 +12,7 @@ use cairn_engine::{
     Action, AppView, Engine, EngineConfig, EngineError, Event, Millis, Observation, Output, State,
 };
 use cairn_lb::{DEFAULT_DRAIN_GRACE, LbStats, LoadBalancer};
-use cairn_model::{AppSpec, ArtifactKind, Bundle, Catalog, Diagnostics};
+use cairn_model::{AppSpec, ArtifactKind, Bundle, Catalog, Diagnostics, DomainMapping};
 use cairn_runtime::{ProcessRuntime, RunningMember};
 use cairn_store::{RedbStore, Store, StoreExt, Txn};
 use serde::Serialize;
@@ -217,6 +217,32 @@ impl Platform {
         }
         let mut next = catalog.clone();
         next.add_bundle(bundle);
+        self.store
+            .put_json(CATALOG_KEY, &next)
+            .map_err(|e| PlatformError::Internal(e.to_string()))?;
+        *catalog = next;
+        Ok(())
+    }
+
+    /// Changes an application's domain mappings, which take effect when it is next deployed;
+    /// nothing is stored when `change` fails.
+    pub fn change_domain_mappings(
+        &self,
+        app: &str,
+        change: impl FnOnce(&mut Vec<DomainMapping>) -> Result<(), PlatformError>,
+    ) -> Result<(), PlatformError> {
+        let mut catalog = self.lock_catalog();
+        if !catalog.applications.contains_key(app) {
+            return Err(PlatformError::NotFound(format!(
+                "application {app} not found"
+            )));
+        }
+        let mut next = catalog.clone();
+        let mappings = next.domain_mappings.entry(app.to_string()).or_default();
+        change(mappings)?;
+        if mappings.is_empty() {
+            next.domain_mappings.remove(app);
+        }
         self.store
             .put_json(CATALOG_KEY, &next)
             .map_err(|e| PlatformError::Internal(e.to_string()))?;

@@ -67,7 +67,11 @@ pub fn router(platform: Arc<Platform>, user: &str, password: &str) -> Router {
         .route("/api/applications/{id}/runtime", get(runtime))
         .route(
             "/api/applications/{id}/domainMappings",
-            post(add_domain_mappings),
+            post(add_domain_mappings).get(get_domain_mappings),
+        )
+        .route(
+            "/api/applications/{id}/domainMappings/{domain}",
+            axum::routing::delete(remove_domain_mapping),
         )
         .layer(middleware::from_fn_with_state(api.clone(), basic_auth))
         .with_state(api)
@@ -250,6 +254,8 @@ async fn undeploy(State(api): State<Api>, Path(id): Path<String>) -> Response {
     }
 }
 
+/// Adds mappings to those the application has, as Stratos does; one for a domain that is
+/// mapped already replaces it.
 async fn add_domain_mappings(
     State(api): State<Api>,
     Path(id): Path<String>,
@@ -262,10 +268,72 @@ async fn add_domain_mappings(
         Ok(bundle) => bundle,
         Err(e) => return refusal(e),
     };
-    match api.platform.add(bundle, true) {
+    let problems = cairn_model::validate_bundle(&bundle);
+    if !problems.0.is_empty() {
+        return refusal(PlatformError::Invalid(problems));
+    }
+    let added = bundle.domain_mappings.into_values().flatten();
+    let changed = api.platform.change_domain_mappings(&id, |mappings| {
+        for mapping in added {
+            mappings.retain(|m| m.domain_name != mapping.domain_name);
+            mappings.push(mapping);
+        }
+        Ok(())
+    });
+    match changed {
         Ok(()) => message(
             StatusCode::OK,
             format!("domain mappings added successfully: {id}"),
+        ),
+        Err(e) => refusal(e),
+    }
+}
+
+/// Stratos' DomainMappingBean list; 404 when the application has none.
+async fn get_domain_mappings(State(api): State<Api>, Path(id): Path<String>) -> Response {
+    let catalog = api.platform.catalog();
+    if !catalog.applications.contains_key(&id) {
+        return refusal(PlatformError::NotFound(format!(
+            "application {id} not found"
+        )));
+    }
+    let Some(mappings) = catalog.domain_mappings.get(&id) else {
+        return refusal(PlatformError::NotFound(format!(
+            "no domain mappings found for application {id}"
+        )));
+    };
+    let beans: Vec<Value> = mappings
+        .iter()
+        .map(|m| {
+            let mut bean =
+                json!({"cartridgeAlias": m.cartridge_alias, "domainName": m.domain_name});
+            if let Some(path) = &m.context_path {
+                bean["contextPath"] = path.clone().into();
+            }
+            bean
+        })
+        .collect();
+    Json(beans).into_response()
+}
+
+async fn remove_domain_mapping(
+    State(api): State<Api>,
+    Path((id, domain)): Path<(String, String)>,
+) -> Response {
+    let removed = api.platform.change_domain_mappings(&id, |mappings| {
+        let before = mappings.len();
+        mappings.retain(|m| m.domain_name != domain);
+        if mappings.len() == before {
+            return Err(PlatformError::NotFound(format!(
+                "application {id} has no mapping for domain {domain}"
+            )));
+        }
+        Ok(())
+    });
+    match removed {
+        Ok(()) => message(
+            StatusCode::OK,
+            format!("domain mapping removed successfully: {domain}"),
         ),
         Err(e) => refusal(e),
     }
