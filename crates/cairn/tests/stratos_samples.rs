@@ -418,4 +418,32 @@ fn domain_mappings_are_added_read_and_removed() {
         mappings,
         serde_json::json!([{"cartridgeAlias": "my-php", "domainName": "xyz.com"}])
     );
+
+    let unknown = cairn.data_dir.join("unknown-alias.json");
+    let text = r#"{"domainMappings": [{"cartridgeAlias": "nope", "domainName": "n.com"}]}"#;
+    std::fs::write(&unknown, text).expect("mapping file");
+    let (code, body) = cairn.stratos_curl("POST", path, Some(&unknown));
+    assert_eq!(code, 400, "{body}");
+    assert!(
+        body.contains("`nope`, which is not a cartridge alias"),
+        "{body}"
+    );
+
+    // A deployed application's load balancer takes mappings at once.
+    let (code, body) = cairn.stratos_curl(
+        "POST",
+        "applications/single-cartridge-app/deploy/application-policy-1",
+        None,
+    );
+    assert_eq!(code, 202, "{body}");
+    cairn.wait_active("single-cartridge-app");
+    let (code, body) = cairn.stratos_curl("POST", path, Some(&sample_file));
+    assert_eq!(code, 200, "{body}");
+    let (_, events) = cairn.get("/v1/events?application=single-cartridge-app");
+    assert!(
+        events
+            .to_string()
+            .contains("domain mappings changed: 2 now"),
+        "{events}"
+    );
 }

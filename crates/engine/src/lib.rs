@@ -13,7 +13,7 @@ pub mod view;
 
 use std::collections::BTreeMap;
 
-use cairn_model::{AppSpec, Cartridge};
+use cairn_model::{AppSpec, Cartridge, DomainMapping};
 use serde::{Deserialize, Serialize};
 
 pub use state::{Member, MemberStatus, Millis, State, Status};
@@ -224,6 +224,32 @@ impl Engine {
             });
         }
         self.reconcile_app(application, now, &mut out);
+        Ok(out)
+    }
+
+    /// Replaces a deployed application's domain mappings, by cluster alias; the load balancer
+    /// routes by them from the next route table on.
+    pub fn set_domain_mappings(
+        &mut self,
+        application: &str,
+        mappings: BTreeMap<String, Vec<DomainMapping>>,
+        now: Millis,
+    ) -> Result<Output, EngineError> {
+        let Some(app) = self.state.apps.get_mut(application) else {
+            return Err(EngineError::NotDeployed(application.to_string()));
+        };
+        let mut out = Output::default();
+        if app.spec.domain_mappings != mappings {
+            let count: usize = mappings.values().map(Vec::len).sum();
+            app.spec.domain_mappings = mappings;
+            out.events.push(Event {
+                at: now,
+                application: application.to_string(),
+                subject: "application".into(),
+                message: format!("domain mappings changed: {count} now"),
+                decision: None,
+            });
+        }
         Ok(out)
     }
 

@@ -508,6 +508,46 @@ fn group_instance_ids_are_unique_across_parent_instances() {
 }
 
 #[test]
+fn domain_mappings_change_the_routes_of_a_deployed_application() {
+    let mut sim = Sim::deploy(app(flat(vec![cluster("web", 1)])));
+    let hosts = |sim: &Sim| -> Vec<String> {
+        let routes = sim.engine.routes();
+        routes
+            .iter()
+            .find(|r| r.alias == "web")
+            .map(|r| r.hosts.clone())
+            .unwrap_or_default()
+    };
+    assert!(!hosts(&sim).contains(&"shop.example.com".to_string()));
+    let mapping = cairn_model::DomainMapping {
+        cartridge_alias: "web".into(),
+        domain_name: "shop.example.com".into(),
+        context_path: None,
+    };
+    let mappings = BTreeMap::from([("web".to_string(), vec![mapping])]);
+    let out = sim
+        .engine
+        .set_domain_mappings("app", mappings.clone(), Millis(sim.now))
+        .expect("deployed");
+    assert_eq!(out.events.len(), 1);
+    assert!(hosts(&sim).contains(&"shop.example.com".to_string()));
+    let again = sim
+        .engine
+        .set_domain_mappings("app", mappings, Millis(sim.now))
+        .expect("deployed");
+    assert!(
+        again.events.is_empty(),
+        "nothing changed: {:?}",
+        again.events
+    );
+    assert!(
+        sim.engine
+            .set_domain_mappings("other", BTreeMap::new(), Millis(sim.now))
+            .is_err()
+    );
+}
+
+#[test]
 fn the_application_bursts_into_the_next_partition_group_and_contracts_back() {
     let root = flat(vec![scaled("web", 1, 2, 10.0)]);
     let mut spec = app(root);

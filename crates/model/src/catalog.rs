@@ -335,7 +335,7 @@ pub fn resolve(
             r.report(
                 &mappings_source,
                 format!("$.domain_mappings[{i}].cartridge_alias"),
-                format!("domain `{}` is mapped to `{}`, which is not a cartridge alias of the application", mapping.domain_name, mapping.cartridge_alias),
+                mapping.unknown_alias_message(),
             );
         }
         domain_mappings

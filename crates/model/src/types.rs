@@ -164,6 +164,29 @@ pub struct Application {
     pub components: Components,
 }
 
+impl Application {
+    /// The alias of every cartridge the application uses, inside its groups too.
+    pub fn cartridge_aliases(&self) -> Vec<&str> {
+        fn walk<'a>(
+            groups: &'a [GroupSubscription],
+            cartridges: &'a [CartridgeSubscription],
+            out: &mut Vec<&'a str>,
+        ) {
+            out.extend(cartridges.iter().map(|c| c.alias.as_str()));
+            for group in groups {
+                walk(&group.groups, &group.cartridges, out);
+            }
+        }
+        let mut out = Vec::new();
+        walk(
+            &self.components.groups,
+            &self.components.cartridges,
+            &mut out,
+        );
+        out
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct Components {
     pub groups: Vec<GroupSubscription>,
@@ -324,6 +347,16 @@ pub struct DomainMapping {
     pub cartridge_alias: String,
     pub domain_name: String,
     pub context_path: Option<String>,
+}
+
+impl DomainMapping {
+    /// Why the mapping cannot be used when its cartridge alias is not one of the application's.
+    pub fn unknown_alias_message(&self) -> String {
+        format!(
+            "domain `{}` is mapped to `{}`, which is not a cartridge alias of the application",
+            self.domain_name, self.cartridge_alias
+        )
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

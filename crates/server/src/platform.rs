@@ -12,7 +12,9 @@ use cairn_engine::{
     Action, AppView, Engine, EngineConfig, EngineError, Event, Millis, Observation, Output, State,
 };
 use cairn_lb::{DEFAULT_DRAIN_GRACE, LbStats, LoadBalancer};
-use cairn_model::{AppSpec, ArtifactKind, Bundle, Catalog, Diagnostics, DomainMapping};
+use cairn_model::{
+    AppSpec, ArtifactKind, Bundle, Catalog, Diagnostic, Diagnostics, DomainMapping, Location,
+};
 use cairn_runtime::{ProcessRuntime, RunningMember};
 use cairn_store::{RedbStore, Store, StoreExt, Txn};
 use serde::Serialize;
@@ -71,6 +73,11 @@ enum Command {
         application: String,
         alias: String,
         size: Option<u32>,
+        reply: oneshot::Sender<Result<(), PlatformError>>,
+    },
+    SetDomainMappings {
+        application: String,
+        mappings: BTreeMap<String, Vec<DomainMapping>>,
         reply: oneshot::Sender<Result<(), PlatformError>>,
     },
     /// Stop every member and the loop; desired state stays stored.
@@ -224,30 +231,73 @@ impl Platform {
         Ok(())
     }
 
-    /// Changes an application's domain mappings, which take effect when it is next deployed;
-    /// nothing is stored when `change` fails.
-    pub fn change_domain_mappings(
+    /// Changes an application's domain mappings; a deployed application's load balancer routes
+    /// by them at once. Nothing is stored when `change` fails or leaves a mapping to a cartridge
+    /// alias the application does not have.
+    pub async fn change_domain_mappings(
         &self,
         app: &str,
         change: impl FnOnce(&mut Vec<DomainMapping>) -> Result<(), PlatformError>,
     ) -> Result<(), PlatformError> {
-        let mut catalog = self.lock_catalog();
-        if !catalog.applications.contains_key(app) {
-            return Err(PlatformError::NotFound(format!(
-                "application {app} not found"
-            )));
+        let by_alias = {
+            let mut catalog = self.lock_catalog();
+            let Some(application) = catalog.applications.get(app) else {
+                return Err(PlatformError::NotFound(format!(
+                    "application {app} not found"
+                )));
+            };
+            let aliases = application.cartridge_aliases();
+            let mut mappings = catalog
+                .domain_mappings
+                .get(app)
+                .cloned()
+                .unwrap_or_default();
+            change(&mut mappings)?;
+            let problems: Vec<Diagnostic> = mappings
+                .iter()
+                .enumerate()
+                .filter(|(_, m)| !aliases.contains(&m.cartridge_alias.as_str()))
+                .map(|(i, m)| Diagnostic {
+                    location: Location {
+                        source: format!("domain mappings of {app}"),
+                        line: None,
+                        path: format!("$.domain_mappings[{i}].cartridge_alias"),
+                    },
+                    message: m.unknown_alias_message(),
+                })
+                .collect();
+            if !problems.is_empty() {
+                return Err(PlatformError::Invalid(Diagnostics(problems)));
+            }
+            let mut by_alias: BTreeMap<String, Vec<DomainMapping>> = BTreeMap::new();
+            for mapping in &mappings {
+                by_alias
+                    .entry(mapping.cartridge_alias.clone())
+                    .or_default()
+                    .push(mapping.clone());
+            }
+            let mut next = catalog.clone();
+            if mappings.is_empty() {
+                next.domain_mappings.remove(app);
+            } else {
+                next.domain_mappings.insert(app.to_string(), mappings);
+            }
+            self.store
+                .put_json(CATALOG_KEY, &next)
+                .map_err(|e| PlatformError::Internal(e.to_string()))?;
+            *catalog = next;
+            by_alias
+        };
+        if !self.is_deployed(app) {
+            return Ok(());
         }
-        let mut next = catalog.clone();
-        let mappings = next.domain_mappings.entry(app.to_string()).or_default();
-        change(mappings)?;
-        if mappings.is_empty() {
-            next.domain_mappings.remove(app);
-        }
-        self.store
-            .put_json(CATALOG_KEY, &next)
-            .map_err(|e| PlatformError::Internal(e.to_string()))?;
-        *catalog = next;
-        Ok(())
+        let (tx, rx) = oneshot::channel();
+        self.send(Command::SetDomainMappings {
+            application: app.to_string(),
+            mappings: by_alias,
+            reply: tx,
+        })?;
+        rx.await.map_err(|_| stopped())?
     }
 
     /// Keeps an artifact's document as a client wrote it, to answer reads in the same shape.
@@ -644,6 +694,15 @@ impl EngineLoop {
                 size,
                 reply,
             } => (reply, self.engine.scale(&application, &alias, size, now())),
+            Command::SetDomainMappings {
+                application,
+                mappings,
+                reply,
+            } => (
+                reply,
+                self.engine
+                    .set_domain_mappings(&application, mappings, now()),
+            ),
             // The loop takes shutdowns itself before they get here.
             Command::Shutdown(_) => return,
         };

@@ -273,13 +273,16 @@ async fn add_domain_mappings(
         return refusal(PlatformError::Invalid(problems));
     }
     let added = bundle.domain_mappings.into_values().flatten();
-    let changed = api.platform.change_domain_mappings(&id, |mappings| {
-        for mapping in added {
-            mappings.retain(|m| m.domain_name != mapping.domain_name);
-            mappings.push(mapping);
-        }
-        Ok(())
-    });
+    let changed = api
+        .platform
+        .change_domain_mappings(&id, |mappings| {
+            for mapping in added {
+                mappings.retain(|m| m.domain_name != mapping.domain_name);
+                mappings.push(mapping);
+            }
+            Ok(())
+        })
+        .await;
     match changed {
         Ok(()) => message(
             StatusCode::OK,
@@ -320,16 +323,19 @@ async fn remove_domain_mapping(
     State(api): State<Api>,
     Path((id, domain)): Path<(String, String)>,
 ) -> Response {
-    let removed = api.platform.change_domain_mappings(&id, |mappings| {
-        let before = mappings.len();
-        mappings.retain(|m| m.domain_name != domain);
-        if mappings.len() == before {
-            return Err(PlatformError::NotFound(format!(
-                "application {id} has no mapping for domain {domain}"
-            )));
-        }
-        Ok(())
-    });
+    let removed = api
+        .platform
+        .change_domain_mappings(&id, |mappings| {
+            let before = mappings.len();
+            mappings.retain(|m| m.domain_name != domain);
+            if mappings.len() == before {
+                return Err(PlatformError::NotFound(format!(
+                    "application {id} has no mapping for domain {domain}"
+                )));
+            }
+            Ok(())
+        })
+        .await;
     match removed {
         Ok(()) => message(
             StatusCode::OK,
