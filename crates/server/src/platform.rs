@@ -297,7 +297,11 @@ impl Platform {
             mappings: by_alias,
             reply: tx,
         })?;
-        rx.await.map_err(|_| stopped())?
+        match rx.await.map_err(|_| stopped())? {
+            // Undeployed meanwhile: the stored mappings apply at its next deploy.
+            Err(PlatformError::Conflict(_)) if !self.is_deployed(app) => Ok(()),
+            result => result,
+        }
     }
 
     /// Keeps an artifact's document as a client wrote it, to answer reads in the same shape.
