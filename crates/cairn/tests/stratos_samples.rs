@@ -391,12 +391,12 @@ fn domain_mappings_are_added_read_and_removed() {
     assert_eq!(code, 404, "no mappings yet: {body}");
 
     let (code, body) = cairn.stratos_curl("POST", path, Some(&sample_file));
-    assert_eq!(code, 200, "{body}");
+    assert_eq!(code, 201, "{body}");
     let second = cairn.data_dir.join("second-mapping.json");
     let text = r#"{"domainMappings": [{"cartridgeAlias": "my-php", "domainName": "xyz.com"}]}"#;
     std::fs::write(&second, text).expect("mapping file");
     let (code, body) = cairn.stratos_curl("POST", path, Some(&second));
-    assert_eq!(code, 200, "{body}");
+    assert_eq!(code, 201, "{body}");
     let (code, body) = cairn.stratos_curl("GET", path, None);
     assert_eq!(code, 200, "{body}");
     let mappings: Value = serde_json::from_str(&body).expect("JSON");
@@ -438,7 +438,7 @@ fn domain_mappings_are_added_read_and_removed() {
     assert_eq!(code, 202, "{body}");
     cairn.wait_active("single-cartridge-app");
     let (code, body) = cairn.stratos_curl("POST", path, Some(&sample_file));
-    assert_eq!(code, 200, "{body}");
+    assert_eq!(code, 201, "{body}");
     let (_, events) = cairn.get("/v1/events?application=single-cartridge-app");
     assert!(
         events

@@ -169,7 +169,10 @@ impl Engine {
     }
 
     /// Rebuilds an engine from persisted state.
-    pub fn restore(config: EngineConfig, state: State) -> Engine {
+    pub fn restore(config: EngineConfig, mut state: State) -> Engine {
+        for app in state.apps.values_mut() {
+            reconcile::recount_group_instances(app);
+        }
         Engine { config, state }
     }
 

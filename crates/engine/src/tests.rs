@@ -505,6 +505,16 @@ fn group_instance_ids_are_unique_across_parent_instances() {
         .collect();
     assert_eq!(outer_ids, ["outer-1", "outer-2"]);
     assert_eq!(inner_ids, ["inner-1", "inner-2"]);
+
+    // State stored without the numbers still numbers new instances past the live ones.
+    let mut state = sim.engine.state().clone();
+    for app in state.apps.values_mut() {
+        app.group_instance_numbers.clear();
+    }
+    let restored = Engine::restore(EngineConfig::default(), state);
+    let numbers = &restored.state().apps["app"].group_instance_numbers;
+    assert_eq!(numbers.get("outer"), Some(&2));
+    assert_eq!(numbers.get("inner"), Some(&2));
 }
 
 #[test]

@@ -128,7 +128,11 @@ impl Catalog {
         match kind {
             ArtifactKind::Cartridge => self.cartridges.remove(id).is_some(),
             ArtifactKind::CartridgeGroup => self.cartridge_groups.remove(id).is_some(),
-            ArtifactKind::Application => self.applications.remove(id).is_some(),
+            ArtifactKind::Application => {
+                // Mappings belong to the application: a new one of the same id starts without them.
+                self.domain_mappings.remove(id);
+                self.applications.remove(id).is_some()
+            }
             ArtifactKind::AutoscalingPolicy => self.autoscaling_policies.remove(id).is_some(),
             ArtifactKind::DeploymentPolicy => self.deployment_policies.remove(id).is_some(),
             ArtifactKind::ApplicationPolicy => self.application_policies.remove(id).is_some(),

@@ -749,14 +749,16 @@ fn application_policy(r: &mut Reader, at: &At, key: &Key) -> Option<ApplicationP
         Some(list) => r.strings(&list, &key.field("network_partitions")),
         None => Vec::new(),
     };
-    let properties = match at.get("properties") {
+    let mut properties = match at.get("properties") {
         Some(list) => property_list(r, &list, &key.field("properties")),
         None => Default::default(),
     };
     let groups_key = key.field("network_partition_groups");
-    let written = ["networkPartitionGroups", "network-partition-groups"]
-        .iter()
-        .find_map(|name| properties.get(*name));
+    // The groups live in `network_partition_groups`; the property that carried them is spent.
+    let mut written = None;
+    for name in ["networkPartitionGroups", "network-partition-groups"] {
+        written = written.or(properties.remove(name));
+    }
     if written.is_some()
         && let Some(origin) = at.get("properties")
     {
@@ -764,7 +766,7 @@ fn application_policy(r: &mut Reader, at: &At, key: &Key) -> Option<ApplicationP
     }
     let algorithm = algorithm?;
     let network_partition_groups = match written {
-        Some(text) => ApplicationPolicy::parse_partition_groups(text),
+        Some(text) => ApplicationPolicy::parse_partition_groups(&text),
         None => algorithm.default_groups(&network_partitions),
     };
     Some(ApplicationPolicy {

@@ -236,11 +236,8 @@ fn deployment_policy(p: &DeploymentPolicy) -> Value {
 
 fn application_policy(p: &ApplicationPolicy) -> Value {
     let mut properties = p.properties.clone();
-    let written = ["networkPartitionGroups", "network-partition-groups"]
-        .iter()
-        .any(|key| properties.contains_key(*key));
     // Groups other than the algorithm's own only survive as the property Stratos reads them from.
-    if !written && p.network_partition_groups != p.algorithm.default_groups(&p.network_partitions) {
+    if p.network_partition_groups != p.algorithm.default_groups(&p.network_partitions) {
         let groups: Vec<String> = p
             .network_partition_groups
             .iter()

@@ -415,6 +415,12 @@ fn blueprints_written_back_in_stratos_shape_read_the_same() {
         for partition in &mut bundle.network_partitions {
             partition.proxy_port_offset = 0;
         }
+        // Bursting groups other than the algorithm's own travel as a property.
+        for policy in &mut bundle.application_policies {
+            policy.network_partitions = vec!["np1".into(), "np2".into(), "np3".into()];
+            policy.network_partition_groups =
+                vec![vec!["np1".into()], vec!["np2".into(), "np3".into()]];
+        }
         let mut catalog = Catalog::default();
         catalog.add_bundle(bundle);
         check_written_back(&catalog);

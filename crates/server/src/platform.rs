@@ -232,14 +232,15 @@ impl Platform {
     }
 
     /// Changes an application's domain mappings; a deployed application's load balancer routes
-    /// by them at once. Nothing is stored when `change` fails or leaves a mapping to a cartridge
+    /// by them at once. Nothing is stored when `change` fails or adds a mapping to a cartridge
     /// alias the application does not have.
     pub async fn change_domain_mappings(
         &self,
         app: &str,
         change: impl FnOnce(&mut Vec<DomainMapping>) -> Result<(), PlatformError>,
     ) -> Result<(), PlatformError> {
-        let by_alias = {
+        let (tx, rx) = oneshot::channel();
+        {
             let mut catalog = self.lock_catalog();
             let Some(application) = catalog.applications.get(app) else {
                 return Err(PlatformError::NotFound(format!(
@@ -247,16 +248,21 @@ impl Platform {
                 )));
             };
             let aliases = application.cartridge_aliases();
-            let mut mappings = catalog
+            let before = catalog
                 .domain_mappings
                 .get(app)
                 .cloned()
                 .unwrap_or_default();
+            let mut mappings = before.clone();
             change(&mut mappings)?;
+            // Only what the change brings is checked, so a mapping left stale by a replaced
+            // application can still be removed.
             let problems: Vec<Diagnostic> = mappings
                 .iter()
                 .enumerate()
-                .filter(|(_, m)| !aliases.contains(&m.cartridge_alias.as_str()))
+                .filter(|(_, m)| {
+                    !before.contains(m) && !aliases.contains(&m.cartridge_alias.as_str())
+                })
                 .map(|(i, m)| Diagnostic {
                     location: Location {
                         source: format!("domain mappings of {app}"),
@@ -286,22 +292,14 @@ impl Platform {
                 .put_json(CATALOG_KEY, &next)
                 .map_err(|e| PlatformError::Internal(e.to_string()))?;
             *catalog = next;
-            by_alias
-        };
-        if !self.is_deployed(app) {
-            return Ok(());
+            // Sent under the lock, so the engine sees changes and deploys in the catalog's order.
+            self.send(Command::SetDomainMappings {
+                application: app.to_string(),
+                mappings: by_alias,
+                reply: tx,
+            })?;
         }
-        let (tx, rx) = oneshot::channel();
-        self.send(Command::SetDomainMappings {
-            application: app.to_string(),
-            mappings: by_alias,
-            reply: tx,
-        })?;
-        match rx.await.map_err(|_| stopped())? {
-            // Undeployed meanwhile: the stored mappings apply at its next deploy.
-            Err(PlatformError::Conflict(_)) if !self.is_deployed(app) => Ok(()),
-            result => result,
-        }
+        rx.await.map_err(|_| stopped())?
     }
 
     /// Keeps an artifact's document as a client wrote it, to answer reads in the same shape.
@@ -375,13 +373,14 @@ impl Platform {
         application: &str,
         application_policy: &str,
     ) -> Result<(), PlatformError> {
-        let spec = {
-            let catalog = self.lock_catalog();
-            cairn_model::resolve(&catalog, application, application_policy)
-                .map_err(PlatformError::Invalid)?
-        };
         let (tx, rx) = oneshot::channel();
-        self.send(Command::Deploy(Box::new(spec), tx))?;
+        {
+            let catalog = self.lock_catalog();
+            let spec = cairn_model::resolve(&catalog, application, application_policy)
+                .map_err(PlatformError::Invalid)?;
+            // Sent under the lock, so a domain mapping change reaches the engine after it.
+            self.send(Command::Deploy(Box::new(spec), tx))?;
+        }
         rx.await.map_err(|_| stopped())?
     }
 
@@ -702,11 +701,14 @@ impl EngineLoop {
                 application,
                 mappings,
                 reply,
-            } => (
-                reply,
-                self.engine
-                    .set_domain_mappings(&application, mappings, now()),
-            ),
+            } => match self
+                .engine
+                .set_domain_mappings(&application, mappings, now())
+            {
+                // Not deployed: the stored mappings apply when it is.
+                Err(EngineError::NotDeployed(_)) => (reply, Ok(Output::default())),
+                result => (reply, result),
+            },
             // The loop takes shutdowns itself before they get here.
             Command::Shutdown(_) => return,
         };

@@ -285,7 +285,7 @@ async fn add_domain_mappings(
         .await;
     match changed {
         Ok(()) => message(
-            StatusCode::OK,
+            StatusCode::CREATED,
             format!("domain mappings added successfully: {id}"),
         ),
         Err(e) => refusal(e),
