@@ -447,3 +447,25 @@ fn domain_mappings_are_added_read_and_removed() {
         "{events}"
     );
 }
+
+#[test]
+fn answers_follow_stratos_status_codes() {
+    let cairn = Cairn::start("stratos-status-codes", &[80, 8222]);
+    let app = "single-cartridge-app";
+    let (code, body) = cairn.stratos_curl("GET", "applications", None);
+    assert_eq!(code, 404, "an empty collection: {body}");
+    let (code, body) = cairn.stratos_curl("POST", &format!("applications/{app}/undeploy"), None);
+    assert_eq!(code, 404, "undeploy of an unknown application: {body}");
+    post_artifacts(&cairn, &SAMPLES[0]);
+    let (code, body) = cairn.stratos_curl("GET", &format!("applications/{app}/runtime"), None);
+    assert_eq!(code, 404, "runtime of an application not deployed: {body}");
+    let file =
+        samples().join("applications/simple/single-cartridge-app/artifacts/application.json");
+    let (code, body) = cairn.stratos_curl("PUT", "applications", Some(&file));
+    assert_eq!(code, 201, "an updated application: {body}");
+    let file = samples().join("autoscaling-policies/autoscaling-policy-1.json");
+    let (code, body) = cairn.stratos_curl("PUT", "autoscalingPolicies", Some(&file));
+    assert_eq!(code, 200, "an updated policy: {body}");
+    let (code, body) = cairn.stratos_curl("GET", "applications", None);
+    assert_eq!(code, 200, "{body}");
+}

@@ -147,7 +147,8 @@ async fn create(
 }
 
 fn created(kind: ArtifactKind, ids: &str, replace: bool) -> Response {
-    if replace {
+    // Stratos 4.1 answers an updated application with 201, every other update with 200.
+    if replace && kind != ArtifactKind::Application {
         return message(
             StatusCode::OK,
             format!("{} updated successfully: {ids}", kind.name()),
@@ -187,6 +188,13 @@ async fn list(State(api): State<Api>, kind: ArtifactKind) -> Response {
             with_status(&api.platform, kind, &id, value)
         })
         .collect();
+    // Stratos answers an empty collection with 404, and its clients read that as empty.
+    if items.is_empty() {
+        return refusal(PlatformError::NotFound(format!(
+            "no {} is registered",
+            kind.name()
+        )));
+    }
     Json(items).into_response()
 }
 
@@ -245,6 +253,11 @@ async fn deploy(State(api): State<Api>, Path((id, policy)): Path<(String, String
 }
 
 async fn undeploy(State(api): State<Api>, Path(id): Path<String>) -> Response {
+    if !api.platform.catalog().applications.contains_key(&id) {
+        return refusal(PlatformError::NotFound(format!(
+            "application {id} not found"
+        )));
+    }
     match api.platform.undeploy(&id).await {
         Ok(()) => message(
             StatusCode::ACCEPTED,
@@ -347,15 +360,10 @@ async fn remove_domain_mapping(
 
 /// Stratos' ApplicationInfoBean: application instances, group instances, cluster instances, members.
 async fn runtime(State(api): State<Api>, Path(id): Path<String>) -> Response {
+    // As in Stratos, an application that is not deployed has no runtime.
     let Some(view) = api.platform.view(&id) else {
-        if api.platform.catalog().applications.contains_key(&id) {
-            return Json(
-                json!({"applicationId": id, "status": "Created", "applicationInstances": []}),
-            )
-            .into_response();
-        }
         return refusal(PlatformError::NotFound(format!(
-            "application {id} not found"
+            "application runtime not found: {id}"
         )));
     };
     let status = format!("{:?}", view.status);
