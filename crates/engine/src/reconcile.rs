@@ -679,33 +679,30 @@ fn drive_child(
 /// Raises each alias's instance number to the highest in use, for state stored before the
 /// numbers were, so no new instance takes the id of a live one.
 pub(crate) fn recount_group_instances(app: &mut AppState) {
-    fn walk(group: &GroupState, numbers: &mut BTreeMap<String, u32>) {
-        for instance in &group.instances {
-            let number = instance
-                .id
-                .strip_prefix(group.alias.as_str())
-                .and_then(|rest| rest.strip_prefix('-'))
-                .and_then(|n| n.parse::<u32>().ok());
-            if let Some(number) = number {
-                let highest = numbers.entry(group.alias.clone()).or_default();
-                *highest = (*highest).max(number);
-            }
-            for child in &instance.children {
-                if let ChildState::Group(nested) = child {
-                    walk(nested, numbers);
+    fn walk(instances: &[GroupInstance], numbers: &mut BTreeMap<String, u32>) {
+        let groups = instances
+            .iter()
+            .flat_map(|instance| &instance.children)
+            .filter_map(|child| match child {
+                ChildState::Group(group) => Some(group),
+                ChildState::Cluster(_) => None,
+            });
+        for group in groups {
+            let prefix = format!("{}-", group.alias);
+            for instance in &group.instances {
+                if let Some(number) = instance
+                    .id
+                    .strip_prefix(&prefix)
+                    .and_then(|n| n.parse::<u32>().ok())
+                {
+                    let highest = numbers.entry(group.alias.clone()).or_default();
+                    *highest = (*highest).max(number);
                 }
             }
+            walk(&group.instances, numbers);
         }
     }
-    let mut numbers = std::mem::take(&mut app.group_instance_numbers);
-    for instance in &app.root.instances {
-        for child in &instance.children {
-            if let ChildState::Group(group) = child {
-                walk(group, &mut numbers);
-            }
-        }
-    }
-    app.group_instance_numbers = numbers;
+    walk(&app.root.instances, &mut app.group_instance_numbers);
 }
 
 fn add_group_instance(

@@ -326,15 +326,12 @@ pub fn resolve(
         startup_orders: deps.startup_orders.clone(),
         scaling_dependents: deps.scaling_dependents.clone(),
     };
-    let mut domain_mappings: BTreeMap<String, Vec<DomainMapping>> = BTreeMap::new();
     let mappings_source = format!("domain mappings of {application_id}");
-    for (i, mapping) in catalog
+    let mappings = catalog
         .domain_mappings
         .get(application_id)
-        .into_iter()
-        .flatten()
-        .enumerate()
-    {
+        .map_or(&[][..], Vec::as_slice);
+    for (i, mapping) in mappings.iter().enumerate() {
         if !r.clusters_has(&root, &mapping.cartridge_alias) {
             r.report(
                 &mappings_source,
@@ -342,10 +339,6 @@ pub fn resolve(
                 mapping.unknown_alias_message(),
             );
         }
-        domain_mappings
-            .entry(mapping.cartridge_alias.clone())
-            .or_default()
-            .push(mapping.clone());
     }
     if !r.problems.is_empty() {
         return Err(Diagnostics(r.problems));
@@ -360,7 +353,7 @@ pub fn resolve(
         application_policy: policy.id.clone(),
         network_partition_groups,
         root,
-        domain_mappings,
+        domain_mappings: DomainMapping::by_alias(mappings),
     })
 }
 

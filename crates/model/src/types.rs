@@ -350,6 +350,18 @@ pub struct DomainMapping {
 }
 
 impl DomainMapping {
+    /// Mappings by the cartridge alias they route to, as an application's spec holds them.
+    pub fn by_alias(mappings: &[DomainMapping]) -> BTreeMap<String, Vec<DomainMapping>> {
+        let mut by_alias: BTreeMap<String, Vec<DomainMapping>> = BTreeMap::new();
+        for mapping in mappings {
+            by_alias
+                .entry(mapping.cartridge_alias.clone())
+                .or_default()
+                .push(mapping.clone());
+        }
+        by_alias
+    }
+
     /// Why the mapping cannot be used when its cartridge alias is not one of the application's.
     pub fn unknown_alias_message(&self) -> String {
         format!(

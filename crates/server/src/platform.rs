@@ -97,6 +97,12 @@ pub enum PlatformError {
     Internal(String),
 }
 
+impl PlatformError {
+    pub fn unknown_application(id: &str) -> PlatformError {
+        PlatformError::NotFound(format!("application {id} not found"))
+    }
+}
+
 impl From<EngineError> for PlatformError {
     fn from(e: EngineError) -> Self {
         match e {
@@ -243,9 +249,7 @@ impl Platform {
         {
             let mut catalog = self.lock_catalog();
             let Some(application) = catalog.applications.get(app) else {
-                return Err(PlatformError::NotFound(format!(
-                    "application {app} not found"
-                )));
+                return Err(PlatformError::unknown_application(app));
             };
             let aliases = application.cartridge_aliases();
             let before = catalog
@@ -275,13 +279,7 @@ impl Platform {
             if !problems.is_empty() {
                 return Err(PlatformError::Invalid(Diagnostics(problems)));
             }
-            let mut by_alias: BTreeMap<String, Vec<DomainMapping>> = BTreeMap::new();
-            for mapping in &mappings {
-                by_alias
-                    .entry(mapping.cartridge_alias.clone())
-                    .or_default()
-                    .push(mapping.clone());
-            }
+            let by_alias = DomainMapping::by_alias(&mappings);
             let mut next = catalog.clone();
             if mappings.is_empty() {
                 next.domain_mappings.remove(app);

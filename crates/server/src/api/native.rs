@@ -193,7 +193,7 @@ async fn get_application(
         None if platform.catalog().applications.contains_key(&id) => {
             Err(PlatformError::NotFound(format!("application {id} is not deployed")).into())
         }
-        None => Err(PlatformError::NotFound(format!("application {id} not found")).into()),
+        None => Err(PlatformError::unknown_application(&id).into()),
     }
 }
 

@@ -113,6 +113,14 @@ fn refusal(error: PlatformError) -> Response {
     message(status_of(&error), error.to_string())
 }
 
+/// `text` with `success` when the platform did it, else the refusal.
+fn answer(result: Result<(), PlatformError>, success: StatusCode, text: String) -> Response {
+    match result {
+        Ok(()) => message(success, text),
+        Err(e) => refusal(e),
+    }
+}
+
 async fn create(
     State(api): State<Api>,
     kind: ArtifactKind,
@@ -233,38 +241,30 @@ fn with_status(platform: &Platform, kind: ArtifactKind, id: &str, mut value: Val
 }
 
 async fn delete(State(api): State<Api>, kind: ArtifactKind, Path(id): Path<String>) -> Response {
-    match api.platform.remove(kind, &id) {
-        Ok(()) => message(
-            StatusCode::OK,
-            format!("{} deleted successfully: {id}", kind.name()),
-        ),
-        Err(e) => refusal(e),
-    }
+    answer(
+        api.platform.remove(kind, &id),
+        StatusCode::OK,
+        format!("{} deleted successfully: {id}", kind.name()),
+    )
 }
 
 async fn deploy(State(api): State<Api>, Path((id, policy)): Path<(String, String)>) -> Response {
-    match api.platform.deploy(&id, &policy).await {
-        Ok(()) => message(
-            StatusCode::ACCEPTED,
-            format!("application deployed successfully: {id}"),
-        ),
-        Err(e) => refusal(e),
-    }
+    answer(
+        api.platform.deploy(&id, &policy).await,
+        StatusCode::ACCEPTED,
+        format!("application deployed successfully: {id}"),
+    )
 }
 
 async fn undeploy(State(api): State<Api>, Path(id): Path<String>) -> Response {
     if !api.platform.catalog().applications.contains_key(&id) {
-        return refusal(PlatformError::NotFound(format!(
-            "application {id} not found"
-        )));
+        return refusal(PlatformError::unknown_application(&id));
     }
-    match api.platform.undeploy(&id).await {
-        Ok(()) => message(
-            StatusCode::ACCEPTED,
-            format!("application undeployed successfully: {id}"),
-        ),
-        Err(e) => refusal(e),
-    }
+    answer(
+        api.platform.undeploy(&id).await,
+        StatusCode::ACCEPTED,
+        format!("application undeployed successfully: {id}"),
+    )
 }
 
 /// Adds mappings to those the application has, as Stratos does; one for a domain that is
@@ -296,22 +296,18 @@ async fn add_domain_mappings(
             Ok(())
         })
         .await;
-    match changed {
-        Ok(()) => message(
-            StatusCode::CREATED,
-            format!("domain mappings added successfully: {id}"),
-        ),
-        Err(e) => refusal(e),
-    }
+    answer(
+        changed,
+        StatusCode::CREATED,
+        format!("domain mappings added successfully: {id}"),
+    )
 }
 
 /// Stratos' DomainMappingBean list; 404 when the application has none.
 async fn get_domain_mappings(State(api): State<Api>, Path(id): Path<String>) -> Response {
     let catalog = api.platform.catalog();
     if !catalog.applications.contains_key(&id) {
-        return refusal(PlatformError::NotFound(format!(
-            "application {id} not found"
-        )));
+        return refusal(PlatformError::unknown_application(&id));
     }
     let Some(mappings) = catalog.domain_mappings.get(&id) else {
         return refusal(PlatformError::NotFound(format!(
@@ -349,13 +345,11 @@ async fn remove_domain_mapping(
             Ok(())
         })
         .await;
-    match removed {
-        Ok(()) => message(
-            StatusCode::OK,
-            format!("domain mapping removed successfully: {domain}"),
-        ),
-        Err(e) => refusal(e),
-    }
+    answer(
+        removed,
+        StatusCode::OK,
+        format!("domain mapping removed successfully: {domain}"),
+    )
 }
 
 /// Stratos' ApplicationInfoBean: application instances, group instances, cluster instances, members.
