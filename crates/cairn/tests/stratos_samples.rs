@@ -5,7 +5,7 @@
 mod support;
 
 use serde_json::Value;
-use support::{Cairn, members, samples};
+use support::{Cairn, client, members, samples};
 
 struct Sample {
     application: &'static str,
@@ -376,7 +376,7 @@ fn artifacts_from_a_blueprint_read_in_stratos_shape() {
 
 #[test]
 fn domain_mappings_are_added_read_and_removed() {
-    let cairn = Cairn::start("domain-mappings", &[80, 8222]);
+    let cairn = Cairn::start("domain-mappings", &[8280, 8222]);
     let sample_file =
         samples().join("applications/simple/single-cartridge-app/artifacts/domain-mappings.json");
     let (code, body) = cairn.stratos_curl(
@@ -446,6 +446,20 @@ fn domain_mappings_are_added_read_and_removed() {
             .contains("domain mappings changed: 2 now"),
         "{events}"
     );
+    // abc.com has the context path /abc/app, xyz.com none.
+    let proxy = format!("http://127.0.0.1:{}/index.php?page=2", 8280 + cairn.offset);
+    for (host, asked) in [
+        ("abc.com", "/abc/app/index.php?page=2"),
+        ("xyz.com", "/index.php?page=2"),
+    ] {
+        let response = client()
+            .get(&proxy)
+            .header("host", host)
+            .send()
+            .expect("request through the proxy");
+        assert_eq!(response.status(), 200, "{host}");
+        assert_eq!(response.headers()["x-cairn-path"], asked, "{host}");
+    }
 }
 
 #[test]

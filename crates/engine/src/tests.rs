@@ -520,19 +520,19 @@ fn group_instance_ids_are_unique_across_parent_instances() {
 #[test]
 fn domain_mappings_change_the_routes_of_a_deployed_application() {
     let mut sim = Sim::deploy(app(flat(vec![cluster("web", 1)])));
-    let hosts = |sim: &Sim| -> Vec<String> {
+    let web_route = |sim: &Sim| -> (Vec<String>, BTreeMap<String, String>) {
         let routes = sim.engine.routes();
         routes
             .iter()
             .find(|r| r.alias == "web")
-            .map(|r| r.hosts.clone())
+            .map(|r| (r.hosts.clone(), r.context_paths.clone()))
             .unwrap_or_default()
     };
-    assert!(!hosts(&sim).contains(&"shop.example.com".to_string()));
+    assert!(!web_route(&sim).0.contains(&"shop.example.com".to_string()));
     let mapping = cairn_model::DomainMapping {
         cartridge_alias: "web".into(),
         domain_name: "shop.example.com".into(),
-        context_path: None,
+        context_path: Some("/shop".into()),
     };
     let mappings = BTreeMap::from([("web".to_string(), vec![mapping])]);
     let out = sim
@@ -540,7 +540,12 @@ fn domain_mappings_change_the_routes_of_a_deployed_application() {
         .set_domain_mappings("app", mappings.clone(), Millis(sim.now))
         .expect("deployed");
     assert_eq!(out.events.len(), 1);
-    assert!(hosts(&sim).contains(&"shop.example.com".to_string()));
+    let (hosts, context_paths) = web_route(&sim);
+    assert!(hosts.contains(&"shop.example.com".to_string()));
+    assert_eq!(
+        context_paths,
+        BTreeMap::from([("shop.example.com".to_string(), "/shop".to_string())])
+    );
     let again = sim
         .engine
         .set_domain_mappings("app", mappings, Millis(sim.now))

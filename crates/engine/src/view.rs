@@ -72,6 +72,10 @@ pub struct ClusterRoute {
     pub network_partition: String,
     /// Host names the cluster answers to on a shared proxy port.
     pub hosts: Vec<String>,
+    /// Domain mappings' context paths, by domain name: requests for the domain get the
+    /// path in front of theirs.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub context_paths: BTreeMap<String, String>,
     pub port_mappings: Vec<PortMapping>,
     /// Active members: id and port mapping name to `host:port`.
     pub members: Vec<(String, BTreeMap<String, String>)>,
@@ -252,14 +256,22 @@ fn collect_routes(
                 if let Some(host) = &cs.cartridge.host {
                     hosts.push(format!("{}.{}.{}", app.spec.id, cs.alias, host));
                 }
-                if let Some(mappings) = app.spec.domain_mappings.get(&cs.alias) {
-                    hosts.extend(mappings.iter().map(|d| d.domain_name.clone()));
-                }
+                let mappings = app
+                    .spec
+                    .domain_mappings
+                    .get(&cs.alias)
+                    .map_or(&[][..], Vec::as_slice);
+                hosts.extend(mappings.iter().map(|d| d.domain_name.clone()));
+                let context_paths = mappings
+                    .iter()
+                    .filter_map(|d| Some((d.domain_name.clone(), d.context_path.clone()?)))
+                    .collect();
                 out.push(ClusterRoute {
                     application: app.spec.id.clone(),
                     alias: cs.alias.clone(),
                     network_partition: partition.to_string(),
                     hosts,
+                    context_paths,
                     port_mappings: cs.cartridge.port_mappings.clone(),
                     members,
                     draining,

@@ -64,6 +64,15 @@ pub enum LbError {
         served: ClusterKey,
         refused: ClusterKey,
     },
+    #[error(
+        "cluster {cluster}: the context path {path:?} for host {host} {reason}, so it is not used"
+    )]
+    ContextPath {
+        cluster: ClusterKey,
+        host: String,
+        path: String,
+        reason: &'static str,
+    },
     #[error("{}", join_messages(.0))]
     Several(Vec<LbError>),
     #[error("the load balancer is shut down")]

@@ -45,10 +45,13 @@ pub(crate) async fn handle(
     mut request: Request<Incoming>,
 ) -> Response<ProxyBody> {
     let now = uptime();
-    let cluster = {
+    let (cluster, context_path) = {
         let table = context.table.load();
         match table.route(context.port, request_host(&request)) {
-            Ok(cluster) => Arc::clone(cluster),
+            Ok(routed) => (
+                Arc::clone(routed.cluster),
+                routed.context_path.map(Box::<str>::from),
+            ),
             Err(unrouted) => return unrouted_response(context.port, unrouted),
         }
     };
@@ -58,6 +61,9 @@ pub(crate) async fn handle(
     let upgrade = requested_upgrade(&request);
     let client_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut request));
     prepare_request(&mut request, &context.client_ip);
+    if let Some(context_path) = context_path {
+        prefix_path(&mut request, &context_path);
+    }
     if let Some(protocol) = upgrade {
         keep_upgrade(request.headers_mut(), protocol);
     }
@@ -339,6 +345,23 @@ fn to_origin_form<B>(request: &mut Request<B>) {
     *request.uri_mut() = path;
     if let Some(host) = host {
         request.headers_mut().insert(header::HOST, host);
+    }
+}
+
+/// Puts a domain mapping's context path in front of the request's path, as Stratos' load
+/// balancer does: `/index.php` for a mapping with context path `/shop` asks for
+/// `/shop/index.php`.
+fn prefix_path<B>(request: &mut Request<B>, context_path: &str) {
+    let Some(path) = request.uri().path_and_query() else {
+        return;
+    };
+    // `OPTIONS *` asks about the server, not a path.
+    if !path.as_str().starts_with('/') {
+        return;
+    }
+    // Cannot fail: the context path was checked to be a path when the table was compiled.
+    if let Ok(uri) = Uri::try_from(format!("{context_path}{path}")) {
+        *request.uri_mut() = uri;
     }
 }
 

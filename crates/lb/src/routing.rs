@@ -33,12 +33,31 @@ pub(crate) struct BackendTarget {
     pub(crate) pool: Arc<Pool>,
 }
 
+/// Context paths by lower-case host name.
+type ContextPaths = HashMap<Box<str>, Box<str>>;
+
 pub(crate) enum PortRoute {
-    Single(Arc<ClusterTarget>),
+    /// Every request goes to one cluster, whatever its host.
+    Single {
+        cluster: Arc<ClusterTarget>,
+        context_paths: ContextPaths,
+    },
     /// Every connection is relayed as it is to one member.
     Tcp(Arc<ClusterTarget>),
     /// Keys are lower-case host names.
-    ByHost(HashMap<Box<str>, Arc<ClusterTarget>>),
+    ByHost(HashMap<Box<str>, HostTarget>),
+}
+
+/// The cluster a host name picks on a shared port, and its context path.
+pub(crate) struct HostTarget {
+    cluster: Arc<ClusterTarget>,
+    context_path: Option<Box<str>>,
+}
+
+/// Where a request goes: the cluster, and a path to put in front of the request's own.
+pub(crate) struct Routed<'t> {
+    pub(crate) cluster: &'t Arc<ClusterTarget>,
+    pub(crate) context_path: Option<&'t str>,
 }
 
 /// Why a request found no cluster.
@@ -78,7 +97,10 @@ impl CompiledTable {
                 .map(|route| (route, Arc::new(compiled.target(route, previous))))
                 .collect();
             let route = match (listener.protocol, <[_; 1]>::try_from(targets)) {
-                (ListenerProtocol::Http, Ok([(_, target)])) => PortRoute::Single(target),
+                (ListenerProtocol::Http, Ok([(route, cluster)])) => PortRoute::Single {
+                    context_paths: context_paths(route, &mut problems),
+                    cluster,
+                },
                 (ListenerProtocol::Http, Err(targets)) => {
                     PortRoute::ByHost(by_host(port, targets, &mut problems))
                 }
@@ -167,7 +189,7 @@ impl CompiledTable {
             .ok()?;
         match &self.ports[index].1 {
             PortRoute::Tcp(target) => Some(target),
-            PortRoute::Single(_) | PortRoute::ByHost(_) => None,
+            PortRoute::Single { .. } | PortRoute::ByHost(_) => None,
         }
     }
 
@@ -176,23 +198,34 @@ impl CompiledTable {
         &self,
         port: u16,
         host: Option<&'h str>,
-    ) -> Result<&Arc<ClusterTarget>, Unrouted<'h>> {
+    ) -> Result<Routed<'_>, Unrouted<'h>> {
         let index = self
             .ports
             .binary_search_by_key(&port, |(port, _)| *port)
             .map_err(|_| Unrouted::PortNotServed)?;
         match &self.ports[index].1 {
-            PortRoute::Single(target) => Ok(target),
+            PortRoute::Single {
+                cluster,
+                context_paths,
+            } => {
+                let context_path = match host {
+                    Some(host) if !context_paths.is_empty() => by_host_name(context_paths, host),
+                    _ => None,
+                };
+                Ok(Routed {
+                    cluster,
+                    context_path: context_path.map(|path| &**path),
+                })
+            }
             // The port turned to tcp after this connection was accepted as HTTP.
             PortRoute::Tcp(_) => Err(Unrouted::PortNotServed),
             PortRoute::ByHost(hosts) => {
                 let host = host.ok_or(Unrouted::NoHost)?;
-                let found = if host.bytes().any(|byte| byte.is_ascii_uppercase()) {
-                    hosts.get(host.to_ascii_lowercase().as_str())
-                } else {
-                    hosts.get(host)
-                };
-                found.ok_or(Unrouted::UnknownHost(host))
+                let target = by_host_name(hosts, host).ok_or(Unrouted::UnknownHost(host))?;
+                Ok(Routed {
+                    cluster: &target.cluster,
+                    context_path: target.context_path.as_deref(),
+                })
             }
         }
     }
@@ -222,34 +255,83 @@ fn by_host(
     port: u16,
     targets: Vec<(&ClusterRoute, Arc<ClusterTarget>)>,
     problems: &mut Vec<LbError>,
-) -> HashMap<Box<str>, Arc<ClusterTarget>> {
-    let mut hosts: HashMap<Box<str>, Arc<ClusterTarget>> = HashMap::new();
-    for (route, target) in targets {
+) -> HashMap<Box<str>, HostTarget> {
+    let mut hosts: HashMap<Box<str>, HostTarget> = HashMap::new();
+    for (route, cluster) in targets {
         if route.hosts.is_empty() {
             problems.push(LbError::NoHostNames {
                 port,
                 cluster: route.key.clone(),
             });
         }
+        let mut context_paths = context_paths(route, problems);
         for host in &route.hosts {
             let host = normalize_host(host).to_ascii_lowercase();
             match hosts.get(host.as_str()) {
-                Some(first) if first.shared.key != route.key => {
+                Some(first) if first.cluster.shared.key != route.key => {
                     problems.push(LbError::DuplicateHost {
                         port,
                         host,
-                        first: first.shared.key.clone(),
+                        first: first.cluster.shared.key.clone(),
                         second: route.key.clone(),
                     })
                 }
                 Some(_) => {}
                 None => {
-                    hosts.insert(host.into_boxed_str(), Arc::clone(&target));
+                    let target = HostTarget {
+                        cluster: Arc::clone(&cluster),
+                        context_path: context_paths.remove(host.as_str()),
+                    };
+                    hosts.insert(host.into_boxed_str(), target);
                 }
             }
         }
     }
     hosts
+}
+
+/// A map keyed by lower-case host name, looked up without case.
+fn by_host_name<'m, V>(map: &'m HashMap<Box<str>, V>, host: &str) -> Option<&'m V> {
+    if host.bytes().any(|byte| byte.is_ascii_uppercase()) {
+        map.get(host.to_ascii_lowercase().as_str())
+    } else {
+        map.get(host)
+    }
+}
+
+/// A cluster's context paths that can be used, as `/a/b` without a trailing slash, by
+/// lower-case host name; the others are reported.
+fn context_paths(route: &ClusterRoute, problems: &mut Vec<LbError>) -> ContextPaths {
+    let mut paths = ContextPaths::new();
+    for (host, path) in &route.context_paths {
+        let problem = |reason| LbError::ContextPath {
+            cluster: route.key.clone(),
+            host: host.clone(),
+            path: path.clone(),
+            reason,
+        };
+        let name = normalize_host(host).to_ascii_lowercase();
+        if !route
+            .hosts
+            .iter()
+            .any(|known| normalize_host(known).eq_ignore_ascii_case(&name))
+        {
+            problems.push(problem("is for a host the cluster does not answer to"));
+            continue;
+        }
+        let trimmed = path.trim_matches('/');
+        if trimmed.is_empty() {
+            continue;
+        }
+        let prefix = format!("/{trimmed}");
+        match prefix.parse::<hyper::http::uri::PathAndQuery>() {
+            Ok(parsed) if parsed.query().is_none() && parsed.as_str() == prefix => {
+                paths.insert(name.into_boxed_str(), prefix.into_boxed_str());
+            }
+            _ => problems.push(problem("is not a URL path")),
+        }
+    }
+    paths
 }
 
 /// The host name of a `Host` header or URI authority: without port and trailing dot.
@@ -350,16 +432,18 @@ mod tests {
         }
     }
 
-    /// Routes `(port, host)` and checks the alias picked or the reason none was.
-    fn check_route(
-        compiled: &CompiledTable,
-        port: u16,
-        host: Option<&str>,
-        expected: Result<&str, Unrouted>,
-    ) {
-        let routed = compiled
-            .route(port, host)
-            .map(|target| target.shared.key.alias.as_str());
+    /// The alias and context path a request is routed to, or why it is not.
+    type Expected<'a> = Result<(&'a str, Option<&'a str>), Unrouted<'a>>;
+
+    /// Routes `(port, host)` and checks the alias and context path picked, or the reason
+    /// none was.
+    fn check_route(compiled: &CompiledTable, port: u16, host: Option<&str>, expected: Expected) {
+        let routed = compiled.route(port, host).map(|routed| {
+            (
+                routed.cluster.shared.key.alias.as_str(),
+                routed.context_path,
+            )
+        });
         assert_eq!(routed, expected, "port {port}, host {host:?}");
     }
 
@@ -378,9 +462,9 @@ mod tests {
         ]);
         let (compiled, problems) = CompiledTable::compile(&routes, &CompiledTable::default());
         assert!(problems.is_empty(), "{problems:?}");
-        check_route(&compiled, 80, Some("web.example.com"), Ok("web"));
-        check_route(&compiled, 80, Some("www.Example.com"), Ok("web"));
-        check_route(&compiled, 80, Some("api.example.com"), Ok("api"));
+        check_route(&compiled, 80, Some("web.example.com"), Ok(("web", None)));
+        check_route(&compiled, 80, Some("www.Example.com"), Ok(("web", None)));
+        check_route(&compiled, 80, Some("api.example.com"), Ok(("api", None)));
         check_route(
             &compiled,
             80,
@@ -388,8 +472,8 @@ mod tests {
             Err(Unrouted::UnknownHost("other.example.com")),
         );
         check_route(&compiled, 80, None, Err(Unrouted::NoHost));
-        check_route(&compiled, 8080, Some("anything"), Ok("admin"));
-        check_route(&compiled, 8080, None, Ok("admin"));
+        check_route(&compiled, 8080, Some("anything"), Ok(("admin", None)));
+        check_route(&compiled, 8080, None, Ok(("admin", None)));
         check_route(
             &compiled,
             9000,
@@ -424,7 +508,66 @@ mod tests {
                 "port 80: cluster app/hidden shares the port with other clusters but answers to no host name",
             ]
         );
-        check_route(&compiled, 80, Some("shared.example.com"), Ok("web"));
+        check_route(&compiled, 80, Some("shared.example.com"), Ok(("web", None)));
+    }
+
+    #[test]
+    fn context_paths_go_with_their_host_names() {
+        let with_paths = |mut route: ClusterRoute, paths: &[(&str, &str)]| {
+            route.context_paths = paths
+                .iter()
+                .map(|(host, path)| (host.to_string(), path.to_string()))
+                .collect();
+            route
+        };
+        let web = cluster(
+            "web",
+            &["shop.example.com", "WWW.example.com", "web.example.com"],
+            &[1],
+        );
+        let api = cluster("api", &["api.example.com"], &[2]);
+        let routes = table(vec![
+            (
+                80,
+                vec![
+                    with_paths(
+                        web.clone(),
+                        &[
+                            ("shop.example.com", "/abc/app/"),
+                            ("www.example.com", "abc"),
+                            ("web.example.com", "/"),
+                        ],
+                    ),
+                    with_paths(
+                        api.clone(),
+                        &[("api.example.com", "/a b"), ("other.example.com", "/x")],
+                    ),
+                ],
+            ),
+            (8080, vec![with_paths(web, &[("shop.example.com", "/abc")])]),
+        ]);
+        let (compiled, problems) = CompiledTable::compile(&routes, &CompiledTable::default());
+        let messages: Vec<String> = problems.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            messages,
+            [
+                "cluster app/api: the context path \"/a b\" for host api.example.com is not a URL path, so it is not used",
+                "cluster app/api: the context path \"/x\" for host other.example.com is for a host the cluster does not answer to, so it is not used",
+            ]
+        );
+        let cases: [(u16, Option<&str>, Expected); 8] = [
+            (80, Some("shop.example.com"), Ok(("web", Some("/abc/app")))),
+            (80, Some("Shop.Example.com"), Ok(("web", Some("/abc/app")))),
+            (80, Some("www.example.com"), Ok(("web", Some("/abc")))),
+            (80, Some("web.example.com"), Ok(("web", None))),
+            (80, Some("api.example.com"), Ok(("api", None))),
+            (8080, Some("shop.example.com"), Ok(("web", Some("/abc")))),
+            (8080, Some("web.example.com"), Ok(("web", None))),
+            (8080, None, Ok(("web", None))),
+        ];
+        for (port, host, expected) in cases {
+            check_route(&compiled, port, host, expected);
+        }
     }
 
     #[test]

@@ -64,6 +64,10 @@ pub struct ClusterRoute {
     /// Host names this cluster answers to on a shared port, matched without case and port.
     #[serde(default)]
     pub hosts: Vec<String>,
+    /// Paths put in front of the path of a request that arrives for one of `hosts`, by host
+    /// name: a Stratos domain mapping's context path.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub context_paths: BTreeMap<String, String>,
     #[serde(default)]
     pub backends: Vec<Backend>,
     /// How long a member may take to answer a request with a response head, and the longest
@@ -80,6 +84,7 @@ impl ClusterRoute {
         ClusterRoute {
             key,
             hosts,
+            context_paths: BTreeMap::new(),
             backends,
             response_timeout_ms: None,
         }

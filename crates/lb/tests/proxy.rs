@@ -1011,6 +1011,73 @@ async fn every_body_framing_passes_through() {
 }
 
 #[tokio::test]
+async fn context_paths_go_in_front_of_the_path_for_their_host_names() {
+    bounded(async {
+        let web = start_raw_member().await;
+        let api = start_raw_member().await;
+        let mut shop = cluster("web", &["shop.example.com", "web.example.com"], vec![web]);
+        shop.context_paths =
+            BTreeMap::from([("shop.example.com".to_string(), "/abc/app".to_string())]);
+        let (alone, shared) = (free_port(), free_port());
+        let balancer = LoadBalancer::new(Ipv4Addr::LOCALHOST.into());
+        balancer
+            .publish(table(vec![
+                (alone, vec![shop.clone()]),
+                (
+                    shared,
+                    vec![shop, cluster("api", &["api.example.com"], vec![api])],
+                ),
+            ]))
+            .await
+            .expect("publish");
+
+        // The request a client sends, and the request line the member sees.
+        let cases = [
+            (
+                "GET /index.php?x=1 HTTP/1.1\r\nHost: shop.example.com",
+                "get /abc/app/index.php?x=1 http/1.1",
+            ),
+            (
+                "GET / HTTP/1.1\r\nHost: SHOP.example.com:80",
+                "get /abc/app/ http/1.1",
+            ),
+            (
+                "GET http://shop.example.com/a HTTP/1.1\r\nHost: web.example.com",
+                "get /abc/app/a http/1.1",
+            ),
+            (
+                "OPTIONS * HTTP/1.1\r\nHost: shop.example.com",
+                "options * http/1.1",
+            ),
+            (
+                "GET /index.php HTTP/1.1\r\nHost: web.example.com",
+                "get /index.php http/1.1",
+            ),
+            (
+                "GET /v1 HTTP/1.1\r\nHost: api.example.com",
+                "get /v1 http/1.1",
+            ),
+        ];
+        for port in [alone, shared] {
+            for (request, seen) in cases {
+                if port == alone && request.contains("api.example.com") {
+                    continue;
+                }
+                let answer =
+                    raw_exchange(port, &format!("{request}\r\nConnection: close\r\n\r\n")).await;
+                let body = answer.split_once("\r\n\r\n").map_or("", |(_, body)| body);
+                assert!(
+                    answer.starts_with("http/1.1 200 ok\r\n") && body.starts_with(seen),
+                    "port {port}, {request:?}: {answer}"
+                );
+            }
+        }
+        balancer.shutdown().await;
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn members_too_slow_to_answer_time_out() {
     bounded(async {
         let hung = TestBackend::start("hung").await;

@@ -102,9 +102,59 @@ pub(crate) fn check_bundle(bundle: &Bundle, origins: &Origins) -> Vec<Diagnostic
                 &key.field("domain_name"),
                 "the domain name",
             );
+            if !mapping.domain_name.trim().is_empty() && !is_host_name(&mapping.domain_name) {
+                c.report(
+                    &key.field("domain_name"),
+                    format!(
+                        "`{}` is not a host name: labels of letters, digits and `-` joined by `.`",
+                        mapping.domain_name
+                    ),
+                );
+            }
+            if let Some(path) = &mapping.context_path
+                && !is_url_path(path)
+            {
+                c.report(
+                    &key.field("context_path"),
+                    format!("the context path `{path}` is not a URL path: letters, digits, `/` and `-._~!$&'()*+,;=:@` or `%` with two hex digits"),
+                );
+            }
         }
     }
     c.problems
+}
+
+/// A DNS host name, as the load balancer matches it against a request's `Host`.
+fn is_host_name(name: &str) -> bool {
+    let name = name.strip_suffix('.').unwrap_or(name);
+    name.len() <= 253
+        && name.split('.').all(|label| {
+            (1..=63).contains(&label.len())
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        })
+}
+
+/// The path part of a URL (RFC 3986 `path-abempty`), without query or fragment.
+fn is_url_path(path: &str) -> bool {
+    let bytes = path.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' if bytes
+                .get(i + 1..i + 3)
+                .is_some_and(|hex| hex.iter().all(u8::is_ascii_hexdigit)) =>
+            {
+                i += 3
+            }
+            b if b.is_ascii_alphanumeric() || b"/-._~!$&'()*+,;=:@".contains(&b) => i += 1,
+            _ => return false,
+        }
+    }
+    true
 }
 
 /// A cartridge property that means something to Cairn: its name, whether a value is valid,

@@ -215,7 +215,10 @@ fn blueprint(r: &mut Reader, at: &At, bundle: &mut Bundle) {
     let app_key = Key::new("applications[0]");
     r.origins.record(&app_key, at);
     let components_key = app_key.field("components");
-    let mut domains = Vec::new();
+    let mut domains = Domains {
+        key: Key::new(format!("domain_mappings[{application_id}]")),
+        mappings: Vec::new(),
+    };
     let mut level = Level::default();
     if let Some(components) = at.get("components") {
         r.origins.record(&components_key, &components);
@@ -275,8 +278,10 @@ fn blueprint(r: &mut Reader, at: &At, bundle: &mut Bundle) {
             },
         },
     });
-    if !domains.is_empty() {
-        bundle.domain_mappings.insert(application_id, domains);
+    if !domains.mappings.is_empty() {
+        bundle
+            .domain_mappings
+            .insert(application_id, domains.mappings);
     }
 }
 
@@ -784,7 +789,7 @@ fn components_level(
     key: &Key,
     defaults: &PolicyDefaults,
     top: bool,
-    domains: &mut Vec<DomainMapping>,
+    domains: &mut Domains,
 ) -> Level {
     let mut level = Level::default();
     let entries = named(r, at);
@@ -860,7 +865,10 @@ fn components_level(
             let deployment_policy = deployment_policy(r, item, &ckey.field("deployment_policy"));
             if let Some(list) = item.get("domains") {
                 for domain in r.list(&list) {
-                    domains.extend(domain_mapping(r, &domain, alias));
+                    let key = domains.key.index(domains.mappings.len());
+                    domains
+                        .mappings
+                        .extend(domain_mapping(r, &domain, alias, &key));
                 }
             }
             level.cartridges.push(CartridgeSubscription {
@@ -1005,18 +1013,26 @@ fn alias_lists(
     out
 }
 
-fn domain_mapping(r: &mut Reader, at: &At, alias: &str) -> Option<DomainMapping> {
-    let scratch = Key::new("");
+/// The domain mappings a blueprint's components declare, and the key they are checked under.
+struct Domains {
+    key: Key,
+    mappings: Vec<DomainMapping>,
+}
+
+fn domain_mapping(r: &mut Reader, at: &At, alias: &str, key: &Key) -> Option<DomainMapping> {
+    let name_key = key.field("domain_name");
     if !at.is_map() {
         return Some(DomainMapping {
             cartridge_alias: alias.to_string(),
-            domain_name: r.string(at, &scratch)?,
+            domain_name: r.string(at, &name_key)?,
             context_path: None,
         });
     }
     r.map(at, Some(&["name", "context_path"]));
-    let domain_name = r.required(at, "name").and_then(|n| r.string(&n, &scratch));
-    let context_path = at.get("context_path").and_then(|c| r.string(&c, &scratch));
+    let domain_name = r.required(at, "name").and_then(|n| r.string(&n, &name_key));
+    let context_path = at
+        .get("context_path")
+        .and_then(|c| r.string(&c, &key.field("context_path")));
     Some(DomainMapping {
         cartridge_alias: alias.to_string(),
         domain_name: domain_name?,

@@ -194,6 +194,14 @@ fn stratos_json_errors() {
         r#"{"domainMappings": [{"cartridgeAlias": "web"}]}"#,
         &["t:1:21 at $.domainMappings[0]: missing field `domainName`"],
     );
+    check(
+        Json(DomainMappings),
+        "{\"domainMappings\": [\n{\"cartridgeAlias\": \"web\", \"domainName\": \"shop example.com\", \"contextPath\": \"/a?b=1\"}]}",
+        &[
+            "t:2:41 at $.domainMappings[0].domainName: `shop example.com` is not a host name: labels of letters, digits and `-` joined by `.`",
+            "t:2:76 at $.domainMappings[0].contextPath: the context path `/a?b=1` is not a URL path: letters, digits, `/` and `-._~!$&'()*+,;=:@` or `%` with two hex digits",
+        ],
+    );
 }
 
 /// An application with one group `g` and one cartridge `c`, with extra fields spliced in.
@@ -246,6 +254,16 @@ fn yaml_blueprint_errors() {
         &["t:2:1: duplicate key `application`"],
     );
     check(Yaml, "- a\n- b\n", &["t:1:1: expected a map, found a list"]);
+    check(
+        Yaml,
+        &format!(
+            "{MINIMAL}    domains:\n      - -shop.example.com\n      - {{name: www.example.com, context_path: /a%zz}}\n"
+        ),
+        &[
+            "t:8:9 at $.components.web.domains[0]: `-shop.example.com` is not a host name: labels of letters, digits and `-` joined by `.`",
+            "t:9:47 at $.components.web.domains[1].context_path: the context path `/a%zz` is not a URL path: letters, digits, `/` and `-._~!$&'()*+,;=:@` or `%` with two hex digits",
+        ],
+    );
     check(
         Yaml,
         &MINIMAL

@@ -72,6 +72,7 @@ pub fn route_table(
             match listener.clusters.iter_mut().find(|c| c.key == key) {
                 Some(existing) => existing.backends.extend(backends),
                 None => listener.clusters.push(ClusterRoute {
+                    context_paths: route.context_paths.clone(),
                     response_timeout_ms: route.response_timeout_ms,
                     ..ClusterRoute::new(key, route.hosts.clone(), backends)
                 }),
@@ -99,6 +100,7 @@ mod tests {
             alias: alias.into(),
             network_partition: "np".into(),
             hosts: vec![format!("app.{alias}.example.org")],
+            context_paths: BTreeMap::new(),
             port_mappings: mappings,
             members: vec![(
                 format!("app.{alias}.1"),

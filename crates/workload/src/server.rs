@@ -160,6 +160,11 @@ async fn handle(
     port: Arc<str>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     let query = request.uri().query();
+    // What the member was asked for, after the load balancer's rewriting.
+    let asked = request
+        .uri()
+        .path_and_query()
+        .and_then(|path| HeaderValue::from_str(path.as_str()).ok());
     let mut response = match (request.method(), request.uri().path()) {
         (_, "/healthz") => health(&state),
         (_, "/inflight") => inflight(&state),
@@ -175,6 +180,9 @@ async fn handle(
     };
     if let Ok(member) = HeaderValue::from_str(&state.member_id) {
         response.headers_mut().insert("x-cairn-member", member);
+    }
+    if let Some(asked) = asked {
+        response.headers_mut().insert("x-cairn-path", asked);
     }
     Ok(response)
 }
