@@ -482,4 +482,32 @@ fn answers_follow_stratos_status_codes() {
     assert_eq!(code, 200, "an updated policy: {body}");
     let (code, body) = cairn.stratos_curl("GET", "applications", None);
     assert_eq!(code, 200, "{body}");
+
+    // A created artifact is answered with where to read it, its id escaped in the URL.
+    let stratos = reqwest::blocking::Client::builder()
+        .danger_accept_invalid_certs(true)
+        .build()
+        .expect("https client");
+    let partition = r#"{"id": "np 2/b", "provider": "mock", "partitions": [{"id": "p1"}]}"#;
+    let created = stratos
+        .post(format!("https://{}/api/networkPartitions", cairn.stratos))
+        .basic_auth("admin", Some("admin"))
+        .header("content-type", "application/json")
+        .body(partition)
+        .send()
+        .expect("POST over https");
+    assert_eq!(created.status(), 201);
+    let location = created.headers()["location"].to_str().expect("ASCII");
+    assert_eq!(
+        location,
+        format!("https://{}/api/networkPartitions/np%202%2Fb", cairn.stratos)
+    );
+    let read = stratos
+        .get(location)
+        .basic_auth("admin", Some("admin"))
+        .send()
+        .expect("GET the location");
+    assert_eq!(read.status(), 200);
+    let read: Value = read.json().expect("JSON");
+    assert_eq!(read["id"], "np 2/b");
 }

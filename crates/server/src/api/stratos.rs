@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -51,13 +51,21 @@ pub fn router(platform: Arc<Platform>, user: &str, password: &str) -> Router {
             .route(
                 &format!("/api/{collection}"),
                 get(move |s: State<Api>| list(s, kind))
-                    .post(move |s: State<Api>, b: Bytes| create(s, kind, b, false))
-                    .put(move |s: State<Api>, b: Bytes| create(s, kind, b, true)),
+                    .post(move |s: State<Api>, h: HeaderMap, b: Bytes| {
+                        create(s, (collection, kind), h, b, false)
+                    })
+                    .put(move |s: State<Api>, h: HeaderMap, b: Bytes| {
+                        create(s, (collection, kind), h, b, true)
+                    }),
             )
             .route(
                 &format!("/api/{collection}/{{id}}"),
                 get(move |s: State<Api>, p: Path<String>| get_one(s, kind, p))
-                    .put(move |s: State<Api>, _p: Path<String>, b: Bytes| create(s, kind, b, true))
+                    .put(
+                        move |s: State<Api>, h: HeaderMap, _p: Path<String>, b: Bytes| {
+                            create(s, (collection, kind), h, b, true)
+                        },
+                    )
                     .delete(move |s: State<Api>, p: Path<String>| delete(s, kind, p)),
             );
     }
@@ -123,7 +131,8 @@ fn answer(result: Result<(), PlatformError>, success: StatusCode, text: String) 
 
 async fn create(
     State(api): State<Api>,
-    kind: ArtifactKind,
+    (collection, kind): (&'static str, ArtifactKind),
+    headers: HeaderMap,
     body: Bytes,
     replace: bool,
 ) -> Response {
@@ -148,24 +157,39 @@ async fn create(
             {
                 tracing::warn!("keeping the {} document {ids}: {e}", kind.name());
             }
-            created(kind, &ids, replace)
+            if replace && kind != ArtifactKind::Application {
+                // Stratos 4.1 answers an updated application with 201, every other update with 200.
+                return message(
+                    StatusCode::OK,
+                    format!("{} updated successfully: {ids}", kind.name()),
+                );
+            }
+            let mut response = message(
+                StatusCode::CREATED,
+                format!("{} added successfully: {ids}", kind.name()),
+            );
+            if let Some(location) = location(&headers, collection, &ids) {
+                response.headers_mut().insert(header::LOCATION, location);
+            }
+            response
         }
         Err(e) => refusal(e),
     }
 }
 
-fn created(kind: ArtifactKind, ids: &str, replace: bool) -> Response {
-    // Stratos 4.1 answers an updated application with 201, every other update with 200.
-    if replace && kind != ArtifactKind::Application {
-        return message(
-            StatusCode::OK,
-            format!("{} updated successfully: {ids}", kind.name()),
-        );
+/// Where the artifact created can be read, as Stratos names it in `Location`: the absolute
+/// URL of its collection and its id.
+fn location(headers: &HeaderMap, collection: &str, id: &str) -> Option<HeaderValue> {
+    let host = headers.get(header::HOST)?.to_str().ok()?;
+    let mut url = format!("https://{host}/api/{collection}/");
+    for byte in id.bytes() {
+        if byte.is_ascii_alphanumeric() || b"-._~".contains(&byte) {
+            url.push(char::from(byte));
+        } else {
+            url.push_str(&format!("%{byte:02X}"));
+        }
     }
-    message(
-        StatusCode::CREATED,
-        format!("{} added successfully: {ids}", kind.name()),
-    )
+    HeaderValue::from_str(&url).ok()
 }
 
 fn first_id(bundle: &cairn_model::Bundle) -> String {
