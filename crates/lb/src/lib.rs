@@ -16,6 +16,7 @@ mod flight;
 mod listener;
 mod pool;
 mod proxy;
+mod redirect;
 mod routing;
 mod stats;
 mod table;

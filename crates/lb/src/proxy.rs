@@ -1,6 +1,7 @@
 //! One proxied request: route it, pick a backend, forward it, stream the response back.
 
 use std::io;
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
@@ -18,6 +19,7 @@ use tokio::io::{AsyncWriteExt, copy_bidirectional};
 use crate::drain::DrainSignal;
 use crate::flight::{ClusterFlight, MemberFlight};
 use crate::pool::{ConnectError, Pool};
+use crate::redirect::{self, ClientOrigin};
 use crate::routing::{BackendTarget, ClusterTarget, CompiledTable, Unrouted, attempt_order};
 use crate::stats::{uptime, uptime_ms};
 use crate::table::ClusterKey;
@@ -61,8 +63,8 @@ pub(crate) async fn handle(
     let upgrade = requested_upgrade(&request);
     let client_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut request));
     prepare_request(&mut request, &context.client_ip);
-    if let Some(context_path) = context_path {
-        prefix_path(&mut request, &context_path);
+    if let Some(context_path) = &context_path {
+        prefix_path(&mut request, context_path);
     }
     if let Some(protocol) = upgrade {
         keep_upgrade(request.headers_mut(), protocol);
@@ -72,6 +74,7 @@ pub(crate) async fn handle(
     // Safe to send twice: an idempotent method, no body and no protocol switch.
     let replayable =
         is_idempotent(&parts.method) && request.is_bodiless() && client_upgrade.is_none();
+    let client_host = parts.headers.get(header::HOST).cloned();
     drop(parts);
 
     let mut tried = 0usize;
@@ -115,7 +118,7 @@ pub(crate) async fn handle(
             }
         }
     }
-    let Some((response, connection, pool, member)) = answered else {
+    let Some((mut response, connection, pool, member)) = answered else {
         cluster.0.shared.counters.failure();
         if let Some((status, failure)) = last_failure {
             let key = &cluster.0.shared.key;
@@ -125,12 +128,28 @@ pub(crate) async fn handle(
         }
         return no_member_response(&cluster.0.shared.key, tried, last_error);
     };
+    let client = ClientOrigin {
+        host: client_host.as_ref().and_then(|host| host.to_str().ok()),
+        context_path: context_path.as_deref(),
+    };
+    rewrite_location(&mut response.headers, pool.addr(), &client);
     relay(
         response,
         client_upgrade.map(|client| (client, context.drain.clone())),
         (connection, pool),
         (cluster, member),
     )
+}
+
+fn rewrite_location(headers: &mut HeaderMap, member: SocketAddr, client: &ClientOrigin) {
+    let rewritten = headers
+        .get(header::LOCATION)
+        .and_then(|location| location.to_str().ok())
+        .and_then(|location| redirect::rewrite(location, member, client))
+        .and_then(|location| HeaderValue::try_from(location).ok());
+    if let Some(location) = rewritten {
+        headers.insert(header::LOCATION, location);
+    }
 }
 
 /// Hands a member's response to the client: its body streams through, and the connection

@@ -818,6 +818,7 @@ fn route_table_reads_from_json() {
 /// A member written on raw sockets, answering by path with each body framing HTTP/1.1 has;
 /// every body starts with the request head it received, lower-cased.
 async fn raw_member(listener: TcpListener) {
+    let own = listener.local_addr().expect("member address");
     loop {
         let Ok((mut stream, _)) = listener.accept().await else {
             continue;
@@ -843,6 +844,10 @@ async fn raw_member(listener: TcpListener) {
                         seen.len()
                     ),
                     "/no-content" => "HTTP/1.1 204 No Content\r\n\r\n".to_string(),
+                    // A redirect to itself, as a member that knows only its own address sends.
+                    p if p.ends_with("/redirect") => format!(
+                        "HTTP/1.1 302 Found\r\nlocation: http://{own}/abc/app/next\r\ncontent-length: 0\r\n\r\n"
+                    ),
                     "/endless" => {
                         let first =
                             "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n";
@@ -1011,7 +1016,7 @@ async fn every_body_framing_passes_through() {
 }
 
 #[tokio::test]
-async fn context_paths_go_in_front_of_the_path_for_their_host_names() {
+async fn context_paths_go_in_front_of_the_path_and_come_off_redirects() {
     bounded(async {
         let web = start_raw_member().await;
         let api = start_raw_member().await;
@@ -1069,6 +1074,20 @@ async fn context_paths_go_in_front_of_the_path_for_their_host_names() {
                 assert!(
                     answer.starts_with("http/1.1 200 ok\r\n") && body.starts_with(seen),
                     "port {port}, {request:?}: {answer}"
+                );
+            }
+            // The member's redirect to itself is one the client can follow.
+            for (host, location) in [
+                ("shop.example.com", "http://shop.example.com/next"),
+                ("web.example.com", "http://web.example.com/abc/app/next"),
+            ] {
+                let request =
+                    format!("GET /redirect HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+                let answer = raw_exchange(port, &request).await;
+                assert!(
+                    answer.starts_with("http/1.1 302 found\r\n")
+                        && answer.contains(&format!("\r\nlocation: {location}\r\n")),
+                    "port {port}, {host}: {answer}"
                 );
             }
         }
