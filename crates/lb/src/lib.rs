@@ -16,7 +16,7 @@ mod flight;
 mod listener;
 mod pool;
 mod proxy;
-mod redirect;
+mod rewrite;
 mod routing;
 mod stats;
 mod table;

@@ -19,7 +19,7 @@ use tokio::io::{AsyncWriteExt, copy_bidirectional};
 use crate::drain::DrainSignal;
 use crate::flight::{ClusterFlight, MemberFlight};
 use crate::pool::{ConnectError, Pool};
-use crate::redirect::{self, ClientOrigin};
+use crate::rewrite::{self, ClientOrigin};
 use crate::routing::{BackendTarget, ClusterTarget, CompiledTable, Unrouted, attempt_order};
 use crate::stats::{uptime, uptime_ms};
 use crate::table::ClusterKey;
@@ -50,10 +50,7 @@ pub(crate) async fn handle(
     let (cluster, context_path) = {
         let table = context.table.load();
         match table.route(context.port, request_host(&request)) {
-            Ok(routed) => (
-                Arc::clone(routed.cluster),
-                routed.context_path.map(Box::<str>::from),
-            ),
+            Ok(routed) => (Arc::clone(routed.cluster), routed.context_path.cloned()),
             Err(unrouted) => return unrouted_response(context.port, unrouted),
         }
     };
@@ -62,19 +59,23 @@ pub(crate) async fn handle(
     let cluster = ClusterFlight::begin(cluster, second);
     let upgrade = requested_upgrade(&request);
     let client_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut request));
-    prepare_request(&mut request, &context.client_ip);
-    if let Some(context_path) = &context_path {
-        prefix_path(&mut request, context_path);
+    if context_path.is_some() && request.uri().path().split('/').any(is_dot_segment) {
+        let message = format!(
+            "the path {} has a `.` or `..` segment, which could leave the context path\n",
+            request.uri().path()
+        );
+        return local_response(StatusCode::BAD_REQUEST, message);
     }
+    prepare_request(&mut request, &context.client_ip);
     if let Some(protocol) = upgrade {
         keep_upgrade(request.headers_mut(), protocol);
     }
-    let (parts, body) = request.into_parts();
-    let mut request = OutgoingRequest::new(&parts, body);
+    let (mut parts, body) = request.into_parts();
+    let mut request = OutgoingRequest::new(&parts, body, context_path.as_deref());
     // Safe to send twice: an idempotent method, no body and no protocol switch.
     let replayable =
         is_idempotent(&parts.method) && request.is_bodiless() && client_upgrade.is_none();
-    let client_host = parts.headers.get(header::HOST).cloned();
+    let client_host = parts.headers.remove(header::HOST);
     drop(parts);
 
     let mut tried = 0usize;
@@ -132,7 +133,7 @@ pub(crate) async fn handle(
         host: client_host.as_ref().and_then(|host| host.to_str().ok()),
         context_path: context_path.as_deref(),
     };
-    rewrite_location(&mut response.headers, pool.addr(), &client);
+    rewrite_for_client(&mut response.headers, pool.addr(), &client);
     relay(
         response,
         client_upgrade.map(|client| (client, context.drain.clone())),
@@ -141,15 +142,42 @@ pub(crate) async fn handle(
     )
 }
 
-fn rewrite_location(headers: &mut HeaderMap, member: SocketAddr, client: &ClientOrigin) {
-    let rewritten = headers
+/// Rewrites the member's `Location` and, behind a context path, its cookie paths, so the
+/// client can follow them.
+fn rewrite_for_client(headers: &mut HeaderMap, member: SocketAddr, client: &ClientOrigin) {
+    let location = headers
         .get(header::LOCATION)
         .and_then(|location| location.to_str().ok())
-        .and_then(|location| redirect::rewrite(location, member, client))
+        .and_then(|location| rewrite::location(location, member, client))
         .and_then(|location| HeaderValue::try_from(location).ok());
-    if let Some(location) = rewritten {
+    if let Some(location) = location {
         headers.insert(header::LOCATION, location);
     }
+    let Some(context_path) = client.context_path else {
+        return;
+    };
+    if let header::Entry::Occupied(mut cookies) = headers.entry(header::SET_COOKIE) {
+        for value in cookies.iter_mut() {
+            let rewritten = value
+                .to_str()
+                .ok()
+                .and_then(|cookie| rewrite::cookie(cookie, context_path))
+                .and_then(|cookie| HeaderValue::try_from(cookie).ok());
+            if let Some(rewritten) = rewritten {
+                *value = rewritten;
+            }
+        }
+    }
+}
+
+/// A path segment the member would resolve against the one before it (`.`, `..`, or either
+/// written with `%2e`).
+fn is_dot_segment(segment: &str) -> bool {
+    segment.len() <= 6
+        && matches!(
+            segment.to_ascii_lowercase().as_str(),
+            "." | ".." | "%2e" | ".%2e" | "%2e." | "%2e%2e"
+        )
 }
 
 /// Hands a member's response to the client: its body streams through, and the connection
@@ -364,23 +392,6 @@ fn to_origin_form<B>(request: &mut Request<B>) {
     *request.uri_mut() = path;
     if let Some(host) = host {
         request.headers_mut().insert(header::HOST, host);
-    }
-}
-
-/// Puts a domain mapping's context path in front of the request's path, as Stratos' load
-/// balancer does: `/index.php` for a mapping with context path `/shop` asks for
-/// `/shop/index.php`.
-fn prefix_path<B>(request: &mut Request<B>, context_path: &str) {
-    let Some(path) = request.uri().path_and_query() else {
-        return;
-    };
-    // `OPTIONS *` asks about the server, not a path.
-    if !path.as_str().starts_with('/') {
-        return;
-    }
-    // Cannot fail: the context path was checked to be a path when the table was compiled.
-    if let Ok(uri) = Uri::try_from(format!("{context_path}{path}")) {
-        *request.uri_mut() = uri;
     }
 }
 

@@ -34,7 +34,7 @@ pub(crate) struct BackendTarget {
 }
 
 /// Context paths by lower-case host name.
-type ContextPaths = HashMap<Box<str>, Box<str>>;
+type ContextPaths = HashMap<Box<str>, Arc<str>>;
 
 pub(crate) enum PortRoute {
     /// Every request goes to one cluster, whatever its host.
@@ -51,13 +51,13 @@ pub(crate) enum PortRoute {
 /// The cluster a host name picks on a shared port, and its context path.
 pub(crate) struct HostTarget {
     cluster: Arc<ClusterTarget>,
-    context_path: Option<Box<str>>,
+    context_path: Option<Arc<str>>,
 }
 
 /// Where a request goes: the cluster, and a path to put in front of the request's own.
 pub(crate) struct Routed<'t> {
     pub(crate) cluster: &'t Arc<ClusterTarget>,
-    pub(crate) context_path: Option<&'t str>,
+    pub(crate) context_path: Option<&'t Arc<str>>,
 }
 
 /// Why a request found no cluster.
@@ -214,7 +214,7 @@ impl CompiledTable {
                 };
                 Ok(Routed {
                     cluster,
-                    context_path: context_path.map(|path| &**path),
+                    context_path,
                 })
             }
             // The port turned to tcp after this connection was accepted as HTTP.
@@ -224,7 +224,7 @@ impl CompiledTable {
                 let target = by_host_name(hosts, host).ok_or(Unrouted::UnknownHost(host))?;
                 Ok(Routed {
                     cluster: &target.cluster,
-                    context_path: target.context_path.as_deref(),
+                    context_path: target.context_path.as_ref(),
                 })
             }
         }
@@ -302,7 +302,8 @@ fn by_host_name<'m, V>(map: &'m HashMap<Box<str>, V>, host: &str) -> Option<&'m 
 /// A cluster's context paths that can be used, as `/a/b` without a trailing slash, by
 /// lower-case host name; the others are reported.
 fn context_paths(route: &ClusterRoute, problems: &mut Vec<LbError>) -> ContextPaths {
-    let mut paths = ContextPaths::new();
+    // `None` for a host whose context path is `/`, so a second one for it still conflicts.
+    let mut paths: HashMap<Box<str>, Option<Arc<str>>> = HashMap::new();
     for (host, path) in &route.context_paths {
         let problem = |reason| LbError::ContextPath {
             cluster: route.key.clone(),
@@ -320,18 +321,31 @@ fn context_paths(route: &ClusterRoute, problems: &mut Vec<LbError>) -> ContextPa
             continue;
         }
         let trimmed = path.trim_matches('/');
-        if trimmed.is_empty() {
-            continue;
-        }
         let prefix = format!("/{trimmed}");
-        match prefix.parse::<hyper::http::uri::PathAndQuery>() {
+        let prefix = match prefix.parse::<hyper::http::uri::PathAndQuery>() {
+            _ if trimmed.is_empty() => None,
             Ok(parsed) if parsed.query().is_none() && parsed.as_str() == prefix => {
-                paths.insert(name.into_boxed_str(), prefix.into_boxed_str());
+                Some(Arc::from(prefix))
             }
-            _ => problems.push(problem("is not a URL path")),
+            _ => {
+                problems.push(problem("is not a URL path"));
+                continue;
+            }
+        };
+        match paths.get(name.as_str()) {
+            Some(first) if *first != prefix => {
+                problems.push(problem("differs from another for the same host"))
+            }
+            Some(_) => {}
+            None => {
+                paths.insert(name.into_boxed_str(), prefix);
+            }
         }
     }
     paths
+        .into_iter()
+        .filter_map(|(name, prefix)| Some((name, prefix?)))
+        .collect()
 }
 
 /// The host name of a `Host` header or URI authority: without port and trailing dot.
@@ -441,7 +455,7 @@ mod tests {
         let routed = compiled.route(port, host).map(|routed| {
             (
                 routed.cluster.shared.key.alias.as_str(),
-                routed.context_path,
+                routed.context_path.map(|path| &**path),
             )
         });
         assert_eq!(routed, expected, "port {port}, host {host:?}");
@@ -535,7 +549,9 @@ mod tests {
                         &[
                             ("shop.example.com", "/abc/app/"),
                             ("www.example.com", "abc"),
+                            ("WWW.example.com.", "/abc/"),
                             ("web.example.com", "/"),
+                            ("web.example.com.", "/other"),
                         ],
                     ),
                     with_paths(
@@ -551,6 +567,7 @@ mod tests {
         assert_eq!(
             messages,
             [
+                "cluster app/web: the context path \"/other\" for host web.example.com. differs from another for the same host, so it is not used",
                 "cluster app/api: the context path \"/a b\" for host api.example.com is not a URL path, so it is not used",
                 "cluster app/api: the context path \"/x\" for host other.example.com is for a host the cluster does not answer to, so it is not used",
             ]

@@ -291,9 +291,14 @@ enum RequestBody {
 }
 
 impl OutgoingRequest {
-    /// Encodes the head in origin form with the body's framing; `Content-Length` is set from
-    /// the body and the client's `Transfer-Encoding` was already removed as hop-by-hop.
-    pub(crate) fn new(parts: &http::request::Parts, body: Incoming) -> OutgoingRequest {
+    /// Encodes the head in origin form with the body's framing, `context_path` in front of
+    /// the path; `Content-Length` is set from the body and the client's `Transfer-Encoding`
+    /// was already removed as hop-by-hop.
+    pub(crate) fn new(
+        parts: &http::request::Parts,
+        body: Incoming,
+        context_path: Option<&str>,
+    ) -> OutgoingRequest {
         let declared_length = parts.headers.contains_key(header::CONTENT_LENGTH);
         let (body, length) = match body.size_hint().exact() {
             _ if body.is_end_stream() => (RequestBody::None, declared_length.then_some(0)),
@@ -303,7 +308,12 @@ impl OutgoingRequest {
         let mut head = Vec::with_capacity(256);
         head.extend_from_slice(parts.method.as_str().as_bytes());
         head.push(b' ');
-        head.extend_from_slice(request_target(&parts.uri).as_bytes());
+        let target = request_target(&parts.uri);
+        // `OPTIONS *` asks about the server, not a path.
+        if let Some(context_path) = context_path.filter(|_| target.starts_with('/')) {
+            head.extend_from_slice(context_path.as_bytes());
+        }
+        head.extend_from_slice(target.as_bytes());
         head.extend_from_slice(b" HTTP/1.1\r\n");
         for (name, value) in &parts.headers {
             if name == header::CONTENT_LENGTH {

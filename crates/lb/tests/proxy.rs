@@ -845,6 +845,7 @@ async fn raw_member(listener: TcpListener) {
                     ),
                     "/no-content" => "HTTP/1.1 204 No Content\r\n\r\n".to_string(),
                     // A redirect to itself, as a member that knows only its own address sends.
+                    p if p.ends_with("/cookie") => "HTTP/1.1 200 OK\r\nset-cookie: id=1; Path=/abc/app; HttpOnly\r\ncontent-length: 0\r\n\r\n".to_string(),
                     p if p.ends_with("/redirect") => format!(
                         "HTTP/1.1 302 Found\r\nlocation: http://{own}/abc/app/next\r\ncontent-length: 0\r\n\r\n"
                     ),
@@ -952,6 +953,16 @@ async fn start_raw_member() -> Backend {
     member
 }
 
+/// Sends `request` (its head without the blank line) on a connection of its own and checks
+/// the status and a piece of the answer, lower-cased.
+async fn check_exchange(port: u16, request: &str, status: &str, expected: &str) {
+    let answer = raw_exchange(port, &format!("{request}\r\nConnection: close\r\n\r\n")).await;
+    assert!(
+        answer.starts_with(&format!("http/1.1 {status}\r\n")) && answer.contains(expected),
+        "port {port}, {request:?}: {answer}"
+    );
+}
+
 /// Sends raw bytes to the proxy and reads responses until the connection closes.
 async fn raw_exchange(port: u16, requests: &str) -> String {
     let mut stream = raw_send(port, requests.as_bytes()).await;
@@ -1016,7 +1027,7 @@ async fn every_body_framing_passes_through() {
 }
 
 #[tokio::test]
-async fn context_paths_go_in_front_of_the_path_and_come_off_redirects() {
+async fn context_paths_go_in_front_of_the_path_and_come_off_redirects_and_cookies() {
     bounded(async {
         let web = start_raw_member().await;
         let api = start_raw_member().await;
@@ -1036,61 +1047,83 @@ async fn context_paths_go_in_front_of_the_path_and_come_off_redirects() {
             .await
             .expect("publish");
 
-        // The request a client sends, and the request line the member sees.
+        // A client's request, the status it gets, and what its answer holds: the member's
+        // echo of the request line it received, or a header of the member's response.
         let cases = [
             (
                 "GET /index.php?x=1 HTTP/1.1\r\nHost: shop.example.com",
-                "get /abc/app/index.php?x=1 http/1.1",
+                "200 ok",
+                "\r\n\r\nget /abc/app/index.php?x=1 http/1.1|",
             ),
             (
                 "GET / HTTP/1.1\r\nHost: SHOP.example.com:80",
-                "get /abc/app/ http/1.1",
+                "200 ok",
+                "\r\n\r\nget /abc/app/ http/1.1|",
             ),
             (
                 "GET http://shop.example.com/a HTTP/1.1\r\nHost: web.example.com",
-                "get /abc/app/a http/1.1",
+                "200 ok",
+                "\r\n\r\nget /abc/app/a http/1.1|",
             ),
             (
                 "OPTIONS * HTTP/1.1\r\nHost: shop.example.com",
-                "options * http/1.1",
+                "200 ok",
+                "\r\n\r\noptions * http/1.1|",
             ),
             (
                 "GET /index.php HTTP/1.1\r\nHost: web.example.com",
-                "get /index.php http/1.1",
+                "200 ok",
+                "\r\n\r\nget /index.php http/1.1|",
             ),
             (
-                "GET /v1 HTTP/1.1\r\nHost: api.example.com",
-                "get /v1 http/1.1",
+                "GET /a/../../admin HTTP/1.1\r\nHost: shop.example.com",
+                "400 bad request",
+                "`..` segment",
+            ),
+            (
+                "GET /%2E%2e/admin HTTP/1.1\r\nHost: shop.example.com",
+                "400 bad request",
+                "`..` segment",
+            ),
+            (
+                "GET /a/../b HTTP/1.1\r\nHost: web.example.com",
+                "200 ok",
+                "\r\n\r\nget /a/../b http/1.1|",
+            ),
+            // The member's redirect to itself and its cookie path are ones the client can follow.
+            (
+                "GET /redirect HTTP/1.1\r\nHost: shop.example.com",
+                "302 found",
+                "\r\nlocation: http://shop.example.com/next\r\n",
+            ),
+            (
+                "GET /redirect HTTP/1.1\r\nHost: web.example.com",
+                "302 found",
+                "\r\nlocation: http://web.example.com/abc/app/next\r\n",
+            ),
+            (
+                "GET /cookie HTTP/1.1\r\nHost: shop.example.com",
+                "200 ok",
+                "\r\nset-cookie: id=1; path=/; httponly\r\n",
+            ),
+            (
+                "GET /cookie HTTP/1.1\r\nHost: web.example.com",
+                "200 ok",
+                "\r\nset-cookie: id=1; path=/abc/app; httponly\r\n",
             ),
         ];
         for port in [alone, shared] {
-            for (request, seen) in cases {
-                if port == alone && request.contains("api.example.com") {
-                    continue;
-                }
-                let answer =
-                    raw_exchange(port, &format!("{request}\r\nConnection: close\r\n\r\n")).await;
-                let body = answer.split_once("\r\n\r\n").map_or("", |(_, body)| body);
-                assert!(
-                    answer.starts_with("http/1.1 200 ok\r\n") && body.starts_with(seen),
-                    "port {port}, {request:?}: {answer}"
-                );
-            }
-            // The member's redirect to itself is one the client can follow.
-            for (host, location) in [
-                ("shop.example.com", "http://shop.example.com/next"),
-                ("web.example.com", "http://web.example.com/abc/app/next"),
-            ] {
-                let request =
-                    format!("GET /redirect HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
-                let answer = raw_exchange(port, &request).await;
-                assert!(
-                    answer.starts_with("http/1.1 302 found\r\n")
-                        && answer.contains(&format!("\r\nlocation: {location}\r\n")),
-                    "port {port}, {host}: {answer}"
-                );
+            for (request, status, expected) in cases {
+                check_exchange(port, request, status, expected).await;
             }
         }
+        check_exchange(
+            shared,
+            "GET /v1 HTTP/1.1\r\nHost: api.example.com",
+            "200 ok",
+            "\r\n\r\nget /v1 http/1.1|",
+        )
+        .await;
         balancer.shutdown().await;
     })
     .await;

@@ -350,6 +350,12 @@ pub struct DomainMapping {
 }
 
 impl DomainMapping {
+    /// Whether this maps `domain`: host names compare without case or a trailing dot.
+    pub fn is_for(&self, domain: &str) -> bool {
+        let bare = |name: &str| name.strip_suffix('.').unwrap_or(name).to_ascii_lowercase();
+        bare(&self.domain_name) == bare(domain)
+    }
+
     /// Mappings by the cartridge alias they route to, as an application's spec holds them.
     pub fn by_alias(mappings: &[DomainMapping]) -> BTreeMap<String, Vec<DomainMapping>> {
         let mut by_alias: BTreeMap<String, Vec<DomainMapping>> = BTreeMap::new();

@@ -138,7 +138,8 @@ fn is_host_name(name: &str) -> bool {
         })
 }
 
-/// The path part of a URL (RFC 3986 `path-abempty`), without query or fragment.
+/// The path part of a URL (RFC 3986 path characters), its leading `/` optional since the
+/// load balancer adds it; no query or fragment.
 fn is_url_path(path: &str) -> bool {
     let bytes = path.as_bytes();
     let mut i = 0;

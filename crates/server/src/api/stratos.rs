@@ -3,6 +3,7 @@
 //! Artifacts are taken as Stratos wrote them and answered with Stratos' response shape
 //! (`{"statusCode": …, "message": …}`), so existing curl scripts and clients work unchanged.
 
+use std::fmt::Write as _;
 use std::sync::Arc;
 
 use axum::body::Bytes;
@@ -186,7 +187,7 @@ fn location(headers: &HeaderMap, collection: &str, id: &str) -> Option<HeaderVal
         if byte.is_ascii_alphanumeric() || b"-._~".contains(&byte) {
             url.push(char::from(byte));
         } else {
-            url.push_str(&format!("%{byte:02X}"));
+            let _ = write!(url, "%{byte:02X}");
         }
     }
     HeaderValue::from_str(&url).ok()
@@ -314,7 +315,7 @@ async fn add_domain_mappings(
         .platform
         .change_domain_mappings(&id, |mappings| {
             for mapping in added {
-                mappings.retain(|m| m.domain_name != mapping.domain_name);
+                mappings.retain(|m| !m.is_for(&mapping.domain_name));
                 mappings.push(mapping);
             }
             Ok(())
@@ -360,7 +361,7 @@ async fn remove_domain_mapping(
         .platform
         .change_domain_mappings(&id, |mappings| {
             let before = mappings.len();
-            mappings.retain(|m| m.domain_name != domain);
+            mappings.retain(|m| !m.is_for(&domain));
             if mappings.len() == before {
                 return Err(PlatformError::NotFound(format!(
                     "application {id} has no mapping for domain {domain}"
