@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Requests per second and latency of Cairn's proxy next to HAProxy and nginx, all on one
-# thread, in front of the same backend on loopback.
+# thread (PROXY_THREADS=N: N threads, worker processes for nginx), in front of the same backend
+# on loopback.
 # Usage: bench/lb/run.sh [seconds per run, default 5] [rounds, default 5]
 # Each placement measures at saturation (wrk as fast as it can) and at a paced load (PACE_MS,
 # default 2, between a response and the next request on each connection).
@@ -15,6 +16,7 @@ ROUNDS="${2:-5}"
 WARMUP=2
 CONNECTIONS=64
 THREADS=2
+PROXY_THREADS="${PROXY_THREADS:-1}"
 ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
 if [ -z "${PIN:-}" ]; then
     PIN=1 "$0" "$@"
@@ -29,7 +31,7 @@ if [ "$PIN" != 0 ] && [ "$CORES" -ge 2 ]; then
     [ "$CORES" -gt 2 ] && LOAD_CPUS="0-$((CORES - 2))"
     PROXY_ON=(taskset -c "$PROXY_CPUS")
     LOAD_ON=(taskset -c "$LOAD_CPUS")
-    PLACEMENT="proxy on cpu $PROXY_CPUS, wrk and backend on cpu $LOAD_CPUS"
+    PLACEMENT="proxies on cpu $PROXY_CPUS, wrk and backend on cpu $LOAD_CPUS"
 else
     PROXY_ON=()
     LOAD_ON=()
@@ -70,11 +72,11 @@ HAPROXY_PORT="$(free_port)"
 NGINX_PORT="$(free_port)"
 
 "${LOAD_ON[@]}" "$BIN" backend "$BACKEND_PORT" & PIDS+=($!)
-"${PROXY_ON[@]}" "$BIN" proxy "$CAIRN_PORT" "$BACKEND_PORT" & PIDS+=($!)
+"${PROXY_ON[@]}" "$BIN" proxy "$CAIRN_PORT" "$BACKEND_PORT" "$PROXY_THREADS" & PIDS+=($!)
 
 cat >"$WORK/haproxy.cfg" <<CFG
 global
-    nbthread 1
+    nbthread $PROXY_THREADS
     maxconn 4096
 defaults
     mode http
@@ -94,9 +96,9 @@ CFG
 
 mkdir -p "$WORK/nginx"
 cat >"$WORK/nginx.conf" <<CFG
-worker_processes 1;
+worker_processes $PROXY_THREADS;
 daemon off;
-master_process off;
+master_process $([ "$PROXY_THREADS" -gt 1 ] && echo on || echo off);
 pid $WORK/nginx.pid;
 error_log $WORK/nginx/error.log warn;
 events { worker_connections 4096; }
@@ -142,8 +144,12 @@ to_ms() {
         printf "%.2f", n }'
 }
 
-# CPU time (user + system, in clock ticks) a process has used so far.
-cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
+# CPU time (user + system, in clock ticks) a process and its children (nginx's workers) have
+# used so far.
+cpu_ticks() {
+    # shellcheck disable=SC2046 # one word per child
+    cat "/proc/$1/stat" $(pgrep -P "$1" | sed 's|.*|/proc/&/stat|') | awk '{ t += $14 + $15 } END { print t }'
+}
 TICKS_PER_SEC="$(getconf CLK_TCK)"
 
 # The median of the numbers on stdin, printed with the printf format $1.
@@ -199,7 +205,7 @@ done
 
 for load in "${LOADS[@]}"; do
     echo
-    echo "$load: wrk -t$THREADS -c$CONNECTIONS -d${DURATION}s --latency${LOAD_ARGS[$load]:+ (each connection pausing $PACE_MS ms between requests)}; medians of $ROUNDS interleaved rounds; $CORES cores, $PLACEMENT; $(date -u +%Y-%m-%d)"
+    echo "$load: wrk -t$THREADS -c$CONNECTIONS -d${DURATION}s --latency${LOAD_ARGS[$load]:+ (each connection pausing $PACE_MS ms between requests)}; medians of $ROUNDS interleaved rounds; $CORES cores, proxies on $PROXY_THREADS thread(s), $PLACEMENT; $(date -u +%Y-%m-%d)"
     printf '%-8s %12s %9s %9s %14s\n' target 'requests/s' 'p50 ms' 'p99 ms' 'cpu us/request'
     declare -A MEDIAN_RPS=()
     for name in "${NAMES[@]}"; do
@@ -210,7 +216,7 @@ for load in "${LOADS[@]}"; do
             "$(echo "${P99[$key]}" | tr ' ' '\n' | grep . | median %.2f)" \
             "$(echo "${CPU[$key]}" | tr ' ' '\n' | grep . | median %.2f)"
     done
-    echo "(cpu us/request: CPU time of that process alone; for direct, the backend's)"
+    echo "(cpu us/request: CPU time of that process alone, with nginx's workers; for direct, the backend's)"
     for name in "${PROXIES[@]}"; do
         printf 'p99 ms per round, %-8s %s\n' "$name" "${P99[$load/$name]}"
     done

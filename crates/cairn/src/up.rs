@@ -1,6 +1,7 @@
 //! `cairn up` and `cairn demo`: the whole platform in this process.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::num::NonZeroUsize;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -32,6 +33,9 @@ pub struct UpArgs {
     /// The address the load balancer binds
     #[arg(long, default_value_t = IpAddr::V4(Ipv4Addr::LOCALHOST))]
     proxy_bind: IpAddr,
+    /// Threads the load balancer serves on, each accepting its own share of connections [default: one per CPU]
+    #[arg(long)]
+    proxy_threads: Option<NonZeroUsize>,
     /// Seconds a stopping member gets between SIGTERM and SIGKILL
     #[arg(long, default_value_t = 5)]
     stop_grace: u64,
@@ -71,6 +75,9 @@ async fn start(args: UpArgs, data_dir: PathBuf) -> anyhow::Result<cairn_server::
             data_dir,
             proxy_port_offset: args.proxy_port_offset,
             proxy_bind: args.proxy_bind,
+            proxy_threads: args.proxy_threads.unwrap_or_else(|| {
+                std::thread::available_parallelism().unwrap_or(NonZeroUsize::MIN)
+            }),
             workload_command: vec![exe.display().to_string(), "workload".into()],
             host,
             stop_grace: Duration::from_secs(args.stop_grace),

@@ -1,10 +1,11 @@
-//! The processes `bench/lb/run.sh` measures: a tiny backend answering a fixed body, and
-//! Cairn's proxy in front of it, each on a single-threaded runtime.
+//! The processes `bench/lb/run.sh` measures: a tiny backend answering a fixed body on a
+//! single-threaded runtime, and Cairn's proxy in front of it on threads of its own.
 //!
-//! Usage: `lb_bench backend PORT` or `lb_bench proxy PORT BACKEND_PORT`.
+//! Usage: `lb_bench backend PORT` or `lb_bench proxy PORT BACKEND_PORT [THREADS]`.
 
 use std::convert::Infallible;
 use std::net::{Ipv4Addr, SocketAddr};
+use std::num::NonZeroUsize;
 
 use bytes::Bytes;
 use cairn_lb::{
@@ -35,10 +36,19 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .as_slice()
     {
         ["backend", port] => runtime.block_on(backend(port.parse()?)),
-        ["proxy", port, backend_port] => {
-            runtime.block_on(proxy(port.parse()?, backend_port.parse()?))
+        ["proxy", port, backend_port] => runtime.block_on(proxy(
+            port.parse()?,
+            backend_port.parse()?,
+            NonZeroUsize::MIN,
+        )),
+        ["proxy", port, backend_port, threads] => runtime.block_on(proxy(
+            port.parse()?,
+            backend_port.parse()?,
+            threads.parse()?,
+        )),
+        _ => {
+            Err("usage: lb_bench backend PORT | lb_bench proxy PORT BACKEND_PORT [THREADS]".into())
         }
-        _ => Err("usage: lb_bench backend PORT | lb_bench proxy PORT BACKEND_PORT".into()),
     }
 }
 
@@ -64,9 +74,14 @@ async fn backend(port: u16) -> Result<(), Box<dyn std::error::Error>> {
     }
 }
 
-async fn proxy(port: u16, backend_port: u16) -> Result<(), Box<dyn std::error::Error>> {
-    // On a thread of its own, as `cairn up` runs it.
-    let balancer = LoadBalancer::on_own_thread(Ipv4Addr::LOCALHOST.into(), DEFAULT_DRAIN_GRACE)?;
+async fn proxy(
+    port: u16,
+    backend_port: u16,
+    threads: NonZeroUsize,
+) -> Result<(), Box<dyn std::error::Error>> {
+    // On threads of its own, as `cairn up` runs it.
+    let balancer =
+        LoadBalancer::on_own_threads(Ipv4Addr::LOCALHOST.into(), DEFAULT_DRAIN_GRACE, threads)?;
     let cluster = ClusterRoute::new(
         ClusterKey::new("bench", "backend"),
         Vec::new(),

@@ -24,9 +24,9 @@ mod tcp;
 mod upstream;
 
 use std::collections::BTreeMap;
-use std::future::Future;
 use std::io;
 use std::net::IpAddr;
+use std::num::NonZeroUsize;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
@@ -34,7 +34,6 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use tokio::runtime::Handle;
 use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
 
 use crate::listener::RunningListener;
 use crate::routing::CompiledTable;
@@ -97,13 +96,14 @@ pub struct LoadBalancer {
 struct Inner {
     bind: IpAddr,
     table: Arc<ArcSwap<CompiledTable>>,
-    listeners: Mutex<BTreeMap<u16, RunningListener>>,
+    /// Per port, a listener on each proxy thread (or one on the publisher's runtime).
+    listeners: Mutex<BTreeMap<u16, Vec<RunningListener>>>,
     /// Serialises publishes and shutdown so listeners are opened and closed in order.
     publishing: tokio::sync::Mutex<()>,
     shut_down: AtomicBool,
     drain_grace: Duration,
-    /// The proxy's own thread, when it has one; else its tasks run on the publisher's runtime.
-    thread: Option<ProxyThread>,
+    /// The proxy's own threads; without any, its tasks run on the publisher's runtime.
+    threads: Vec<ProxyThread>,
 }
 
 /// A thread running a single-threaded runtime for the proxy alone, so requests do not queue
@@ -114,15 +114,17 @@ struct ProxyThread {
 }
 
 impl ProxyThread {
-    fn start() -> io::Result<ProxyThread> {
+    /// Starts the `index`th proxy thread.
+    fn start(index: usize) -> io::Result<ProxyThread> {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
         let handle = runtime.handle().clone();
         let (stop, stopped) = oneshot::channel::<()>();
         std::thread::Builder::new()
-            .name("cairn-proxy".to_string())
+            .name(format!("cairn-proxy-{index}"))
             .spawn(move || {
+                pool::use_idle_slot(index);
                 // Returns when the sender is dropped, which drops the runtime and its tasks.
                 let _ = runtime.block_on(stopped);
             })?;
@@ -145,24 +147,29 @@ impl LoadBalancer {
     /// Like [`LoadBalancer::new`]; a port that closes (at shutdown, or when a table no longer
     /// has it) lets its connections finish for up to `drain_grace`, then closes them.
     pub fn with_drain_grace(bind: IpAddr, drain_grace: Duration) -> LoadBalancer {
-        LoadBalancer::with_thread(bind, drain_grace, None)
+        LoadBalancer::with_threads(bind, drain_grace, Vec::new())
     }
 
-    /// Like [`LoadBalancer::with_drain_grace`], serving on a thread of its own with a
-    /// single-threaded runtime, the way HAProxy runs with one thread: the control plane's
-    /// work never delays a request, and a request's tasks never hop between threads.
-    pub fn on_own_thread(bind: IpAddr, drain_grace: Duration) -> io::Result<LoadBalancer> {
-        Ok(LoadBalancer::with_thread(
-            bind,
-            drain_grace,
-            Some(ProxyThread::start()?),
-        ))
-    }
-
-    fn with_thread(
+    /// Like [`LoadBalancer::with_drain_grace`], serving on `threads` threads of its own,
+    /// each with a single-threaded runtime and its own listening socket on every port
+    /// (`SO_REUSEPORT`, so the kernel spreads new connections over them), the way HAProxy
+    /// runs with `nbthread`: the control plane's work never delays a request, and a
+    /// connection's work never hops between threads.
+    pub fn on_own_threads(
         bind: IpAddr,
         drain_grace: Duration,
-        thread: Option<ProxyThread>,
+        threads: NonZeroUsize,
+    ) -> io::Result<LoadBalancer> {
+        let threads = (0..threads.get())
+            .map(ProxyThread::start)
+            .collect::<io::Result<Vec<_>>>()?;
+        Ok(LoadBalancer::with_threads(bind, drain_grace, threads))
+    }
+
+    fn with_threads(
+        bind: IpAddr,
+        drain_grace: Duration,
+        threads: Vec<ProxyThread>,
     ) -> LoadBalancer {
         LoadBalancer {
             inner: Arc::new(Inner {
@@ -172,7 +179,7 @@ impl LoadBalancer {
                 publishing: tokio::sync::Mutex::new(()),
                 shut_down: AtomicBool::new(false),
                 drain_grace,
-                thread,
+                threads,
             }),
         }
     }
@@ -187,7 +194,9 @@ impl LoadBalancer {
         if self.inner.shut_down.load(Ordering::Acquire) {
             return Err(LbError::ShutDown);
         }
-        let (compiled, mut problems) = CompiledTable::compile(&table, &self.inner.table.load());
+        let threads = self.inner.threads.len();
+        let (compiled, mut problems) =
+            CompiledTable::compile(&table, &self.inner.table.load(), threads);
         let wanted: Vec<u16> = compiled.ports().collect();
         self.inner.table.store(Arc::new(compiled));
 
@@ -201,36 +210,30 @@ impl LoadBalancer {
             ports
                 .iter()
                 .filter_map(|port| listeners.remove(port))
+                .flatten()
                 .collect()
         };
         for listener in gone {
-            if let Some(connections) = listener.stop().await {
-                self.inner.spawn(connections.shutdown());
-            }
+            // Its connections drain on their own; the port is free already.
+            drop(listener.close().await);
         }
 
-        let mut listeners = self.inner.listeners();
         for port in wanted {
-            if listeners.contains_key(&port) {
+            if self.inner.listeners().contains_key(&port) {
                 continue;
             }
-            let runtime = self.inner.runtime();
-            // The listening socket belongs to the runtime that serves it.
-            let bound = {
-                let _entered = runtime.enter();
-                listener::bind(self.inner.bind, port)
-            };
-            match bound {
-                Ok(bound) => {
-                    let table = Arc::clone(&self.inner.table);
-                    let running =
-                        listener::spawn(&runtime, bound, port, table, self.inner.drain_grace);
-                    listeners.insert(port, running);
+            match self.inner.listen(port) {
+                Ok(running) => {
+                    self.inner.listeners().insert(port, running);
                 }
-                Err(source) => problems.push(LbError::Bind { port, source }),
+                Err((source, opened)) => {
+                    for listener in opened {
+                        drop(listener.close().await);
+                    }
+                    problems.push(LbError::Bind { port, source });
+                }
             }
         }
-        drop(listeners);
 
         match problems.len() {
             0 => Ok(()),
@@ -256,10 +259,8 @@ impl LoadBalancer {
         self.inner.shut_down.store(true, Ordering::Release);
         let listeners = std::mem::take(&mut *self.inner.listeners());
         let mut draining = Vec::with_capacity(listeners.len());
-        for (_, listener) in listeners {
-            if let Some(connections) = listener.stop().await {
-                draining.push(self.inner.spawn(connections.shutdown()));
-            }
+        for listener in listeners.into_values().flatten() {
+            draining.extend(listener.close().await);
         }
         for drained in draining {
             // A drain task only fails when its runtime is going away, and then nothing is left to wait for.
@@ -270,23 +271,46 @@ impl LoadBalancer {
 }
 
 impl Inner {
-    /// The runtime the proxy's tasks run on.
-    fn runtime(&self) -> Handle {
-        match &self.thread {
-            Some(thread) => thread.runtime.clone(),
-            None => Handle::current(),
+    /// The runtimes the proxy's tasks run on: one per proxy thread, or the caller's.
+    fn runtimes(&self) -> Vec<Handle> {
+        if self.threads.is_empty() {
+            return vec![Handle::current()];
         }
+        self.threads
+            .iter()
+            .map(|thread| thread.runtime.clone())
+            .collect()
     }
 
-    fn spawn<F>(&self, task: F) -> JoinHandle<F::Output>
-    where
-        F: Future + Send + 'static,
-        F::Output: Send + 'static,
-    {
-        self.runtime().spawn(task)
+    /// Opens `port` on every runtime; on failure, the error and the listeners opened so far.
+    fn listen(&self, port: u16) -> Result<Vec<RunningListener>, (io::Error, Vec<RunningListener>)> {
+        let runtimes = self.runtimes();
+        let shared = runtimes.len() > 1;
+        let mut opened = Vec::with_capacity(runtimes.len());
+        for runtime in runtimes {
+            // The listening socket belongs to the runtime that serves it.
+            let bound = {
+                let _entered = runtime.enter();
+                listener::bind(self.bind, port, shared)
+            };
+            match bound {
+                Ok(bound) => {
+                    let table = Arc::clone(&self.table);
+                    opened.push(listener::spawn(
+                        &runtime,
+                        bound,
+                        port,
+                        table,
+                        self.drain_grace,
+                    ));
+                }
+                Err(error) => return Err((error, opened)),
+            }
+        }
+        Ok(opened)
     }
 
-    fn listeners(&self) -> MutexGuard<'_, BTreeMap<u16, RunningListener>> {
+    fn listeners(&self) -> MutexGuard<'_, BTreeMap<u16, Vec<RunningListener>>> {
         self.listeners
             .lock()
             .unwrap_or_else(PoisonError::into_inner)

@@ -32,20 +32,25 @@ const ACCEPT_BACKLOG: u32 = 1024;
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 
 pub(crate) struct RunningListener {
+    runtime: Handle,
     stop: oneshot::Sender<()>,
     accepting: JoinHandle<Drain>,
 }
 
 impl RunningListener {
-    /// Stops accepting and releases the port; the returned handle drains open connections.
-    pub(crate) async fn stop(self) -> Option<Drain> {
+    /// Stops accepting and releases the port; the returned task ends once the open
+    /// connections have drained.
+    pub(crate) async fn close(self) -> Option<JoinHandle<()>> {
         // The accept loop may have ended already, in which case nobody listens for the signal.
         let _ = self.stop.send(());
-        self.accepting.await.ok()
+        let connections = self.accepting.await.ok()?;
+        Some(self.runtime.spawn(connections.shutdown()))
     }
 }
 
-pub(crate) fn bind(ip: IpAddr, port: u16) -> io::Result<TcpListener> {
+/// A listening socket on `port`; `shared` lets other sockets of this process listen on the
+/// same port, one per proxy thread, with the kernel spreading connections over them.
+pub(crate) fn bind(ip: IpAddr, port: u16, shared: bool) -> io::Result<TcpListener> {
     let addr = SocketAddr::new(ip, port);
     let socket = match addr {
         SocketAddr::V4(_) => TcpSocket::new_v4()?,
@@ -53,6 +58,9 @@ pub(crate) fn bind(ip: IpAddr, port: u16) -> io::Result<TcpListener> {
     };
     // A port released by an earlier table can be bound again while its old connections linger.
     socket.set_reuseaddr(true)?;
+    if shared {
+        socket.set_reuseport(true)?;
+    }
     socket.bind(addr)?;
     socket.listen(ACCEPT_BACKLOG)
 }
@@ -67,7 +75,11 @@ pub(crate) fn spawn(
     let (stop, stopped) = oneshot::channel();
     let drain = Drain::new(drain_grace);
     let accepting = runtime.spawn(accept_loop(listener, port, table, drain, stopped));
-    RunningListener { stop, accepting }
+    RunningListener {
+        runtime: runtime.clone(),
+        stop,
+        accepting,
+    }
 }
 
 async fn accept_loop(

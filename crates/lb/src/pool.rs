@@ -4,6 +4,7 @@
 //! connect" (safe to try another backend) from everything that happens after a request
 //! was handed to a connection.
 
+use std::cell::Cell;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -25,10 +26,24 @@ const SUSPECT_FOR_MS: u64 = 1_000;
 /// up on idle connections before common keep-alive timeouts (2 to 5 s) run out.
 const IDLE_FOR_MS: u64 = 1_500;
 
+thread_local! {
+    /// Which of a pool's idle lists this thread uses: a connection stays with the proxy
+    /// thread whose runtime it is registered with.
+    static IDLE_SLOT: Cell<usize> = const { Cell::new(0) };
+}
+
+/// Makes the calling thread use idle list `slot` of every pool.
+pub(crate) fn use_idle_slot(slot: usize) {
+    IDLE_SLOT.set(slot);
+}
+
+/// Idle connections with the uptime (ms) they became idle at, the most recent last.
+type IdleList = Vec<(Connection, u64)>;
+
 pub(crate) struct Pool {
     addr: SocketAddr,
-    /// Idle connections with the uptime (ms) they became idle at, the most recent last.
-    idle: Mutex<Vec<(Connection, u64)>>,
+    /// One idle list per proxy thread.
+    idle: Box<[Mutex<IdleList>]>,
     /// Milliseconds of uptime until which the backend is suspect; 0 when it never was.
     suspect_until_ms: AtomicU64,
 }
@@ -44,10 +59,11 @@ pub(crate) enum ConnectError {
 }
 
 impl Pool {
-    pub(crate) fn new(addr: SocketAddr) -> Pool {
+    /// A pool with an idle list for each of `threads` proxy threads.
+    pub(crate) fn new(addr: SocketAddr, threads: usize) -> Pool {
         Pool {
             addr,
-            idle: Mutex::new(Vec::new()),
+            idle: (0..threads.max(1)).map(|_| Mutex::default()).collect(),
             suspect_until_ms: AtomicU64::new(0),
         }
     }
@@ -65,8 +81,12 @@ impl Pool {
             .store(now_ms + SUSPECT_FOR_MS, Relaxed);
     }
 
-    fn idle(&self) -> std::sync::MutexGuard<'_, Vec<(Connection, u64)>> {
-        self.idle.lock().unwrap_or_else(PoisonError::into_inner)
+    /// The calling thread's idle list.
+    fn idle(&self) -> std::sync::MutexGuard<'_, IdleList> {
+        let slot = IDLE_SLOT.get() % self.idle.len();
+        self.idle[slot]
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     /// The most recently used idle connection that is still open and not idle for too long.

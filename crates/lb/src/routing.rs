@@ -84,9 +84,11 @@ struct ClusterEntry {
 impl CompiledTable {
     /// Compiles `table`, carrying counters and connection pools over from `previous`
     /// so a publish never resets them; conflicts are reported and the first claim wins.
+    /// New pools keep idle connections apart for each of `threads` proxy threads.
     pub(crate) fn compile(
         table: &RouteTable,
         previous: &CompiledTable,
+        threads: usize,
     ) -> (CompiledTable, Vec<LbError>) {
         let mut compiled = CompiledTable::default();
         let mut problems = Vec::new();
@@ -94,7 +96,7 @@ impl CompiledTable {
             let targets: Vec<(&ClusterRoute, Arc<ClusterTarget>)> = listener
                 .clusters
                 .iter()
-                .map(|route| (route, Arc::new(compiled.target(route, previous))))
+                .map(|route| (route, Arc::new(compiled.target(route, previous, threads))))
                 .collect();
             let route = match (listener.protocol, <[_; 1]>::try_from(targets)) {
                 (ListenerProtocol::Http, Ok([(route, cluster)])) => PortRoute::Single {
@@ -123,7 +125,12 @@ impl CompiledTable {
         (compiled, problems)
     }
 
-    fn target(&mut self, route: &ClusterRoute, previous: &CompiledTable) -> ClusterTarget {
+    fn target(
+        &mut self,
+        route: &ClusterRoute,
+        previous: &CompiledTable,
+        threads: usize,
+    ) -> ClusterTarget {
         let entry = self.clusters.entry(route.key.clone()).or_insert_with(|| {
             let shared = previous.clusters.get(&route.key).map_or_else(
                 || {
@@ -160,7 +167,7 @@ impl CompiledTable {
                     previous
                         .pools
                         .get(&backend.addr)
-                        .map_or_else(|| Arc::new(Pool::new(backend.addr)), Arc::clone)
+                        .map_or_else(|| Arc::new(Pool::new(backend.addr, threads)), Arc::clone)
                 });
                 BackendTarget {
                     member_id: backend.member_id.as_str().into(),
@@ -474,7 +481,7 @@ mod tests {
             (8080, vec![cluster("admin", &[], &[3])]),
             (9000, vec![]),
         ]);
-        let (compiled, problems) = CompiledTable::compile(&routes, &CompiledTable::default());
+        let (compiled, problems) = CompiledTable::compile(&routes, &CompiledTable::default(), 1);
         assert!(problems.is_empty(), "{problems:?}");
         check_route(&compiled, 80, Some("web.example.com"), Ok(("web", None)));
         check_route(&compiled, 80, Some("www.Example.com"), Ok(("web", None)));
@@ -513,7 +520,7 @@ mod tests {
                 cluster("hidden", &[], &[3]),
             ],
         )]);
-        let (compiled, problems) = CompiledTable::compile(&routes, &CompiledTable::default());
+        let (compiled, problems) = CompiledTable::compile(&routes, &CompiledTable::default(), 1);
         let messages: Vec<String> = problems.iter().map(ToString::to_string).collect();
         assert_eq!(
             messages,
@@ -562,7 +569,7 @@ mod tests {
             ),
             (8080, vec![with_paths(web, &[("shop.example.com", "/abc")])]),
         ]);
-        let (compiled, problems) = CompiledTable::compile(&routes, &CompiledTable::default());
+        let (compiled, problems) = CompiledTable::compile(&routes, &CompiledTable::default(), 1);
         let messages: Vec<String> = problems.iter().map(ToString::to_string).collect();
         assert_eq!(
             messages,
@@ -590,7 +597,7 @@ mod tests {
     #[test]
     fn counters_and_pools_survive_a_publish() {
         let first = table(vec![(80, vec![cluster("web", &[], &[1, 2])])]);
-        let (old, _) = CompiledTable::compile(&first, &CompiledTable::default());
+        let (old, _) = CompiledTable::compile(&first, &CompiledTable::default(), 1);
         old.clusters[&ClusterKey::new("app", "web")]
             .shared
             .counters
@@ -599,7 +606,7 @@ mod tests {
             (80, vec![cluster("web", &[], &[2, 3])]),
             (81, vec![cluster("web", &[], &[2])]),
         ]);
-        let (new, _) = CompiledTable::compile(&second, &old);
+        let (new, _) = CompiledTable::compile(&second, &old, 1);
         let stats = new.stats(0);
         let web = stats
             .cluster(&ClusterKey::new("app", "web"))
@@ -619,7 +626,7 @@ mod tests {
         backends
             .iter()
             .map(|&(port, draining, suspect)| {
-                let pool = Arc::new(Pool::new(addr(port)));
+                let pool = Arc::new(Pool::new(addr(port), 1));
                 if suspect {
                     pool.mark_suspect(now_ms);
                 }

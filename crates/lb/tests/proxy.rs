@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::{Ipv4Addr, SocketAddr, TcpListener as StdListener};
+use std::num::NonZeroUsize;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
@@ -334,27 +335,38 @@ async fn spreads_requests_over_all_members() {
 }
 
 #[tokio::test]
-async fn a_proxy_on_its_own_thread_serves_and_shuts_down() {
+async fn a_proxy_on_threads_of_its_own_serves_and_shuts_down() {
     bounded(async {
         let backends = [TestBackend::start("a").await, TestBackend::start("b").await];
         let port = free_port();
         let grace = Duration::from_secs(1);
-        let balancer = LoadBalancer::on_own_thread(Ipv4Addr::LOCALHOST.into(), grace)
-            .expect("start the proxy's thread");
+        let threads = NonZeroUsize::new(3).expect("non-zero");
+        let balancer = LoadBalancer::on_own_threads(Ipv4Addr::LOCALHOST.into(), grace, threads)
+            .expect("start the proxy's threads");
         let members = backends.iter().map(TestBackend::backend).collect();
         balancer
             .publish(table(vec![(port, vec![cluster("web", &[], members)])]))
             .await
             .expect("publish");
-        let client = new_client();
         let mut names = Vec::new();
-        for _ in 0..20 {
-            names.push(get_member(&client, port).await);
+        // A client connection of its own for each request, so the kernel spreads them.
+        for _ in 0..30 {
+            names.push(get_member(&new_client(), port).await);
         }
-        let expected = BTreeMap::from([("a".to_string(), 10), ("b".to_string(), 10)]);
+        let expected = BTreeMap::from([("a".to_string(), 15), ("b".to_string(), 15)]);
         assert_eq!(counts(names), expected);
         let web = balancer.stats().cluster(&key("web")).expect("web").clone();
-        assert_eq!((web.requests.total, web.requests.in_flight), (20, 0));
+        assert_eq!((web.requests.total, web.requests.in_flight), (30, 0));
+        // One thread would have sent every request over one kept-alive connection per
+        // member; each thread keeps its own.
+        let member_connections: usize = backends
+            .iter()
+            .map(|backend| backend.connections.load(Ordering::SeqCst))
+            .sum();
+        assert!(
+            member_connections > 2,
+            "{member_connections} member connections: one thread served every request"
+        );
 
         balancer.shutdown().await;
         assert!(balancer.listening_ports().is_empty());

@@ -35,6 +35,8 @@ pub struct PlatformConfig {
     /// Where the load balancer listens: proxy port plus this offset.
     pub proxy_port_offset: u16,
     pub proxy_bind: std::net::IpAddr,
+    /// Threads the load balancer serves on.
+    pub proxy_threads: std::num::NonZeroUsize,
     /// What cartridges without a command run.
     pub workload_command: Vec<String>,
     pub host: String,
@@ -163,8 +165,12 @@ impl Platform {
                 proxy_port_offset: config.proxy_port_offset,
             },
         );
-        let lb = LoadBalancer::on_own_thread(config.proxy_bind, DEFAULT_DRAIN_GRACE)
-            .map_err(|e| ServerError::Io(format!("cannot start the proxy's thread: {e}")))?;
+        let lb = LoadBalancer::on_own_threads(
+            config.proxy_bind,
+            DEFAULT_DRAIN_GRACE,
+            config.proxy_threads,
+        )
+        .map_err(|e| ServerError::Io(format!("cannot start the proxy's threads: {e}")))?;
         let (commands, command_rx) = mpsc::unbounded_channel();
         let platform = Arc::new(Platform {
             lb,
