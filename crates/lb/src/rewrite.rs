@@ -97,13 +97,21 @@ fn split_http_url(url: &str) -> Option<(&str, &str)> {
 }
 
 /// Whether a URL's authority is the member's address: with its port, or without one when
-/// the member listens on port 80.
+/// the member listens on port 80, by IP address or, on loopback, as `localhost`.
 fn names_member(authority: &str, member: SocketAddr) -> bool {
     if authority.parse::<SocketAddr>() == Ok(member) {
         return true;
     }
-    let bare = authority.trim_start_matches('[').trim_end_matches(']');
-    member.port() == 80 && bare.parse::<IpAddr>() == Ok(member.ip())
+    let (host, port) = match authority.rsplit_once(':') {
+        Some((host, port)) if !port.contains(']') => (host, port.parse::<u16>().ok()),
+        _ => (authority, Some(80)),
+    };
+    if port != Some(member.port()) {
+        return false;
+    }
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    bare.parse::<IpAddr>() == Ok(member.ip())
+        || (member.ip().is_loopback() && bare.eq_ignore_ascii_case("localhost"))
 }
 
 /// `path` without the context path `prefix` it starts with, as the client would have asked
@@ -212,6 +220,14 @@ mod tests {
             (Location("/abc/application"), host, shop, None),
             (Location("/other"), host, shop, None),
             (Location("/abc/app/next"), host, None, None),
+            (
+                Location("http://localhost:4000/next"),
+                host,
+                None,
+                Some("http://shop.example.com/next"),
+            ),
+            (Location("http://LocalHost:4000"), None, None, Some("/")),
+            (Location("http://localhost/next"), host, None, None),
             (Location("http://127.0.0.1:4001/next"), host, None, None),
             (Location("https://127.0.0.1:4000/next"), host, None, None),
             (Location("//127.0.0.1:4000/abc/app/next"), host, shop, None),
