@@ -115,6 +115,47 @@ fn status_json_has_the_documented_shape() {
 }
 
 #[test]
+fn bad_arguments_are_named() {
+    // Arguments, and what the error says of them.
+    let cases: [(&[&str], &str); 8] = [
+        (
+            &["up", "--proxy-threads", "0"],
+            "invalid value '0' for '--proxy-threads",
+        ),
+        (
+            &["up", "--proxy-threads", "x"],
+            "invalid value 'x' for '--proxy-threads",
+        ),
+        (
+            &["up", "--listen", "nonsense"],
+            "invalid value 'nonsense' for '--listen",
+        ),
+        (
+            &["up", "--proxy-bind", "1.2.3"],
+            "invalid value '1.2.3' for '--proxy-bind",
+        ),
+        (
+            &["deploy"],
+            "required arguments were not provided:\n  <FILE>",
+        ),
+        (
+            &["logs", "app"],
+            "required arguments were not provided:\n  <ALIAS>",
+        ),
+        (
+            &["apps", "--output", "yaml"],
+            "invalid value 'yaml' for '--output",
+        ),
+        (&["frobnicate"], "unrecognized subcommand 'frobnicate'"),
+    ];
+    for (args, expected) in cases {
+        let (code, _, err) = cairn(args, None);
+        assert_eq!(code, 2, "{args:?}: {err}");
+        assert!(err.contains(expected), "{args:?}: {err}");
+    }
+}
+
+#[test]
 fn an_unreachable_server_is_named() {
     let (code, _, err) = cairn(&["apps"], Some("http://127.0.0.1:9"));
     assert_eq!(code, 1);
