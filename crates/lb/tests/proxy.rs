@@ -368,6 +368,21 @@ async fn a_proxy_on_threads_of_its_own_serves_and_shuts_down() {
             "{member_connections} member connections: one thread served every request"
         );
 
+        // The port closes on every thread, and opens again on every thread.
+        balancer.publish(table(vec![])).await.expect("publish");
+        assert!(
+            send(&new_client(), port, "/", None, "").await.is_err(),
+            "nothing listens on a port the table dropped"
+        );
+        let members = backends.iter().map(TestBackend::backend).collect();
+        balancer
+            .publish(table(vec![(port, vec![cluster("web", &[], members)])]))
+            .await
+            .expect("publish again");
+        for _ in 0..10 {
+            get_member(&new_client(), port).await;
+        }
+
         balancer.shutdown().await;
         assert!(balancer.listening_ports().is_empty());
         assert!(
