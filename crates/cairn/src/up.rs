@@ -2,6 +2,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::num::NonZeroUsize;
+use std::os::unix::process::ExitStatusExt;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -226,6 +227,8 @@ async fn spike(platform: std::sync::Arc<cairn_server::Platform>, app: String, en
         Ok(s) if s.success() => println!(
             "\n--- spike over, no request failed; watch the clusters scale back down ---\n"
         ),
+        // Ctrl-C reaches the load's process too, which then stops without a summary.
+        Ok(s) if s.signal().is_some() => println!("\n--- spike cut short ---\n"),
         Ok(_) => println!("\n--- spike over; some requests failed (see above) ---\n"),
         Err(e) => println!("\n--- could not start the load: {e} ---\n"),
     }
