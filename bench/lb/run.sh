@@ -18,6 +18,8 @@ CONNECTIONS=64
 THREADS=2
 PROXY_THREADS="${PROXY_THREADS:-1}"
 ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
+# shellcheck source=bench/lb/lib.sh
+source "$ROOT/bench/lb/lib.sh"
 if [ -z "${PIN:-}" ]; then
     PIN=1 "$0" "$@"
     echo
@@ -38,34 +40,11 @@ else
     PLACEMENT="placed by the kernel"
 fi
 
-missing=()
-for tool in haproxy nginx wrk python3; do
-    command -v "$tool" >/dev/null 2>&1 || [ -x "/usr/sbin/$tool" ] || missing+=("$tool")
-done
-if [ "${#missing[@]}" -gt 0 ]; then
-    echo "installing ${missing[*]}"
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
-fi
-export PATH="$PATH:/usr/sbin"
+install_missing haproxy nginx wrk python3
+BIN="$(build_lb_bench)"
 
-echo "building lb_bench (release)"
-cargo build --quiet --release -p cairn-lb --example lb_bench --manifest-path "$ROOT/Cargo.toml"
-BIN="$(cargo metadata --format-version 1 --no-deps --manifest-path "$ROOT/Cargo.toml" \
-    | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')/release/examples/lb_bench"
+start_work
 
-WORK="$(mktemp -d)"
-PIDS=()
-cleanup() {
-    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-    [ -n "${KEEP_WORK:-}" ] || rm -rf "$WORK"
-}
-trap cleanup EXIT
-
-free_port() {
-    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
-}
 BACKEND_PORT="$(free_port)"
 CAIRN_PORT="$(free_port)"
 HAPROXY_PORT="$(free_port)"
@@ -74,24 +53,7 @@ NGINX_PORT="$(free_port)"
 "${LOAD_ON[@]}" "$BIN" backend "$BACKEND_PORT" & PIDS+=($!)
 "${PROXY_ON[@]}" "$BIN" proxy "$CAIRN_PORT" "$BACKEND_PORT" "$PROXY_THREADS" & PIDS+=($!)
 
-cat >"$WORK/haproxy.cfg" <<CFG
-global
-    nbthread $PROXY_THREADS
-    maxconn 4096
-defaults
-    mode http
-    option http-keep-alive
-    option forwardfor
-    timeout connect 5s
-    timeout client 30s
-    timeout server 30s
-frontend bench
-    bind 127.0.0.1:$HAPROXY_PORT
-    default_backend backend
-backend backend
-    http-reuse always
-    server backend 127.0.0.1:$BACKEND_PORT
-CFG
+haproxy_config "$WORK/haproxy.cfg" "$HAPROXY_PORT" "$BACKEND_PORT" "$PROXY_THREADS"
 "${PROXY_ON[@]}" haproxy -f "$WORK/haproxy.cfg" -db >"$WORK/haproxy.log" 2>&1 & PIDS+=($!)
 
 mkdir -p "$WORK/nginx"
@@ -128,21 +90,7 @@ http {
 CFG
 "${PROXY_ON[@]}" nginx -p "$WORK/nginx" -c "$WORK/nginx.conf" & PIDS+=($!)
 
-for port in "$BACKEND_PORT" "$CAIRN_PORT" "$HAPROXY_PORT" "$NGINX_PORT"; do
-    for _ in $(seq 50); do
-        curl -fs "http://127.0.0.1:$port/" >/dev/null 2>&1 && break
-        sleep 0.1
-    done
-    curl -fs "http://127.0.0.1:$port/" >/dev/null || { echo "nothing answers on port $port"; exit 1; }
-done
-
-# Converts wrk's latency ("812.00us", "1.20ms", "2.00s") to milliseconds.
-to_ms() {
-    awk -v v="$1" 'BEGIN {
-        n = v + 0
-        if (v ~ /us$/) n /= 1000; else if (v ~ /ms$/) n += 0; else if (v ~ /s$/) n *= 1000
-        printf "%.2f", n }'
-}
+wait_for_ports "$BACKEND_PORT" "$CAIRN_PORT" "$HAPROXY_PORT" "$NGINX_PORT"
 
 # CPU time (user + system, in clock ticks) a process and its children (nginx's workers) have
 # used so far.
@@ -151,12 +99,6 @@ cpu_ticks() {
     cat "/proc/$1/stat" $(pgrep -P "$1" | sed 's|.*|/proc/&/stat|') | awk '{ t += $14 + $15 } END { print t }'
 }
 TICKS_PER_SEC="$(getconf CLK_TCK)"
-
-# The median of the numbers on stdin, printed with the printf format $1.
-median() {
-    sort -n | awk -v format="$1" '{ v[NR] = $1 }
-        END { printf format, (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
-}
 
 declare -A PORT=([direct]="$BACKEND_PORT" [cairn]="$CAIRN_PORT" [haproxy]="$HAPROXY_PORT" [nginx]="$NGINX_PORT")
 declare -A PID=([direct]="${PIDS[0]}" [cairn]="${PIDS[1]}" [haproxy]="${PIDS[2]}" [nginx]="${PIDS[3]}")

@@ -1,0 +1,231 @@
+//! Minimal proxies in front of one backend, each client connection paired with a backend
+//! connection of its own, to find which part of an HTTP proxy lengthens the latency tail.
+//!
+//! Usage: `relays MODE PORT BACKEND_PORT`, MODE one of
+//! - `epoll`: raw level-triggered epoll, bytes passed on as they are read;
+//! - `tokio`: a current_thread tokio runtime, a task per connection, bytes passed on;
+//! - `httparse`: the same, with request and response heads parsed and written again;
+//! - `hyper`: the same, with hyper's HTTP/1.1 server on the client side.
+//!
+//! They serve requests without bodies and responses with a `Content-Length`, which is what the
+//! benchmark sends and gets; anything else ends the connection.
+
+use std::io::{Read, Write};
+use std::os::fd::AsRawFd;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Mutex;
+
+type Error = Box<dyn std::error::Error + Send + Sync>;
+
+fn main() -> Result<(), Error> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let [mode, port, backend] = args.as_slice() else {
+        return Err("usage: relays epoll|tokio|httparse|hyper PORT BACKEND_PORT".into());
+    };
+    let (port, backend): (u16, u16) = (port.parse()?, backend.parse()?);
+    if mode == "epoll" {
+        return epoll(port, backend);
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        let listener = TcpListener::bind(("127.0.0.1", port)).await?;
+        loop {
+            let (client, _) = listener.accept().await?;
+            let server = TcpStream::connect(("127.0.0.1", backend)).await?;
+            client.set_nodelay(true)?;
+            server.set_nodelay(true)?;
+            // A connection that fails just ends.
+            match mode.as_str() {
+                "tokio" => drop(tokio::spawn(pass_bytes(client, server))),
+                "httparse" => drop(tokio::spawn(parse_heads(client, server))),
+                "hyper" => drop(tokio::spawn(hyper_server(client, server))),
+                _ => return Err(format!("unknown mode {mode}").into()),
+            }
+        }
+    })
+}
+
+/// One epoll loop for every connection: what a socket has to read goes to its peer at once.
+fn epoll(port: u16, backend: u16) -> Result<(), Error> {
+    let listener = std::net::TcpListener::bind(("127.0.0.1", port))?;
+    listener.set_nonblocking(true)?;
+    // Even slots are clients, odd ones their backends; a slot's peer is `slot ^ 1`.
+    let mut sockets: Vec<Option<std::net::TcpStream>> = Vec::new();
+    // SAFETY: plain epoll calls on descriptors this function owns for as long as it runs.
+    let epoll = unsafe { libc::epoll_create1(0) };
+    let watch = |fd: i32, key: u64| {
+        let mut event = libc::epoll_event {
+            events: libc::EPOLLIN as u32,
+            u64: key,
+        };
+        // SAFETY: as above.
+        unsafe { libc::epoll_ctl(epoll, libc::EPOLL_CTL_ADD, fd, &mut event) };
+    };
+    watch(listener.as_raw_fd(), u64::MAX);
+    let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; 256];
+    let mut buffer = vec![0u8; 16 * 1024];
+    loop {
+        // SAFETY: as above; `events` has room for the count passed.
+        let ready = unsafe { libc::epoll_wait(epoll, events.as_mut_ptr(), 256, -1) };
+        for event in &events[..usize::try_from(ready).unwrap_or(0)] {
+            if event.u64 == u64::MAX {
+                while let Ok((client, _)) = listener.accept() {
+                    let server = std::net::TcpStream::connect(("127.0.0.1", backend))?;
+                    for socket in [&client, &server] {
+                        socket.set_nonblocking(true)?;
+                        socket.set_nodelay(true)?;
+                        watch(socket.as_raw_fd(), sockets.len() as u64);
+                        sockets.push(None);
+                    }
+                    let slot = sockets.len() - 2;
+                    sockets[slot] = Some(client);
+                    sockets[slot + 1] = Some(server);
+                }
+                continue;
+            }
+            let slot = event.u64 as usize;
+            let read = match sockets[slot]
+                .as_mut()
+                .map(|socket| socket.read(&mut buffer))
+            {
+                Some(Ok(read)) if read > 0 => read,
+                Some(Err(error)) if error.kind() == std::io::ErrorKind::WouldBlock => continue,
+                _ => {
+                    sockets[slot] = None;
+                    sockets[slot ^ 1] = None;
+                    continue;
+                }
+            };
+            if let Some(peer) = sockets[slot ^ 1].as_mut() {
+                let _ = peer.write_all(&buffer[..read]);
+            }
+        }
+    }
+}
+
+/// Request bytes to the backend, response bytes back, in turn.
+async fn pass_bytes(mut client: TcpStream, mut server: TcpStream) -> Result<(), Error> {
+    let mut buffer = vec![0u8; 16 * 1024];
+    loop {
+        let read = client.read(&mut buffer).await?;
+        if read == 0 {
+            return Ok(());
+        }
+        server.write_all(&buffer[..read]).await?;
+        let read = server.read(&mut buffer).await?;
+        if read == 0 {
+            return Ok(());
+        }
+        client.write_all(&buffer[..read]).await?;
+    }
+}
+
+/// Reads until `buffer` holds a whole head; returns its length.
+async fn read_head(stream: &mut TcpStream, buffer: &mut Vec<u8>) -> Result<usize, Error> {
+    loop {
+        if let Some(end) = buffer.windows(4).position(|window| window == b"\r\n\r\n") {
+            return Ok(end + 4);
+        }
+        if stream.read_buf(buffer).await? == 0 {
+            return Err("closed".into());
+        }
+    }
+}
+
+/// Reads a response with a `Content-Length` into `buffer`; returns the length of head and body.
+async fn read_response(stream: &mut TcpStream, buffer: &mut Vec<u8>) -> Result<usize, Error> {
+    let end = read_head(stream, buffer).await?;
+    let mut headers = [httparse::EMPTY_HEADER; 64];
+    let mut parsed = httparse::Response::new(&mut headers);
+    parsed.parse(&buffer[..end])?;
+    let header = parsed
+        .headers
+        .iter()
+        .find(|header| header.name.eq_ignore_ascii_case("content-length"))
+        .ok_or("no content-length")?;
+    let length: usize = std::str::from_utf8(header.value)?.trim().parse()?;
+    while buffer.len() < end + length {
+        if stream.read_buf(buffer).await? == 0 {
+            return Err("closed".into());
+        }
+    }
+    Ok(end + length)
+}
+
+/// Request heads parsed and written again with forwarding headers; response heads parsed for
+/// their length, head and body written back in one write.
+async fn parse_heads(mut client: TcpStream, mut server: TcpStream) -> Result<(), Error> {
+    let (mut request, mut response, mut head) = (Vec::new(), Vec::new(), Vec::new());
+    loop {
+        let end = read_head(&mut client, &mut request).await?;
+        head.clear();
+        let mut headers = [httparse::EMPTY_HEADER; 64];
+        let mut parsed = httparse::Request::new(&mut headers);
+        parsed.parse(&request[..end])?;
+        for part in [
+            parsed.method.unwrap_or("GET"),
+            " ",
+            parsed.path.unwrap_or("/"),
+        ] {
+            head.extend_from_slice(part.as_bytes());
+        }
+        head.extend_from_slice(b" HTTP/1.1\r\n");
+        for header in parsed.headers.iter() {
+            for part in [header.name.as_bytes(), b": ", header.value, b"\r\n"] {
+                head.extend_from_slice(part);
+            }
+        }
+        head.extend_from_slice(b"x-forwarded-for: 127.0.0.1\r\nx-forwarded-proto: http\r\n\r\n");
+        request.drain(..end);
+        server.write_all(&head).await?;
+
+        let length = read_response(&mut server, &mut response).await?;
+        client.write_all(&response[..length]).await?;
+        response.drain(..length);
+    }
+}
+
+/// hyper's HTTP/1.1 server for the client; the backend written and read by hand.
+async fn hyper_server(client: TcpStream, server: TcpStream) -> Result<(), Error> {
+    let server = Arc::new(Mutex::new((server, Vec::new())));
+    let service = service_fn(move |request: Request<Incoming>| {
+        let server = Arc::clone(&server);
+        async move {
+            let host = request.headers().get("host").and_then(|h| h.to_str().ok());
+            let head = format!(
+                "{} {} HTTP/1.1\r\nhost: {}\r\nx-forwarded-for: 127.0.0.1\r\n\r\n",
+                request.method(),
+                request.uri().path(),
+                host.unwrap_or("")
+            );
+            let mut guard = server.lock().await;
+            let (stream, buffer) = &mut *guard;
+            stream.write_all(head.as_bytes()).await?;
+            buffer.clear();
+            let length = read_response(stream, buffer)
+                .await
+                .map_err(std::io::Error::other)?;
+            let end = buffer
+                .windows(4)
+                .position(|w| w == b"\r\n\r\n")
+                .map_or(0, |end| end + 4);
+            let body = Bytes::copy_from_slice(&buffer[end..length]);
+            Ok::<_, std::io::Error>(Response::new(Full::new(body)))
+        }
+    });
+    hyper::server::conn::http1::Builder::new()
+        .serve_connection(TokioIo::new(client), service)
+        .await?;
+    Ok(())
+}
