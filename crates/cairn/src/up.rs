@@ -113,6 +113,15 @@ pub async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
     if let Some(stratos) = server.stratos_api {
         println!("  Stratos API   https://{stratos}/api");
     }
+    let config = server.platform.config();
+    let offset = match config.proxy_port_offset {
+        0 => String::new(),
+        offset => format!(", each proxy port plus {offset}"),
+    };
+    println!(
+        "  load balancer {}{offset}, {} threads",
+        config.proxy_bind, config.proxy_threads
+    );
     wait_for_stop().await;
     shut_down(&server).await;
     Ok(ExitCode::SUCCESS)
