@@ -15,7 +15,9 @@ use crate::types::*;
 
 impl Catalog {
     /// Every artifact of a kind by id, as Stratos' API answers it. Kubernetes clusters are
-    /// kept as they were written; domain mappings and signups in Cairn's own shape.
+    /// kept as they were written and signups in Cairn's own shape; an application's domain
+    /// mappings come as the bean list Stratos answers a GET with (a POST wraps them in
+    /// `domainMappings`).
     pub fn stratos_documents(&self, kind: ArtifactKind) -> Vec<(String, Value)> {
         fn each<T>(
             map: &std::collections::BTreeMap<String, T>,
@@ -37,10 +39,25 @@ impl Catalog {
             ArtifactKind::ApplicationPolicy => each(&self.application_policies, application_policy),
             ArtifactKind::NetworkPartition => each(&self.network_partitions, network_partition),
             ArtifactKind::KubernetesCluster => each(&self.kubernetes_clusters, |k| k.raw.clone()),
-            ArtifactKind::DomainMappings => each(&self.domain_mappings, serialized),
+            ArtifactKind::DomainMappings => each(&self.domain_mappings, |m| domain_mappings(m)),
             ArtifactKind::ApplicationSignup => each(&self.artifact_repositories, serialized),
         }
     }
+}
+
+/// Stratos' DomainMappingBean list.
+fn domain_mappings(mappings: &[DomainMapping]) -> Value {
+    let beans = mappings.iter().map(|mapping| {
+        let mut bean = Map::new();
+        bean.insert(
+            "cartridgeAlias".into(),
+            mapping.cartridge_alias.clone().into(),
+        );
+        bean.insert("domainName".into(), mapping.domain_name.clone().into());
+        put_some(&mut bean, "contextPath", mapping.context_path.clone());
+        Value::Object(bean)
+    });
+    Value::Array(beans.collect())
 }
 
 /// The name Stratos writes for a value of one of its enumerations.

@@ -334,22 +334,15 @@ async fn get_domain_mappings(State(api): State<Api>, Path(id): Path<String>) -> 
     if !catalog.applications.contains_key(&id) {
         return refusal(PlatformError::unknown_application(&id));
     }
-    let Some(mappings) = catalog.domain_mappings.get(&id) else {
+    let mappings = catalog
+        .stratos_documents(ArtifactKind::DomainMappings)
+        .into_iter()
+        .find(|(app, _)| *app == id);
+    let Some((_, beans)) = mappings else {
         return refusal(PlatformError::NotFound(format!(
             "no domain mappings found for application {id}"
         )));
     };
-    let beans: Vec<Value> = mappings
-        .iter()
-        .map(|m| {
-            let mut bean =
-                json!({"cartridgeAlias": m.cartridge_alias, "domainName": m.domain_name});
-            if let Some(path) = &m.context_path {
-                bean["contextPath"] = path.clone().into();
-            }
-            bean
-        })
-        .collect();
     Json(beans).into_response()
 }
 
