@@ -145,28 +145,30 @@ pub(crate) async fn handle(
 /// Rewrites the member's `Location` and, behind a context path, its cookie paths, so the
 /// client can follow them.
 fn rewrite_for_client(headers: &mut HeaderMap, member: SocketAddr, client: &ClientOrigin) {
-    let location = headers
-        .get(header::LOCATION)
-        .and_then(|location| location.to_str().ok())
-        .and_then(|location| rewrite::location(location, member, client))
-        .and_then(|location| HeaderValue::try_from(location).ok());
-    if let Some(location) = location {
-        headers.insert(header::LOCATION, location);
+    if let Some(location) = headers.get_mut(header::LOCATION) {
+        rewrite_value(location, |location| {
+            rewrite::location(location, member, client)
+        });
     }
     let Some(context_path) = client.context_path else {
         return;
     };
     if let header::Entry::Occupied(mut cookies) = headers.entry(header::SET_COOKIE) {
-        for value in cookies.iter_mut() {
-            let rewritten = value
-                .to_str()
-                .ok()
-                .and_then(|cookie| rewrite::cookie(cookie, context_path))
-                .and_then(|cookie| HeaderValue::try_from(cookie).ok());
-            if let Some(rewritten) = rewritten {
-                *value = rewritten;
-            }
+        for cookie in cookies.iter_mut() {
+            rewrite_value(cookie, |cookie| rewrite::cookie(cookie, context_path));
         }
+    }
+}
+
+/// Replaces a header value with what `rewrite` makes of it, when it makes something.
+fn rewrite_value(value: &mut HeaderValue, rewrite: impl FnOnce(&str) -> Option<String>) {
+    let rewritten = value
+        .to_str()
+        .ok()
+        .and_then(rewrite)
+        .and_then(|text| HeaderValue::try_from(text).ok());
+    if let Some(rewritten) = rewritten {
+        *value = rewritten;
     }
 }
 
