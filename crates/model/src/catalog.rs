@@ -234,30 +234,19 @@ fn uses_kubernetes_cluster(partition: &NetworkPartition, id: &str) -> bool {
 
 /// Whether the application's components name the artifact directly.
 fn application_names(application: &Application, kind: ArtifactKind, id: &str) -> bool {
-    fn walk(
-        groups: &[GroupSubscription],
-        cartridges: &[CartridgeSubscription],
-        kind: ArtifactKind,
-        id: &str,
-    ) -> bool {
-        let in_cartridges = cartridges.iter().any(|c| match kind {
-            ArtifactKind::Cartridge => c.cartridge == id,
-            ArtifactKind::AutoscalingPolicy => c.autoscaling_policy.as_deref() == Some(id),
-            ArtifactKind::DeploymentPolicy => c.deployment_policy.as_deref() == Some(id),
+    let (cartridges, groups) = application.subscriptions();
+    let in_cartridges = cartridges.iter().any(|c| match kind {
+        ArtifactKind::Cartridge => c.cartridge == id,
+        ArtifactKind::AutoscalingPolicy => c.autoscaling_policy.as_deref() == Some(id),
+        ArtifactKind::DeploymentPolicy => c.deployment_policy.as_deref() == Some(id),
+        _ => false,
+    });
+    in_cartridges
+        || groups.iter().any(|g| match kind {
+            ArtifactKind::CartridgeGroup => g.name == id,
+            ArtifactKind::DeploymentPolicy => g.deployment_policy.as_deref() == Some(id),
             _ => false,
-        });
-        in_cartridges
-            || groups.iter().any(|g| {
-                let here = match kind {
-                    ArtifactKind::CartridgeGroup => g.name == id,
-                    ArtifactKind::DeploymentPolicy => g.deployment_policy.as_deref() == Some(id),
-                    _ => false,
-                };
-                here || walk(&g.groups, &g.cartridges, kind, id)
-            })
-    }
-    let components = &application.components;
-    walk(&components.groups, &components.cartridges, kind, id)
+        })
 }
 
 /// Follows every reference of the application and fills in every default.

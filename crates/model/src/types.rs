@@ -165,25 +165,32 @@ pub struct Application {
 }
 
 impl Application {
-    /// The alias of every cartridge the application uses, inside its groups too.
-    pub fn cartridge_aliases(&self) -> Vec<&str> {
+    /// Every cartridge and every group the application subscribes to, inside groups too.
+    pub fn subscriptions(&self) -> (Vec<&CartridgeSubscription>, Vec<&GroupSubscription>) {
         fn walk<'a>(
             groups: &'a [GroupSubscription],
             cartridges: &'a [CartridgeSubscription],
-            out: &mut Vec<&'a str>,
+            out: &mut (Vec<&'a CartridgeSubscription>, Vec<&'a GroupSubscription>),
         ) {
-            out.extend(cartridges.iter().map(|c| c.alias.as_str()));
+            out.0.extend(cartridges);
             for group in groups {
+                out.1.push(group);
                 walk(&group.groups, &group.cartridges, out);
             }
         }
-        let mut out = Vec::new();
+        let mut out = (Vec::new(), Vec::new());
         walk(
             &self.components.groups,
             &self.components.cartridges,
             &mut out,
         );
         out
+    }
+
+    /// The alias of every cartridge the application uses, inside its groups too.
+    pub fn cartridge_aliases(&self) -> Vec<&str> {
+        let (cartridges, _) = self.subscriptions();
+        cartridges.into_iter().map(|c| c.alias.as_str()).collect()
     }
 }
 
