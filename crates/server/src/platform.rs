@@ -236,10 +236,7 @@ impl Platform {
         }
         let mut next = catalog.clone();
         next.add_bundle(bundle);
-        self.store
-            .put_json(CATALOG_KEY, &next)
-            .map_err(|e| PlatformError::Internal(e.to_string()))?;
-        *catalog = next;
+        self.store_catalog(&mut catalog, next)?;
         Ok(())
     }
 
@@ -292,10 +289,7 @@ impl Platform {
             } else {
                 next.domain_mappings.insert(app.to_string(), mappings);
             }
-            self.store
-                .put_json(CATALOG_KEY, &next)
-                .map_err(|e| PlatformError::Internal(e.to_string()))?;
-            *catalog = next;
+            self.store_catalog(&mut catalog, next)?;
             // Sent under the lock, so the engine sees changes and deploys in the catalog's order.
             self.send(Command::SetDomainMappings {
                 application: app.to_string(),
@@ -304,6 +298,15 @@ impl Platform {
             })?;
         }
         rx.await.map_err(|_| stopped())?
+    }
+
+    /// Makes `next` the catalog once it is stored, so a failed write leaves the catalog as it was.
+    fn store_catalog(&self, catalog: &mut Catalog, next: Catalog) -> Result<(), PlatformError> {
+        self.store
+            .put_json(CATALOG_KEY, &next)
+            .map_err(|e| PlatformError::Internal(e.to_string()))?;
+        *catalog = next;
+        Ok(())
     }
 
     /// Keeps an artifact's document as a client wrote it, to answer reads in the same shape.
@@ -363,10 +366,7 @@ impl Platform {
         }
         let mut next = catalog.clone();
         next.remove(kind, id);
-        self.store
-            .put_json(CATALOG_KEY, &next)
-            .map_err(|e| PlatformError::Internal(e.to_string()))?;
-        *catalog = next;
+        self.store_catalog(&mut catalog, next)?;
         let _ = self.store.delete(&document_key(kind, id));
         Ok(())
     }
