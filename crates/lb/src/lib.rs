@@ -11,8 +11,10 @@
 //! This crate decides nothing: it never chooses members, never reads the store and never
 //! talks to agents. It only proxies what the route table says.
 
+mod downstream;
 mod drain;
 mod flight;
+mod framing;
 mod listener;
 mod pool;
 mod proxy;

@@ -1,7 +1,6 @@
 //! Accepting client connections on one port and serving them over HTTP/1.1 keep-alive, or,
 //! on a tcp port, relaying each one to a member.
 
-use std::convert::Infallible;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::pin;
@@ -9,23 +8,18 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use hyper::body::Incoming;
 use hyper::header::HeaderValue;
-use hyper::server::conn::http1;
-use hyper::service::{HttpService, service_fn};
-use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::runtime::Handle;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+use crate::downstream::{self, ConnState};
 use crate::drain::{Drain, DrainSignal};
-use crate::proxy::{ConnContext, ProxyBody, handle};
+use crate::proxy::ConnContext;
 use crate::routing::CompiledTable;
 use crate::tcp;
 
-/// Clients that send no complete request head within this time are disconnected.
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// Connections the kernel queues before they are accepted, for bursts of new clients.
 const ACCEPT_BACKLOG: u32 = 1024;
 /// Pause after a failed accept (such as running out of file descriptors) before the next one.
@@ -89,12 +83,6 @@ async fn accept_loop(
     drain: Drain,
     mut stopped: oneshot::Receiver<()>,
 ) -> Drain {
-    let mut builder = http1::Builder::new();
-    // Copying small heads and bodies into one buffer is cheaper than a vectored write.
-    builder
-        .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT)
-        .writev(false);
     loop {
         let accepted = tokio::select! {
             biased;
@@ -117,48 +105,36 @@ async fn accept_loop(
             tokio::spawn(tcp::relay(stream, Arc::clone(cluster), drain.signal()));
             continue;
         }
-        let context = Arc::new(ConnContext {
+        let context = ConnContext {
             table: Arc::clone(&table),
             port,
             client_ip: client_ip_header(peer.ip()),
-            drain: drain.signal(),
-        });
-        let service = service_fn(move |request| {
-            let context = Arc::clone(&context);
-            async move { Ok::<_, Infallible>(handle(&context, request).await) }
-        });
-        let connection = builder
-            .serve_connection(TokioIo::new(stream), service)
-            .with_upgrades();
-        let draining = drain.signal();
-        tokio::spawn(async move {
-            if let Err(error) = serve(connection, draining).await {
-                tracing::debug!(port, %peer, %error, "client connection ended with an error");
-            }
-        });
+        };
+        tokio::spawn(serve(stream, context, drain.signal(), peer));
     }
     drain
 }
 
-/// Serves a connection until it closes, closing it after its current request once draining
-/// starts, or at once when the drain's grace period is over.
-async fn serve<S>(
-    connection: http1::UpgradeableConnection<TokioIo<TcpStream>, S>,
-    mut drain: DrainSignal,
-) -> hyper::Result<()>
-where
-    S: HttpService<Incoming, ResBody = ProxyBody>,
-    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-{
-    let mut connection = pin!(connection);
-    tokio::select! {
-        served = connection.as_mut() => return served,
-        _ = drain.draining() => {}
-    }
-    connection.as_mut().graceful_shutdown();
-    tokio::select! {
-        served = connection.as_mut() => served,
-        _ = drain.closing() => Ok(()),
+/// Serves a connection until it closes: once draining starts, an idle connection closes at
+/// once and a busy one after its current response; all close when the grace period is over.
+async fn serve(stream: TcpStream, context: ConnContext, mut drain: DrainSignal, peer: SocketAddr) {
+    let state = ConnState::default();
+    let mut served = pin!(downstream::serve(stream, &context, &state));
+    let served = tokio::select! {
+        served = served.as_mut() => served,
+        _ = drain.draining() => {
+            if state.is_idle() {
+                return;
+            }
+            state.close_after_current();
+            tokio::select! {
+                served = served => served,
+                _ = drain.closing() => return,
+            }
+        }
+    };
+    if let Err(error) = served {
+        tracing::debug!(port = context.port, %peer, %error, "client connection ended with an error");
     }
 }
 

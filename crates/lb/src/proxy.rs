@@ -2,30 +2,27 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
-use hyper::body::{Body, Frame, Incoming, SizeHint};
+use bytes::BytesMut;
 use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
-use hyper::upgrade::OnUpgrade;
 use hyper::{Method, Request, Response, StatusCode, Uri, Version};
-use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncWriteExt, copy_bidirectional};
+use tokio::net::TcpStream;
 
-use crate::drain::DrainSignal;
+use crate::downstream::ClientBody;
 use crate::flight::{ClusterFlight, MemberFlight};
+use crate::framing::{BodyDecoder, Decoded};
 use crate::pool::{ConnectError, Pool};
 use crate::rewrite::{self, ClientOrigin};
 use crate::routing::{BackendTarget, ClusterTarget, CompiledTable, Unrouted, attempt_order};
 use crate::stats::{uptime, uptime_ms};
 use crate::table::ClusterKey;
-use crate::upstream::{
-    BodyDecoder, Connection, Decoded, OutgoingRequest, ResponseHead, UpstreamError,
-};
+use crate::upstream::{Connection, OutgoingRequest, ResponseHead, UpstreamError};
 
 /// What every request on one accepted connection shares.
 pub(crate) struct ConnContext {
@@ -33,8 +30,6 @@ pub(crate) struct ConnContext {
     pub(crate) port: u16,
     /// The client's address, ready to be sent as `X-Forwarded-For`.
     pub(crate) client_ip: HeaderValue,
-    /// Ends the protocol-switch tunnels this connection opens when the listener closes.
-    pub(crate) drain: DrainSignal,
 }
 
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -44,7 +39,7 @@ static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection"
 
 pub(crate) async fn handle(
     context: &ConnContext,
-    mut request: Request<Incoming>,
+    mut request: Request<ClientBody<'_>>,
 ) -> Response<ProxyBody> {
     let now = uptime();
     let (cluster, context_path) = {
@@ -58,7 +53,7 @@ pub(crate) async fn handle(
     let now_ms = now.as_millis() as u64;
     let cluster = ClusterFlight::begin(cluster, second);
     let upgrade = requested_upgrade(&request);
-    let client_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut request));
+    let upgrade_asked = upgrade.is_some();
     if context_path.is_some() && request.uri().path().split('/').any(is_dot_segment) {
         let message = format!(
             "the path {} has a `.` or `..` segment, which could leave the context path\n",
@@ -73,8 +68,7 @@ pub(crate) async fn handle(
     let (mut parts, body) = request.into_parts();
     let mut request = OutgoingRequest::new(&parts, body, context_path.as_deref());
     // Safe to send twice: an idempotent method, no body and no protocol switch.
-    let replayable =
-        is_idempotent(&parts.method) && request.is_bodiless() && client_upgrade.is_none();
+    let replayable = is_idempotent(&parts.method) && request.is_bodiless() && !upgrade_asked;
     let client_host = parts.headers.remove(header::HOST);
     drop(parts);
 
@@ -136,7 +130,7 @@ pub(crate) async fn handle(
     rewrite_for_client(&mut response.headers, pool.addr(), &client);
     relay(
         response,
-        client_upgrade.map(|client| (client, context.drain.clone())),
+        upgrade_asked,
         (connection, pool),
         (cluster, member),
     )
@@ -186,7 +180,7 @@ fn is_dot_segment(segment: &str) -> bool {
 /// goes back to the pool once the body was read to the end.
 fn relay(
     response: ResponseHead,
-    client_upgrade: Option<(OnUpgrade, DrainSignal)>,
+    upgrade_asked: bool,
     (connection, pool): (Connection, Arc<Pool>),
     (cluster, member): (ClusterFlight, MemberFlight),
 ) -> Response<ProxyBody> {
@@ -199,8 +193,8 @@ fn relay(
     cluster.0.shared.counters.response(status);
     member.0.response(status);
     if status == StatusCode::SWITCHING_PROTOCOLS {
-        if let Some(client) = client_upgrade {
-            return tunnel(headers, connection, client, (cluster, member));
+        if upgrade_asked {
+            return tunnel(headers, connection, (cluster, member));
         }
         cluster.0.shared.counters.failure();
         member.0.failure();
@@ -269,7 +263,7 @@ enum Exchange {
 /// turns out closed while the request can still be sent whole.
 async fn exchange(
     backend: &BackendTarget,
-    request: &mut OutgoingRequest,
+    request: &mut OutgoingRequest<'_>,
     replayable: bool,
     cluster: &ClusterTarget,
 ) -> Result<(ResponseHead, Connection), Exchange> {
@@ -324,39 +318,51 @@ fn keep_upgrade(headers: &mut HeaderMap, protocol: HeaderValue) {
     headers.insert(header::UPGRADE, protocol);
 }
 
-/// Answers a protocol switch and relays bytes both ways once both sides have switched;
-/// the request stays in flight until the tunnel closes, or the listener's drain closes it.
+/// Answers a protocol switch; the client connection relays bytes both ways once the answer
+/// is written, and the request stays in flight until the tunnel closes.
 fn tunnel(
     mut headers: HeaderMap,
     connection: Connection,
-    (client, mut drain): (OnUpgrade, DrainSignal),
     flight: (ClusterFlight, MemberFlight),
 ) -> Response<ProxyBody> {
-    let (mut member, early) = connection.into_parts();
-    tokio::spawn(async move {
-        let _flight = flight;
-        let relayed = async {
-            let mut client = TokioIo::new(client.await.map_err(io::Error::other)?);
-            // What the member sent right after its response head belongs to the new protocol.
-            client.write_all(&early).await?;
-            copy_bidirectional(&mut client, &mut member).await
-        };
-        tokio::select! {
-            relayed = relayed => if let Err(error) = relayed {
-                tracing::debug!(%error, "switched-protocol tunnel ended with an error");
-            },
-            _ = drain.closing() => {}
-        }
-    });
+    let (member, early) = connection.into_parts();
     let protocol = headers.get(header::UPGRADE).cloned();
     strip_hop_by_hop(&mut headers);
     if let Some(protocol) = protocol {
         keep_upgrade(&mut headers, protocol);
     }
-    let mut response = Response::new(ProxyBody(Kind::Local(None)));
+    let tunnel = Tunnel {
+        member,
+        early,
+        _flight: flight,
+    };
+    let mut response = Response::new(ProxyBody(Kind::Tunnel(Box::new(tunnel))));
     *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
     *response.headers_mut() = headers;
     response
+}
+
+/// A member connection that switched protocols, to be joined with its client's.
+pub(crate) struct Tunnel {
+    member: TcpStream,
+    /// What the member sent right after its response head, which belongs to the new protocol.
+    early: BytesMut,
+    _flight: (ClusterFlight, MemberFlight),
+}
+
+impl Tunnel {
+    /// Relays bytes both ways until either side closes; `client_early` is what the client
+    /// sent after its request head.
+    pub(crate) async fn run(
+        mut self,
+        client: &mut TcpStream,
+        client_early: Bytes,
+    ) -> io::Result<()> {
+        client.write_all(&self.early).await?;
+        self.member.write_all(&client_early).await?;
+        copy_bidirectional(client, &mut self.member).await?;
+        Ok(())
+    }
 }
 
 /// The host a request asks for: the URI's authority in absolute form, else the `Host` header.
@@ -469,7 +475,7 @@ fn unrouted_response(port: u16, unrouted: Unrouted<'_>) -> Response<ProxyBody> {
     local_response(StatusCode::NOT_FOUND, message)
 }
 
-fn local_response(status: StatusCode, message: String) -> Response<ProxyBody> {
+pub(crate) fn local_response(status: StatusCode, message: String) -> Response<ProxyBody> {
     let mut response = Response::new(ProxyBody(Kind::Local(Some(Bytes::from(message)))));
     *response.status_mut() = status;
     response.headers_mut().insert(
@@ -479,12 +485,13 @@ fn local_response(status: StatusCode, message: String) -> Response<ProxyBody> {
     response
 }
 
-/// A response body: streamed from a backend, or written by the proxy itself.
+/// A response body: streamed from a backend, written by the proxy itself, or a tunnel.
 pub(crate) struct ProxyBody(Kind);
 
 enum Kind {
     Upstream(Upstream),
     Local(Option<Bytes>),
+    Tunnel(Box<Tunnel>),
 }
 
 struct Upstream {
@@ -543,16 +550,15 @@ impl Drop for Upstream {
     }
 }
 
-impl Body for ProxyBody {
-    type Data = Bytes;
-    type Error = UpstreamError;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
+impl ProxyBody {
+    /// The next piece of the body; `None` at its end.
+    pub(crate) fn poll_data(
+        &mut self,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, UpstreamError>>> {
-        match &mut self.get_mut().0 {
-            Kind::Local(message) => Poll::Ready(message.take().map(|data| Ok(Frame::data(data)))),
+    ) -> Poll<Option<Result<Bytes, UpstreamError>>> {
+        match &mut self.0 {
+            Kind::Local(message) => Poll::Ready(message.take().map(Ok)),
+            Kind::Tunnel(_) => Poll::Ready(None),
             Kind::Upstream(upstream) => {
                 let polled = ready!(upstream.poll_data(cx));
                 if polled.is_err() {
@@ -560,27 +566,36 @@ impl Body for ProxyBody {
                 } else if upstream.body.is_done() {
                     upstream.finish();
                 }
-                Poll::Ready(polled.transpose().map(|data| data.map(Frame::data)))
+                Poll::Ready(polled.transpose())
             }
         }
     }
 
-    fn is_end_stream(&self) -> bool {
+    pub(crate) fn is_end_stream(&self) -> bool {
         match &self.0 {
             Kind::Local(message) => message.is_none(),
+            Kind::Tunnel(_) => true,
             Kind::Upstream(upstream) => upstream.body.is_done(),
         }
     }
 
-    fn size_hint(&self) -> SizeHint {
+    /// The length of what is left of the body, when known before it is read.
+    pub(crate) fn exact_length(&self) -> Option<u64> {
         match &self.0 {
-            Kind::Local(message) => {
-                SizeHint::with_exact(message.as_ref().map_or(0, |data| data.len() as u64))
+            Kind::Local(message) => Some(message.as_ref().map_or(0, |data| data.len() as u64)),
+            Kind::Tunnel(_) => Some(0),
+            Kind::Upstream(upstream) => upstream.body.remaining(),
+        }
+    }
+
+    /// The tunnel of a protocol switch, to be joined with the client connection.
+    pub(crate) fn take_tunnel(&mut self) -> Option<Box<Tunnel>> {
+        match std::mem::replace(&mut self.0, Kind::Local(None)) {
+            Kind::Tunnel(tunnel) => Some(tunnel),
+            other => {
+                self.0 = other;
+                None
             }
-            Kind::Upstream(upstream) => match upstream.body.remaining() {
-                Some(remaining) => SizeHint::with_exact(remaining),
-                None => SizeHint::default(),
-            },
         }
     }
 }

@@ -10,21 +10,21 @@ use std::task::{Context, Poll, Waker, ready};
 use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
-use hyper::body::{Body, Incoming};
-use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
+use hyper::header::{self, HeaderMap, HeaderValue};
 use hyper::{Method, StatusCode, Version, http};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::{Instant, Sleep};
 use tokio_util::io::poll_read_buf;
 
-/// Bytes asked of the socket per read.
+use crate::downstream::{ClientBody, ClientBodyError};
+use crate::framing::{
+    BodyDecoder, Decoded, FramingError, HeaderSpans, MAX_HEAD, MAX_HEADERS, content_length,
+    has_plain_length, keeps_alive,
+};
+
+/// Bytes asked of a member's socket per read.
 const READ_CHUNK: usize = 16 * 1024;
-/// Largest response head (status line and headers) a member may send.
-const MAX_HEAD: usize = 64 * 1024;
-const MAX_HEADERS: usize = 100;
-/// Longest chunk-size line, or trailer section, of a chunked body.
-const MAX_CHUNK_LINE: usize = 4 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum UpstreamError {
@@ -33,7 +33,7 @@ pub(crate) enum UpstreamError {
     #[error("writing the request body failed: {0}")]
     WriteBody(io::Error),
     #[error("reading the request body from the client failed: {0}")]
-    ClientBody(hyper::Error),
+    ClientBody(ClientBodyError),
     #[error("reading from the member failed: {0}")]
     Read(io::Error),
     #[error("the member closed the connection without answering")]
@@ -52,6 +52,15 @@ pub(crate) enum UpstreamError {
     TimedOut(Duration),
     #[error("the member sent nothing of its response body for {} ms", .0.as_millis())]
     BodyStalled(Duration),
+}
+
+impl From<FramingError> for UpstreamError {
+    fn from(error: FramingError) -> UpstreamError {
+        match error {
+            FramingError::InvalidChunk(reason) => UpstreamError::InvalidChunk(reason),
+            FramingError::Closed => UpstreamError::ClosedInBody,
+        }
+    }
 }
 
 /// An open connection to a member.
@@ -108,7 +117,7 @@ impl Connection {
     /// sent. An upload goes at the client's pace, so sending it has no time limit.
     pub(crate) async fn exchange(
         &mut self,
-        request: &mut OutgoingRequest,
+        request: &mut OutgoingRequest<'_>,
         timeout: Duration,
     ) -> Result<ResponseHead, UpstreamError> {
         let head = self.send_and_read(request, timeout).await?;
@@ -118,7 +127,7 @@ impl Connection {
 
     async fn send_and_read(
         &mut self,
-        request: &mut OutgoingRequest,
+        request: &mut OutgoingRequest<'_>,
         timeout: Duration,
     ) -> Result<ResponseHead, UpstreamError> {
         if let Some(mut early) = self.io.send(request).await? {
@@ -162,7 +171,7 @@ impl Connection {
 
     /// The next piece of a response body, per its framing.
     pub(crate) fn decode(&mut self, body: &mut BodyDecoder) -> Result<Decoded, UpstreamError> {
-        body.decode(&mut self.io.buffer)
+        Ok(body.decode(&mut self.io.buffer)?)
     }
 
     /// Whether everything the member sent was used: bytes past the end of a response (a body
@@ -182,7 +191,7 @@ impl MemberIo {
     /// that comes before the body is through (a 413, say) is returned and the rest not sent.
     async fn send(
         &mut self,
-        request: &mut OutgoingRequest,
+        request: &mut OutgoingRequest<'_>,
     ) -> Result<Option<ResponseHead>, UpstreamError> {
         self.stream
             .write_all(&request.head)
@@ -219,7 +228,7 @@ impl MemberIo {
     }
 
     fn poll_read(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
-        poll_read_into(&mut self.stream, cx, &mut self.buffer)
+        poll_read_into(&mut self.stream, cx, &mut self.buffer, READ_CHUNK)
     }
 }
 
@@ -252,7 +261,7 @@ async fn read_head<R: AsyncRead + Unpin>(
         if buffer.len() >= MAX_HEAD {
             return Err(UpstreamError::HeadTooLarge);
         }
-        let read = std::future::poll_fn(|cx| poll_read_into(reader, cx, buffer))
+        let read = std::future::poll_fn(|cx| poll_read_into(reader, cx, buffer, READ_CHUNK))
             .await
             .map_err(UpstreamError::Read)?;
         if read == 0 {
@@ -264,44 +273,45 @@ async fn read_head<R: AsyncRead + Unpin>(
     }
 }
 
-/// Reads what `reader` has into `buffer`; 0 means the member closed the connection. A short
-/// read marks a socket as drained, so the next read waits for the reactor instead of spending
-/// a system call on an empty socket.
-fn poll_read_into<R: AsyncRead + Unpin>(
+/// Reads what `reader` has into `buffer`, making room for `chunk` bytes; 0 means the peer
+/// closed the connection. A short read marks a socket as drained, so the next read waits for
+/// the reactor instead of spending a system call on an empty socket.
+pub(crate) fn poll_read_into<R: AsyncRead + Unpin>(
     reader: &mut R,
     cx: &mut Context<'_>,
     buffer: &mut BytesMut,
+    chunk: usize,
 ) -> Poll<io::Result<usize>> {
-    buffer.reserve(READ_CHUNK);
+    buffer.reserve(chunk);
     poll_read_buf(Pin::new(reader), cx, buffer)
 }
 
 /// A request ready to be sent to any member: its head as bytes, and its body.
-pub(crate) struct OutgoingRequest {
+pub(crate) struct OutgoingRequest<'a> {
     head: Vec<u8>,
-    body: RequestBody,
+    body: RequestBody<'a>,
     method_is_head: bool,
 }
 
-enum RequestBody {
+enum RequestBody<'a> {
     None,
-    Sized(Incoming),
-    Chunked(Incoming),
+    Sized(ClientBody<'a>),
+    Chunked(ClientBody<'a>),
     Sent,
 }
 
-impl OutgoingRequest {
+impl<'a> OutgoingRequest<'a> {
     /// Encodes the head in origin form with the body's framing, `context_path` in front of
     /// the path; `Content-Length` is set from the body and the client's `Transfer-Encoding`
     /// was already removed as hop-by-hop.
     pub(crate) fn new(
         parts: &http::request::Parts,
-        body: Incoming,
+        body: ClientBody<'a>,
         context_path: Option<&str>,
-    ) -> OutgoingRequest {
+    ) -> OutgoingRequest<'a> {
         let declared_length = parts.headers.contains_key(header::CONTENT_LENGTH);
-        let (body, length) = match body.size_hint().exact() {
-            _ if body.is_end_stream() => (RequestBody::None, declared_length.then_some(0)),
+        let (body, length) = match body.length() {
+            _ if body.is_done() => (RequestBody::None, declared_length.then_some(0)),
             Some(length) => (RequestBody::Sized(body), Some(length)),
             None => (RequestBody::Chunked(body), None),
         };
@@ -367,13 +377,8 @@ impl OutgoingRequest {
             RequestBody::Chunked(body) => (body, true),
         };
         let mut framed = Vec::new();
-        while let Some(frame) = std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await
-        {
-            let frame = frame.map_err(UpstreamError::ClientBody)?;
-            // Trailers are dropped: few members read them, and they would need chunked framing.
-            let Ok(data) = frame.into_data() else {
-                continue;
-            };
+        while let Some(data) = std::future::poll_fn(|cx| body.poll_data(cx)).await {
+            let data = data.map_err(UpstreamError::ClientBody)?;
             if data.is_empty() {
                 continue;
             }
@@ -446,34 +451,11 @@ fn parse_head(
         Some(0) => Version::HTTP_10,
         _ => Version::HTTP_11,
     };
-    // Header positions are kept as offsets so the values can share one copy of the head.
-    let start = buffer.as_ptr() as usize;
-    let offset = |bytes: &[u8]| bytes.as_ptr() as usize - start;
-    let mut positions = [const { (0..0, 0..0) }; MAX_HEADERS];
-    let count = response.headers.len();
-    for (position, header) in positions.iter_mut().zip(response.headers.iter()) {
-        let name = offset(header.name.as_bytes());
-        let value = offset(header.value);
-        *position = (
-            name..name + header.name.len(),
-            value..value + header.value.len(),
-        );
-    }
+    let spans = HeaderSpans::new(buffer, response.headers);
     // A copy of the head, small, lets the read buffer be reused once the body was passed on.
     let head = Bytes::copy_from_slice(&buffer[..length]);
     buffer.advance(length);
-    let mut headers = HeaderMap::with_capacity(count);
-    for (name, value) in &positions[..count] {
-        let name = HeaderName::from_bytes(&head[name.clone()]).map_err(|_| {
-            invalid(format!(
-                "header name {:?}",
-                String::from_utf8_lossy(&head[name.clone()])
-            ))
-        })?;
-        let value = HeaderValue::from_maybe_shared(head.slice(value.clone()))
-            .map_err(|_| invalid(format!("value of header {name}")))?;
-        headers.append(name, value);
-    }
+    let mut headers = spans.to_map(&head).map_err(invalid)?;
     let body = BodyDecoder::for_response(method_is_head, status, &headers).map_err(invalid)?;
     let coded = headers.contains_key(header::TRANSFER_ENCODING);
     // Framing that RFC 9112 (6.1, 6.3) calls faulty is read once, then the connection closes.
@@ -488,253 +470,13 @@ fn parse_head(
         // `5, 5` or repeated headers become the one length they agree on.
         headers.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
     }
-    let keep_alive =
-        keeps_alive(version, &headers) && !faulty && !matches!(body.framing, Framing::UntilClose);
+    let keep_alive = keeps_alive(version, &headers) && !faulty && !body.is_until_close();
     Ok(Some(ResponseHead {
         status,
         headers,
         body,
         keep_alive,
     }))
-}
-
-/// HTTP/1.1 keeps a connection unless told `close`; HTTP/1.0 only when told `keep-alive`.
-fn keeps_alive(version: Version, headers: &HeaderMap) -> bool {
-    let has_option = |wanted: &str| {
-        headers
-            .get_all(header::CONNECTION)
-            .iter()
-            .filter_map(|value| value.to_str().ok())
-            .flat_map(|value| value.split(','))
-            .any(|option| option.trim().eq_ignore_ascii_case(wanted))
-    };
-    match version {
-        Version::HTTP_10 => has_option("keep-alive"),
-        _ => !has_option("close"),
-    }
-}
-
-/// How much of a response body is still to come (RFC 9112 section 6.3).
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Framing {
-    Length(u64),
-    Chunked(ChunkState),
-    UntilClose,
-    Done,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum ChunkState {
-    Size,
-    Data(u64),
-    DataEnd,
-    Trailers,
-}
-
-/// Reads a response body out of the bytes a member sent.
-#[derive(Debug)]
-pub(crate) struct BodyDecoder {
-    framing: Framing,
-}
-
-#[derive(Debug, PartialEq, Eq)]
-pub(crate) enum Decoded {
-    Data(Bytes),
-    NeedMore,
-    Done,
-}
-
-impl BodyDecoder {
-    fn for_response(
-        method_is_head: bool,
-        status: StatusCode,
-        headers: &HeaderMap,
-    ) -> Result<BodyDecoder, String> {
-        let bodiless = method_is_head
-            || status.is_informational()
-            || status == StatusCode::NO_CONTENT
-            || status == StatusCode::NOT_MODIFIED;
-        let framing = if bodiless {
-            Framing::Done
-        } else if let Some(codings) = last_value(headers, &header::TRANSFER_ENCODING) {
-            let last = codings.rsplit(',').next().unwrap_or_default().trim();
-            match last.eq_ignore_ascii_case("chunked") {
-                true => Framing::Chunked(ChunkState::Size),
-                false => Framing::UntilClose,
-            }
-        } else {
-            match content_length(headers)? {
-                Some(0) => Framing::Done,
-                Some(length) => Framing::Length(length),
-                None => Framing::UntilClose,
-            }
-        };
-        Ok(BodyDecoder { framing })
-    }
-
-    pub(crate) fn is_done(&self) -> bool {
-        self.framing == Framing::Done
-    }
-
-    /// Bytes still to come, when the framing says.
-    pub(crate) fn remaining(&self) -> Option<u64> {
-        match self.framing {
-            Framing::Length(length) => Some(length),
-            Framing::Done => Some(0),
-            _ => None,
-        }
-    }
-
-    /// Takes the next piece of body off the front of `buffer`.
-    fn decode(&mut self, buffer: &mut BytesMut) -> Result<Decoded, UpstreamError> {
-        loop {
-            match &mut self.framing {
-                Framing::Done => return Ok(Decoded::Done),
-                Framing::UntilClose
-                | Framing::Length(_)
-                | Framing::Chunked(ChunkState::Data(_))
-                    if buffer.is_empty() =>
-                {
-                    return Ok(Decoded::NeedMore);
-                }
-                Framing::UntilClose => return Ok(Decoded::Data(buffer.split().freeze())),
-                Framing::Length(left) => {
-                    let data = take(buffer, left);
-                    if *left == 0 {
-                        self.framing = Framing::Done;
-                    }
-                    return Ok(Decoded::Data(data));
-                }
-                Framing::Chunked(ChunkState::Data(left)) => {
-                    let data = take(buffer, left);
-                    if *left == 0 {
-                        self.framing = Framing::Chunked(ChunkState::DataEnd);
-                    }
-                    return Ok(Decoded::Data(data));
-                }
-                Framing::Chunked(ChunkState::Size) => {
-                    let Some(line) = take_line(buffer)? else {
-                        return Ok(Decoded::NeedMore);
-                    };
-                    self.framing = match chunk_size(&line)? {
-                        0 => Framing::Chunked(ChunkState::Trailers),
-                        size => Framing::Chunked(ChunkState::Data(size)),
-                    };
-                }
-                Framing::Chunked(ChunkState::DataEnd) => {
-                    if buffer.len() < 2 {
-                        return Ok(Decoded::NeedMore);
-                    }
-                    if &buffer[..2] != b"\r\n" {
-                        return Err(UpstreamError::InvalidChunk(
-                            "chunk data is not followed by CRLF",
-                        ));
-                    }
-                    let _ = buffer.split_to(2);
-                    self.framing = Framing::Chunked(ChunkState::Size);
-                }
-                Framing::Chunked(ChunkState::Trailers) => {
-                    let Some(line) = take_line(buffer)? else {
-                        return Ok(Decoded::NeedMore);
-                    };
-                    if line.is_empty() {
-                        self.framing = Framing::Done;
-                    }
-                }
-            }
-        }
-    }
-
-    /// What the member closing the connection means for the body: its end, or its loss.
-    pub(crate) fn end_of_stream(&mut self) -> Result<(), UpstreamError> {
-        match self.framing {
-            Framing::UntilClose | Framing::Done => {
-                self.framing = Framing::Done;
-                Ok(())
-            }
-            _ => Err(UpstreamError::ClosedInBody),
-        }
-    }
-}
-
-/// Up to `left` bytes off the front of `buffer`, counted off `left`.
-fn take(buffer: &mut BytesMut, left: &mut u64) -> Bytes {
-    let length = usize::try_from(*left)
-        .unwrap_or(usize::MAX)
-        .min(buffer.len());
-    *left -= length as u64;
-    buffer.split_to(length).freeze()
-}
-
-/// One CRLF-terminated line off the front of `buffer`, without its CRLF.
-fn take_line(buffer: &mut BytesMut) -> Result<Option<BytesMut>, UpstreamError> {
-    let Some(end) = buffer.windows(2).position(|pair| pair == b"\r\n") else {
-        if buffer.len() > MAX_CHUNK_LINE {
-            return Err(UpstreamError::InvalidChunk("line longer than 4 KiB"));
-        }
-        return Ok(None);
-    };
-    let mut line = buffer.split_to(end + 2);
-    line.truncate(end);
-    Ok(Some(line))
-}
-
-/// The hexadecimal size at the start of a chunk-size line; extensions after `;` are ignored.
-fn chunk_size(line: &[u8]) -> Result<u64, UpstreamError> {
-    let digits = line
-        .split(|&byte| byte == b';')
-        .next()
-        .unwrap_or_default()
-        .trim_ascii();
-    if digits.is_empty() {
-        return Err(UpstreamError::InvalidChunk("missing chunk size"));
-    }
-    digits.iter().try_fold(0u64, |size, &digit| {
-        let value = (digit as char)
-            .to_digit(16)
-            .ok_or(UpstreamError::InvalidChunk("chunk size is not hexadecimal"))?;
-        size.checked_mul(16)
-            .and_then(|size| size.checked_add(u64::from(value)))
-            .ok_or(UpstreamError::InvalidChunk("chunk size overflows"))
-    })
-}
-
-fn last_value<'a>(headers: &'a HeaderMap, name: &HeaderName) -> Option<&'a str> {
-    headers
-        .get_all(name)
-        .iter()
-        .next_back()
-        .map(|value| value.to_str().unwrap_or_default())
-}
-
-/// Whether the response has no `Content-Length`, or exactly one made of digits only.
-fn has_plain_length(headers: &HeaderMap) -> bool {
-    let mut values = headers.get_all(header::CONTENT_LENGTH).iter();
-    match (values.next(), values.next()) {
-        (None, _) => true,
-        (Some(value), None) => value.as_bytes().iter().all(u8::is_ascii_digit),
-        (Some(_), Some(_)) => false,
-    }
-}
-
-/// The body length that every `Content-Length` value agrees on.
-fn content_length(headers: &HeaderMap) -> Result<Option<u64>, String> {
-    let mut length = None;
-    for value in headers.get_all(header::CONTENT_LENGTH) {
-        for item in value.to_str().unwrap_or_default().split(',') {
-            let item = item.trim();
-            let parsed: u64 = item
-                .parse()
-                .ok()
-                .filter(|_| item.bytes().all(|byte| byte.is_ascii_digit()))
-                .ok_or_else(|| format!("content-length {item:?} is not a number"))?;
-            if length.is_some_and(|length| length != parsed) {
-                return Err("content-length values disagree".to_string());
-            }
-            length = Some(parsed);
-        }
-    }
-    Ok(length)
 }
 
 #[cfg(test)]
@@ -764,10 +506,12 @@ mod tests {
                 Ok(Decoded::Done) => break Ok(()),
                 Ok(Decoded::NeedMore) => match feed.next() {
                     Some(piece) => buffer.extend_from_slice(piece.as_bytes()),
-                    None if closed => break response.body.end_of_stream(),
+                    None if closed => {
+                        break response.body.end_of_stream().map_err(UpstreamError::from);
+                    }
                     None => panic!("{name}: needs more than was fed"),
                 },
-                Err(error) => break Err(error),
+                Err(error) => break Err(UpstreamError::from(error)),
             }
         };
         let outcome = outcome.map(|()| body).map_err(|error| error.to_string());

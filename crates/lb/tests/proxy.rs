@@ -1441,3 +1441,103 @@ async fn a_member_answering_before_the_upload_is_through_is_heard() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn requests_the_proxy_cannot_serve_are_refused_with_their_reason() {
+    bounded(async {
+        let member = start_raw_member().await;
+        let (balancer, port) = balance(vec![member]).await;
+        let long = "a".repeat(70_000);
+        let cases = [
+            (
+                "GET / HTTP/2.0\r\n\r\n",
+                "505",
+                "only http/1.0 and http/1.1 are served",
+            ),
+            (
+                "POST / HTTP/1.1\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n",
+                "400",
+                "both content-length and transfer-encoding",
+            ),
+            (
+                "POST / HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n",
+                "501",
+                "transfer-encoding \"gzip\" is not supported",
+            ),
+            (
+                "GET / HTTP/1.1\r\nExpect: magic\r\n\r\n",
+                "417",
+                "the expectation \"magic\"",
+            ),
+            (
+                "CONNECT web:443 HTTP/1.1\r\n\r\n",
+                "405",
+                "connect is not served",
+            ),
+            (
+                "GET / HTTP/1.1\r\nBad Header: 1\r\n\r\n",
+                "400",
+                "invalid request head",
+            ),
+            (
+                &format!("GET /{long} HTTP/1.1\r\n\r\n"),
+                "431",
+                "larger than 65536 bytes",
+            ),
+        ];
+        for (request, status, reason) in cases {
+            let answer = raw_exchange(port, request).await;
+            let head = answer.lines().next().unwrap_or_default();
+            assert!(
+                head.starts_with(&format!("http/1.1 {status} "))
+                    && answer.contains("connection: close\r\n")
+                    && answer.contains(reason),
+                "{:.60}: {answer}",
+                request
+            );
+        }
+        let web = balancer.stats().cluster(&key("web")).expect("web").clone();
+        assert_eq!(
+            web.requests.total, 0,
+            "no refused request reached the member"
+        );
+        balancer.shutdown().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn http_10_and_pipelined_requests_are_answered_in_order() {
+    bounded(async {
+        let member = start_raw_member().await;
+        let (balancer, port) = balance(vec![member]).await;
+        // Pipelined on one connection: an HTTP/1.0 request that keeps the connection, two
+        // HTTP/1.1 ones, and an HTTP/1.0 one whose chunked answer is delimited by the close.
+        let answers = raw_exchange(
+            port,
+            "GET /a HTTP/1.0\r\nConnection: keep-alive\r\n\r\n\
+             GET /b HTTP/1.1\r\nHost: web\r\n\r\n\
+             POST /c HTTP/1.1\r\nHost: web\r\nContent-Length: 2\r\n\r\nhi\
+             GET /chunked HTTP/1.0\r\n\r\n",
+        )
+        .await;
+        let answers: Vec<&str> = answers.split("http/1.1 200 ok\r\n").skip(1).collect();
+        assert_eq!(answers.len(), 4, "{answers:?}");
+        assert!(
+            answers[0].contains("connection: keep-alive\r\n"),
+            "{}",
+            answers[0]
+        );
+        assert!(answers[0].contains("get /a http/1.1|"), "{}", answers[0]);
+        assert!(answers[1].contains("get /b http/1.1|"), "{}", answers[1]);
+        assert!(answers[2].contains("post /c http/1.1|") && answers[2].contains("body=hi"));
+        let last = answers[3];
+        assert!(
+            last.contains("connection: close\r\n") && !last.contains("transfer-encoding"),
+            "an HTTP/1.0 client gets a body of unknown length up to the close: {last}"
+        );
+        assert!(last.contains("get /chunked http/1.1|"), "{last}");
+        balancer.shutdown().await;
+    })
+    .await;
+}

@@ -1,0 +1,369 @@
+//! HTTP/1.1 message framing shared by both sides of the proxy: where a head's headers lie,
+//! how long a body is (RFC 9112 section 6), and decoding it out of the bytes read.
+
+use std::ops::Range;
+
+use bytes::{Bytes, BytesMut};
+use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
+use hyper::{StatusCode, Version};
+
+/// Largest head (start line and headers) a peer may send.
+pub(crate) const MAX_HEAD: usize = 64 * 1024;
+pub(crate) const MAX_HEADERS: usize = 100;
+/// Longest chunk-size line, or trailer section, of a chunked body.
+const MAX_CHUNK_LINE: usize = 4 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum FramingError {
+    #[error("{0}")]
+    InvalidChunk(&'static str),
+    #[error("the connection closed before the end of the body")]
+    Closed,
+}
+
+/// Why a request's body cannot be read as framed.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum RequestFramingError {
+    #[error("an HTTP/1.0 request cannot have a transfer-encoding")]
+    CodingInHttp10,
+    #[error("a request cannot have both content-length and transfer-encoding")]
+    LengthAndCoding,
+    #[error("transfer-encoding {0:?} is not supported, only chunked")]
+    UnsupportedCoding(String),
+    #[error("{0}")]
+    Length(String),
+}
+
+impl RequestFramingError {
+    pub(crate) fn status(&self) -> StatusCode {
+        match self {
+            RequestFramingError::UnsupportedCoding(_) => StatusCode::NOT_IMPLEMENTED,
+            _ => StatusCode::BAD_REQUEST,
+        }
+    }
+}
+
+/// Where the name and value of each header of a parsed head lie in the bytes read, kept so
+/// the parser's borrow of those bytes can end before the head is copied out of them.
+pub(crate) struct HeaderSpans {
+    spans: [(Range<usize>, Range<usize>); MAX_HEADERS],
+    count: usize,
+}
+
+impl HeaderSpans {
+    pub(crate) fn new(read: &[u8], headers: &[httparse::Header<'_>]) -> HeaderSpans {
+        let mut spans = [const { (0..0, 0..0) }; MAX_HEADERS];
+        for (span, header) in spans.iter_mut().zip(headers) {
+            *span = (
+                span_of(read, header.name.as_bytes()),
+                span_of(read, header.value),
+            );
+        }
+        HeaderSpans {
+            spans,
+            count: headers.len().min(MAX_HEADERS),
+        }
+    }
+
+    /// The headers, their values sharing `head`, the copy of the bytes the spans are in.
+    pub(crate) fn to_map(&self, head: &Bytes) -> Result<HeaderMap, String> {
+        let mut headers = HeaderMap::with_capacity(self.count);
+        for (name, value) in &self.spans[..self.count] {
+            let name = HeaderName::from_bytes(&head[name.clone()]).map_err(|_| {
+                format!(
+                    "header name {:?}",
+                    String::from_utf8_lossy(&head[name.clone()])
+                )
+            })?;
+            let value = HeaderValue::from_maybe_shared(head.slice(value.clone()))
+                .map_err(|_| format!("value of header {name}"))?;
+            headers.append(name, value);
+        }
+        Ok(headers)
+    }
+}
+
+/// Where `part`, a slice of `read`, lies in it.
+pub(crate) fn span_of(read: &[u8], part: &[u8]) -> Range<usize> {
+    let start = part.as_ptr() as usize - read.as_ptr() as usize;
+    start..start + part.len()
+}
+
+/// HTTP/1.1 keeps a connection unless told `close`; HTTP/1.0 only when told `keep-alive`.
+pub(crate) fn keeps_alive(version: Version, headers: &HeaderMap) -> bool {
+    let has_option = |wanted: &str| {
+        headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|value| value.to_str().ok())
+            .flat_map(|value| value.split(','))
+            .any(|option| option.trim().eq_ignore_ascii_case(wanted))
+    };
+    match version {
+        Version::HTTP_10 => has_option("keep-alive"),
+        _ => !has_option("close"),
+    }
+}
+
+/// How much of a response body is still to come (RFC 9112 section 6.3).
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Framing {
+    Length(u64),
+    Chunked(ChunkState),
+    UntilClose,
+    Done,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ChunkState {
+    Size,
+    Data(u64),
+    DataEnd,
+    Trailers,
+}
+
+/// Reads a message body out of the bytes a peer sent.
+#[derive(Debug)]
+pub(crate) struct BodyDecoder {
+    framing: Framing,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Decoded {
+    Data(Bytes),
+    NeedMore,
+    Done,
+}
+
+impl BodyDecoder {
+    /// The decoder of a body that is already through.
+    pub(crate) fn empty() -> BodyDecoder {
+        BodyDecoder {
+            framing: Framing::Done,
+        }
+    }
+
+    /// How a request's body is framed: chunked, a length, or none at all.
+    pub(crate) fn for_request(
+        version: Version,
+        headers: &HeaderMap,
+    ) -> Result<BodyDecoder, RequestFramingError> {
+        let framing = if let Some(codings) = last_value(headers, &header::TRANSFER_ENCODING) {
+            if version == Version::HTTP_10 {
+                return Err(RequestFramingError::CodingInHttp10);
+            }
+            // A length beside a coding is how requests are smuggled past proxies.
+            if headers.contains_key(header::CONTENT_LENGTH) {
+                return Err(RequestFramingError::LengthAndCoding);
+            }
+            let only_chunked = headers.get_all(header::TRANSFER_ENCODING).iter().count() == 1
+                && codings.trim().eq_ignore_ascii_case("chunked");
+            if !only_chunked {
+                return Err(RequestFramingError::UnsupportedCoding(codings.to_string()));
+            }
+            Framing::Chunked(ChunkState::Size)
+        } else {
+            match content_length(headers).map_err(RequestFramingError::Length)? {
+                Some(0) | None => Framing::Done,
+                Some(length) => Framing::Length(length),
+            }
+        };
+        Ok(BodyDecoder { framing })
+    }
+
+    pub(crate) fn for_response(
+        method_is_head: bool,
+        status: StatusCode,
+        headers: &HeaderMap,
+    ) -> Result<BodyDecoder, String> {
+        let bodiless = method_is_head
+            || status.is_informational()
+            || status == StatusCode::NO_CONTENT
+            || status == StatusCode::NOT_MODIFIED;
+        let framing = if bodiless {
+            Framing::Done
+        } else if let Some(codings) = last_value(headers, &header::TRANSFER_ENCODING) {
+            let last = codings.rsplit(',').next().unwrap_or_default().trim();
+            match last.eq_ignore_ascii_case("chunked") {
+                true => Framing::Chunked(ChunkState::Size),
+                false => Framing::UntilClose,
+            }
+        } else {
+            match content_length(headers)? {
+                Some(0) => Framing::Done,
+                Some(length) => Framing::Length(length),
+                None => Framing::UntilClose,
+            }
+        };
+        Ok(BodyDecoder { framing })
+    }
+
+    /// Whether the body ends only when the connection closes.
+    pub(crate) fn is_until_close(&self) -> bool {
+        self.framing == Framing::UntilClose
+    }
+
+    pub(crate) fn is_done(&self) -> bool {
+        self.framing == Framing::Done
+    }
+
+    /// Bytes still to come, when the framing says.
+    pub(crate) fn remaining(&self) -> Option<u64> {
+        match self.framing {
+            Framing::Length(length) => Some(length),
+            Framing::Done => Some(0),
+            _ => None,
+        }
+    }
+
+    /// Takes the next piece of body off the front of `buffer`.
+    pub(crate) fn decode(&mut self, buffer: &mut BytesMut) -> Result<Decoded, FramingError> {
+        loop {
+            match &mut self.framing {
+                Framing::Done => return Ok(Decoded::Done),
+                Framing::UntilClose
+                | Framing::Length(_)
+                | Framing::Chunked(ChunkState::Data(_))
+                    if buffer.is_empty() =>
+                {
+                    return Ok(Decoded::NeedMore);
+                }
+                Framing::UntilClose => return Ok(Decoded::Data(buffer.split().freeze())),
+                Framing::Length(left) => {
+                    let data = take(buffer, left);
+                    if *left == 0 {
+                        self.framing = Framing::Done;
+                    }
+                    return Ok(Decoded::Data(data));
+                }
+                Framing::Chunked(ChunkState::Data(left)) => {
+                    let data = take(buffer, left);
+                    if *left == 0 {
+                        self.framing = Framing::Chunked(ChunkState::DataEnd);
+                    }
+                    return Ok(Decoded::Data(data));
+                }
+                Framing::Chunked(ChunkState::Size) => {
+                    let Some(line) = take_line(buffer)? else {
+                        return Ok(Decoded::NeedMore);
+                    };
+                    self.framing = match chunk_size(&line)? {
+                        0 => Framing::Chunked(ChunkState::Trailers),
+                        size => Framing::Chunked(ChunkState::Data(size)),
+                    };
+                }
+                Framing::Chunked(ChunkState::DataEnd) => {
+                    if buffer.len() < 2 {
+                        return Ok(Decoded::NeedMore);
+                    }
+                    if &buffer[..2] != b"\r\n" {
+                        return Err(FramingError::InvalidChunk(
+                            "chunk data is not followed by CRLF",
+                        ));
+                    }
+                    let _ = buffer.split_to(2);
+                    self.framing = Framing::Chunked(ChunkState::Size);
+                }
+                Framing::Chunked(ChunkState::Trailers) => {
+                    let Some(line) = take_line(buffer)? else {
+                        return Ok(Decoded::NeedMore);
+                    };
+                    if line.is_empty() {
+                        self.framing = Framing::Done;
+                    }
+                }
+            }
+        }
+    }
+
+    /// What the peer closing the connection means for the body: its end, or its loss.
+    pub(crate) fn end_of_stream(&mut self) -> Result<(), FramingError> {
+        match self.framing {
+            Framing::UntilClose | Framing::Done => {
+                self.framing = Framing::Done;
+                Ok(())
+            }
+            _ => Err(FramingError::Closed),
+        }
+    }
+}
+
+/// Up to `left` bytes off the front of `buffer`, counted off `left`.
+fn take(buffer: &mut BytesMut, left: &mut u64) -> Bytes {
+    let length = usize::try_from(*left)
+        .unwrap_or(usize::MAX)
+        .min(buffer.len());
+    *left -= length as u64;
+    buffer.split_to(length).freeze()
+}
+
+/// One CRLF-terminated line off the front of `buffer`, without its CRLF.
+fn take_line(buffer: &mut BytesMut) -> Result<Option<BytesMut>, FramingError> {
+    let Some(end) = buffer.windows(2).position(|pair| pair == b"\r\n") else {
+        if buffer.len() > MAX_CHUNK_LINE {
+            return Err(FramingError::InvalidChunk("line longer than 4 KiB"));
+        }
+        return Ok(None);
+    };
+    let mut line = buffer.split_to(end + 2);
+    line.truncate(end);
+    Ok(Some(line))
+}
+
+/// The hexadecimal size at the start of a chunk-size line; extensions after `;` are ignored.
+fn chunk_size(line: &[u8]) -> Result<u64, FramingError> {
+    let digits = line
+        .split(|&byte| byte == b';')
+        .next()
+        .unwrap_or_default()
+        .trim_ascii();
+    if digits.is_empty() {
+        return Err(FramingError::InvalidChunk("missing chunk size"));
+    }
+    digits.iter().try_fold(0u64, |size, &digit| {
+        let value = (digit as char)
+            .to_digit(16)
+            .ok_or(FramingError::InvalidChunk("chunk size is not hexadecimal"))?;
+        size.checked_mul(16)
+            .and_then(|size| size.checked_add(u64::from(value)))
+            .ok_or(FramingError::InvalidChunk("chunk size overflows"))
+    })
+}
+
+fn last_value<'a>(headers: &'a HeaderMap, name: &HeaderName) -> Option<&'a str> {
+    headers
+        .get_all(name)
+        .iter()
+        .next_back()
+        .map(|value| value.to_str().unwrap_or_default())
+}
+
+/// Whether the response has no `Content-Length`, or exactly one made of digits only.
+pub(crate) fn has_plain_length(headers: &HeaderMap) -> bool {
+    let mut values = headers.get_all(header::CONTENT_LENGTH).iter();
+    match (values.next(), values.next()) {
+        (None, _) => true,
+        (Some(value), None) => value.as_bytes().iter().all(u8::is_ascii_digit),
+        (Some(_), Some(_)) => false,
+    }
+}
+
+/// The body length that every `Content-Length` value agrees on.
+pub(crate) fn content_length(headers: &HeaderMap) -> Result<Option<u64>, String> {
+    let mut length = None;
+    for value in headers.get_all(header::CONTENT_LENGTH) {
+        for item in value.to_str().unwrap_or_default().split(',') {
+            let item = item.trim();
+            let parsed: u64 = item
+                .parse()
+                .ok()
+                .filter(|_| item.bytes().all(|byte| byte.is_ascii_digit()))
+                .ok_or_else(|| format!("content-length {item:?} is not a number"))?;
+            if length.is_some_and(|length| length != parsed) {
+                return Err("content-length values disagree".to_string());
+            }
+            length = Some(parsed);
+        }
+    }
+    Ok(length)
+}
