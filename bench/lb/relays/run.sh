@@ -22,10 +22,10 @@ start_work
 BACKEND="$(free_port)"
 "$LB" backend "$BACKEND" & PIDS+=($!)
 declare -A PORT
-NAMES=(haproxy epoll tokio httparse hyper cairn)
+NAMES=(haproxy epoll tokio httparse pooled burn hyper cairn)
 for name in "${NAMES[@]}"; do PORT[$name]="$(free_port)"; done
 "$LB" proxy "${PORT[cairn]}" "$BACKEND" & PIDS+=($!)
-for mode in epoll tokio httparse hyper; do
+for mode in epoll tokio httparse pooled burn hyper; do
     "$RELAYS" "$mode" "${PORT[$mode]}" "$BACKEND" & PIDS+=($!)
 done
 haproxy_config "$WORK/haproxy.cfg" "${PORT[haproxy]}" "$BACKEND" 1

@@ -35,6 +35,8 @@ const WRITE_BATCH: usize = 64 * 1024;
 /// so the client sees the response instead of a reset.
 const LINGER_BYTES: usize = 1024 * 1024;
 const LINGER_TIME: Duration = Duration::from_secs(2);
+/// Buffer capacity a connection keeps between requests.
+const KEPT_CAPACITY: usize = 16 * 1024;
 
 const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
 
@@ -147,7 +149,7 @@ pub(crate) async fn serve(
     };
     loop {
         state.idle.store(io.buffer.is_empty(), Relaxed);
-        let head = match tokio::time::timeout(HEADER_READ_TIMEOUT, io.read_head()).await {
+        let head = match tokio::time::timeout(HEADER_READ_TIMEOUT, io.read_head(state)).await {
             Ok(Ok(Some(head))) => head,
             Ok(Ok(None)) => return Ok(()),
             Ok(Err(Ok(bad))) => {
@@ -199,7 +201,10 @@ pub(crate) async fn serve(
 impl ClientIo {
     /// Reads until a whole request head is buffered; `None` when the client closed the
     /// connection before starting another request.
-    async fn read_head(&mut self) -> Result<Option<RequestHead>, Result<BadRequest, io::Error>> {
+    async fn read_head(
+        &mut self,
+        state: &ConnState,
+    ) -> Result<Option<RequestHead>, Result<BadRequest, io::Error>> {
         loop {
             if !self.buffer.is_empty()
                 && let Some(head) = parse_request(&mut self.buffer).map_err(Ok)?
@@ -211,6 +216,8 @@ impl ClientIo {
             })
             .await
             .map_err(Err)?;
+            // A request has begun, which draining lets finish.
+            state.idle.store(false, Relaxed);
             if read == 0 {
                 return match self.buffer.is_empty() {
                     true => Ok(None),
@@ -244,6 +251,13 @@ impl ClientIo {
         method_is_head: bool,
         mut close: bool,
     ) -> Result<bool, ClientError> {
+        if self.continue_left < CONTINUE.len() {
+            // A `100 Continue` begun is finished, or the final response would run into it.
+            std::future::poll_fn(|cx| self.poll_continue(cx))
+                .await
+                .map_err(ClientError::Write)?;
+        }
+        self.continue_left = 0;
         let (parts, mut body) = response.into_parts();
         let status = parts.status;
         let bodiless = method_is_head
@@ -284,6 +298,13 @@ impl ClientIo {
         let written = self
             .write_body(&mut out, &mut body, chunked, bodiless)
             .await;
+        // What a large response or head grew is not kept for the next request.
+        if out.capacity() > KEPT_CAPACITY {
+            out = Vec::new();
+        }
+        if self.buffer.is_empty() && self.buffer.capacity() > KEPT_CAPACITY {
+            self.buffer = BytesMut::new();
+        }
         self.out = out;
         written.map(|()| close)
     }
@@ -488,6 +509,16 @@ fn parse_request(buffer: &mut BytesMut) -> Result<Option<RequestHead>, BadReques
             String::from_utf8_lossy(&head[path])
         ))
     })?;
+    // RFC 9112 section 3.2: routing by one Host while the member reads another is unsafe.
+    match headers.get_all(header::HOST).iter().count() {
+        0 if version == Version::HTTP_11 => {
+            return Err(bad(
+                "an HTTP/1.1 request must have a host header".to_string()
+            ));
+        }
+        0 | 1 => {}
+        _ => return Err(bad("the request has more than one host header".to_string())),
+    }
     let body = BodyDecoder::for_request(version, &headers)
         .map_err(|error| BadRequest::new(error.status(), error.to_string()))?;
     let expects_continue = match headers.get(header::EXPECT) {
@@ -513,17 +544,19 @@ fn parse_request(buffer: &mut BytesMut) -> Result<Option<RequestHead>, BadReques
     }))
 }
 
-/// The status line and headers; framing headers are left to the caller unless the response
-/// has no body, whose `Content-Length` then tells the length its GET would have.
+/// The status line and headers; framing headers are left to the caller, except that the
+/// answer to a HEAD and a 304 keep the `Content-Length` a GET would have had.
 fn encode_head(out: &mut Vec<u8>, status: StatusCode, headers: &HeaderMap, bodiless: bool) {
     out.extend_from_slice(b"HTTP/1.1 ");
     out.extend_from_slice(status.as_str().as_bytes());
     out.push(b' ');
     out.extend_from_slice(status.canonical_reason().unwrap_or("Unknown").as_bytes());
     out.extend_from_slice(b"\r\n");
+    // RFC 9110 section 8.6: a 1xx or 204 has no `Content-Length`.
+    let keeps_length = bodiless && !status.is_informational() && status != StatusCode::NO_CONTENT;
     for (name, value) in headers {
         let framing = *name == header::CONTENT_LENGTH || *name == header::TRANSFER_ENCODING;
-        if framing && !bodiless {
+        if framing && !(keeps_length && *name == header::CONTENT_LENGTH) {
             continue;
         }
         push_header(out, name.as_str().as_bytes(), value.as_bytes());
@@ -578,11 +611,11 @@ mod tests {
             Ok("GET /a?b HTTP/1.1, no body"),
         );
         check(
-            "POST /up HTTP/1.1\r\nContent-Length: 5\r\nExpect: 100-Continue\r\n\r\n",
+            "POST /up HTTP/1.1\r\nHost: w\r\nContent-Length: 5\r\nExpect: 100-Continue\r\n\r\n",
             Ok("POST /up HTTP/1.1, 5 bytes, continue"),
         );
         check(
-            "POST /up HTTP/1.1\r\nTransfer-Encoding: Chunked\r\n\r\n",
+            "POST /up HTTP/1.1\r\nHost: w\r\nTransfer-Encoding: Chunked\r\n\r\n",
             Ok("POST /up HTTP/1.1, chunked"),
         );
         check(
@@ -594,11 +627,11 @@ mod tests {
             Ok("GET / HTTP/1.0, no body"),
         );
         check(
-            "OPTIONS * HTTP/1.1\r\nConnection: close\r\n\r\n",
+            "OPTIONS * HTTP/1.1\r\nHost: w\r\nConnection: close\r\n\r\n",
             Ok("OPTIONS * HTTP/1.1, no body, close"),
         );
         check(
-            "GET / HTTP/1.1\r\nExpect: 100-continue\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: w\r\nExpect: 100-continue\r\n\r\n",
             Ok("GET / HTTP/1.1, no body"),
         );
     }
@@ -614,14 +647,14 @@ mod tests {
             Err((400, "invalid request head: invalid token")),
         );
         check(
-            "POST / HTTP/1.1\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: w\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n",
             Err((
                 400,
                 "a request cannot have both content-length and transfer-encoding",
             )),
         );
         check(
-            "POST / HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: w\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
             Err((
                 501,
                 "transfer-encoding \"gzip, chunked\" is not supported, only chunked",
@@ -632,42 +665,50 @@ mod tests {
             Err((400, "an HTTP/1.0 request cannot have a transfer-encoding")),
         );
         check(
-            "POST / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: w\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
             Err((400, "content-length values disagree")),
         );
         check(
-            "POST / HTTP/1.1\r\nContent-Length: -1\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: w\r\nContent-Length: -1\r\n\r\n",
             Err((400, "content-length \"-1\" is not a number")),
         );
         check(
-            "GET / HTTP/1.1\r\nExpect: magic\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: w\r\nExpect: magic\r\n\r\n",
             Err((
                 417,
                 "the expectation \"magic\" is not supported, only 100-continue",
             )),
         );
         check(
-            "CONNECT web:443 HTTP/1.1\r\n\r\n",
+            "CONNECT web:443 HTTP/1.1\r\nHost: w\r\n\r\n",
             Err((
                 405,
                 "CONNECT is not served: requests go to the cluster's members",
             )),
         );
+        check(
+            "GET / HTTP/1.1\r\n\r\n",
+            Err((400, "an HTTP/1.1 request must have a host header")),
+        );
+        check(
+            "GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+            Err((400, "the request has more than one host header")),
+        );
         let many: String = (0..=MAX_HEADERS).map(|i| format!("x-{i}: 1\r\n")).collect();
         check(
-            &format!("GET / HTTP/1.1\r\n{many}\r\n"),
+            &format!("GET / HTTP/1.1\r\nHost: w\r\n{many}\r\n"),
             Err((431, "the request has more than 100 headers")),
         );
         let long = "a".repeat(MAX_HEAD);
         check(
-            &format!("GET /{long} HTTP/1.1\r\n\r\n"),
+            &format!("GET /{long} HTTP/1.1\r\nHost: w\r\n\r\n"),
             Err((431, "the request head is larger than 65536 bytes")),
         );
     }
 
     #[test]
     fn heads_are_taken_off_the_buffer_one_by_one() {
-        let mut buffer = BytesMut::from("GET /a HTTP/1.1\r\nX: 1\r\n\r\nGET /b HTTP/1.1\r\n");
+        let mut buffer = BytesMut::from("GET /a HTTP/1.1\r\nHost: w\r\nX: 1\r\n\r\nGET /b HTTP/1.1\r\n");
         let first = parse_request(&mut buffer).unwrap().unwrap();
         assert_eq!(
             (first.uri.path(), &first.headers["x"]),

@@ -112,6 +112,8 @@ enum Framing {
     Chunked(ChunkState),
     UntilClose,
     Done,
+    /// The body was framed wrongly: nothing after the error can be trusted.
+    Failed,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -216,11 +218,25 @@ impl BodyDecoder {
         }
     }
 
-    /// Takes the next piece of body off the front of `buffer`.
+    /// Takes the next piece of body off the front of `buffer`; after an error, every call
+    /// fails, since where the body ends is no longer known.
     pub(crate) fn decode(&mut self, buffer: &mut BytesMut) -> Result<Decoded, FramingError> {
+        let decoded = self.decode_framed(buffer);
+        if decoded.is_err() {
+            self.framing = Framing::Failed;
+        }
+        decoded
+    }
+
+    fn decode_framed(&mut self, buffer: &mut BytesMut) -> Result<Decoded, FramingError> {
         loop {
             match &mut self.framing {
                 Framing::Done => return Ok(Decoded::Done),
+                Framing::Failed => {
+                    return Err(FramingError::InvalidChunk(
+                        "an earlier part of the body was invalid",
+                    ));
+                }
                 Framing::UntilClose
                 | Framing::Length(_)
                 | Framing::Chunked(ChunkState::Data(_))

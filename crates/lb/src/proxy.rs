@@ -83,6 +83,11 @@ pub(crate) async fn handle(
                 answered = Some((response, connection, Arc::clone(&backend.pool), member));
                 break;
             }
+            // The client's own body failed: no member is to blame, and none would do better.
+            Err(Exchange::Failed(error @ UpstreamError::ClientBody(_))) => {
+                member.cancel();
+                return local_response(StatusCode::BAD_REQUEST, format!("{error}\n"));
+            }
             Err(Exchange::Unreachable(error)) => {
                 member.cancel();
                 backend.pool.mark_suspect(uptime_ms());
@@ -478,10 +483,16 @@ fn unrouted_response(port: u16, unrouted: Unrouted<'_>) -> Response<ProxyBody> {
 pub(crate) fn local_response(status: StatusCode, message: String) -> Response<ProxyBody> {
     let mut response = Response::new(ProxyBody(Kind::Local(Some(Bytes::from(message)))));
     *response.status_mut() = status;
-    response.headers_mut().insert(
+    let headers = response.headers_mut();
+    headers.insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain; charset=utf-8"),
     );
+    // The proxy answers as the origin here, which must say when (RFC 9110 section 6.6.1).
+    let date = httpdate::fmt_http_date(std::time::SystemTime::now());
+    if let Ok(date) = HeaderValue::try_from(date) {
+        headers.insert(header::DATE, date);
+    }
     response
 }
 

@@ -212,6 +212,8 @@ impl MemberIo {
             biased;
             written = written => match written {
                 Ok(()) => Ok(None),
+                // The member waits for the rest of a body that will not come.
+                Err(error @ UpstreamError::ClientBody(_)) => Err(error),
                 // A member that answered early and closed fails the write; its answer counts.
                 Err(error) => answered.await.map(Some).map_err(|_| error),
             },

@@ -1455,27 +1455,27 @@ async fn requests_the_proxy_cannot_serve_are_refused_with_their_reason() {
                 "only http/1.0 and http/1.1 are served",
             ),
             (
-                "POST / HTTP/1.1\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n",
+                "POST / HTTP/1.1\r\nHost: web\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n",
                 "400",
                 "both content-length and transfer-encoding",
             ),
             (
-                "POST / HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n",
+                "POST / HTTP/1.1\r\nHost: web\r\nTransfer-Encoding: gzip\r\n\r\n",
                 "501",
                 "transfer-encoding \"gzip\" is not supported",
             ),
             (
-                "GET / HTTP/1.1\r\nExpect: magic\r\n\r\n",
+                "GET / HTTP/1.1\r\nHost: web\r\nExpect: magic\r\n\r\n",
                 "417",
                 "the expectation \"magic\"",
             ),
             (
-                "CONNECT web:443 HTTP/1.1\r\n\r\n",
+                "CONNECT web:443 HTTP/1.1\r\nHost: web\r\n\r\n",
                 "405",
                 "connect is not served",
             ),
             (
-                "GET / HTTP/1.1\r\nBad Header: 1\r\n\r\n",
+                "GET / HTTP/1.1\r\nHost: web\r\nBad Header: 1\r\n\r\n",
                 "400",
                 "invalid request head",
             ),

@@ -1,18 +1,24 @@
-//! Minimal proxies in front of one backend, each client connection paired with a backend
-//! connection of its own, to find which part of an HTTP proxy lengthens the latency tail.
+//! Minimal proxies in front of one backend, to find which part of an HTTP proxy lengthens the
+//! latency tail. Unless said otherwise, each client connection is paired with a backend
+//! connection of its own.
 //!
 //! Usage: `relays MODE PORT BACKEND_PORT`, MODE one of
 //! - `epoll`: raw level-triggered epoll, bytes passed on as they are read;
 //! - `tokio`: a current_thread tokio runtime, a task per connection, bytes passed on;
 //! - `httparse`: the same, with request and response heads parsed and written again;
-//! - `hyper`: the same, with hyper's HTTP/1.1 server on the client side.
+//! - `pooled`: `httparse` with backend connections shared by all clients, the most recently
+//!   idle one taken first, as Cairn's member pool does;
+//! - `burn`: `pooled` spending 3 µs more CPU on each request;
+//! - `hyper`: `httparse` with hyper's HTTP/1.1 server on the client side.
 //!
 //! They serve requests without bodies and responses with a `Content-Length`, which is what the
 //! benchmark sends and gets; anything else ends the connection.
 
+use std::cell::RefCell;
 use std::io::{Read, Write};
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::Full;
@@ -29,7 +35,9 @@ type Error = Box<dyn std::error::Error + Send + Sync>;
 fn main() -> Result<(), Error> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let [mode, port, backend] = args.as_slice() else {
-        return Err("usage: relays epoll|tokio|httparse|hyper PORT BACKEND_PORT".into());
+        return Err(
+            "usage: relays epoll|tokio|httparse|pooled|burn|hyper PORT BACKEND_PORT".into(),
+        );
     };
     let (port, backend): (u16, u16) = (port.parse()?, backend.parse()?);
     if mode == "epoll" {
@@ -48,7 +56,15 @@ fn main() -> Result<(), Error> {
             // A connection that fails just ends.
             match mode.as_str() {
                 "tokio" => drop(tokio::spawn(pass_bytes(client, server))),
-                "httparse" => drop(tokio::spawn(parse_heads(client, server))),
+                "httparse" => drop(tokio::spawn(parse_heads(client, Backend::Own(server)))),
+                "pooled" => drop(tokio::spawn(parse_heads(
+                    client,
+                    Backend::Pooled(backend, 0),
+                ))),
+                "burn" => drop(tokio::spawn(parse_heads(
+                    client,
+                    Backend::Pooled(backend, 3),
+                ))),
                 "hyper" => drop(tokio::spawn(hyper_server(client, server))),
                 _ => return Err(format!("unknown mode {mode}").into()),
             }
@@ -163,9 +179,23 @@ async fn read_response(stream: &mut TcpStream, buffer: &mut Vec<u8>) -> Result<u
     Ok(end + length)
 }
 
+/// Where a relay sends its requests.
+enum Backend {
+    /// A connection of the client's own.
+    Own(TcpStream),
+    /// The most recently idle connection to this port, with the microseconds of CPU to spend
+    /// on each request.
+    Pooled(u16, u64),
+}
+
+thread_local! {
+    /// Idle backend connections of the `pooled` relays, the most recent last.
+    static POOL: RefCell<Vec<TcpStream>> = const { RefCell::new(Vec::new()) };
+}
+
 /// Request heads parsed and written again with forwarding headers; response heads parsed for
 /// their length, head and body written back in one write.
-async fn parse_heads(mut client: TcpStream, mut server: TcpStream) -> Result<(), Error> {
+async fn parse_heads(mut client: TcpStream, mut backend: Backend) -> Result<(), Error> {
     let (mut request, mut response, mut head) = (Vec::new(), Vec::new(), Vec::new());
     loop {
         let end = read_head(&mut client, &mut request).await?;
@@ -188,9 +218,30 @@ async fn parse_heads(mut client: TcpStream, mut server: TcpStream) -> Result<(),
         }
         head.extend_from_slice(b"x-forwarded-for: 127.0.0.1\r\nx-forwarded-proto: http\r\n\r\n");
         request.drain(..end);
-        server.write_all(&head).await?;
-
-        let length = read_response(&mut server, &mut response).await?;
+        let length = match &mut backend {
+            Backend::Own(server) => {
+                server.write_all(&head).await?;
+                read_response(server, &mut response).await?
+            }
+            Backend::Pooled(port, burn_us) => {
+                let mut server = match POOL.with(|pool| pool.borrow_mut().pop()) {
+                    Some(server) => server,
+                    None => {
+                        let server = TcpStream::connect(("127.0.0.1", *port)).await?;
+                        server.set_nodelay(true)?;
+                        server
+                    }
+                };
+                server.write_all(&head).await?;
+                let length = read_response(&mut server, &mut response).await?;
+                POOL.with(|pool| pool.borrow_mut().push(server));
+                let start = Instant::now();
+                while start.elapsed() < Duration::from_micros(*burn_us) {
+                    std::hint::spin_loop();
+                }
+                length
+            }
+        };
         client.write_all(&response[..length]).await?;
         response.drain(..length);
     }
