@@ -6,7 +6,6 @@
 //! of its body is ready, so a small exchange costs one read and one write on each side.
 
 use std::io;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
@@ -14,9 +13,11 @@ use std::time::Duration;
 use bytes::{Buf, Bytes, BytesMut};
 use hyper::header::{self, HeaderMap};
 use hyper::{Method, Request, Response, StatusCode, Uri, Version};
-use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
+use tokio::time::Instant;
 
+use crate::deadline::Deadline;
 use crate::framing::{
     BodyDecoder, Decoded, FramingError, HeaderSpans, MAX_HEAD, MAX_HEADERS, keeps_alive, span_of,
 };
@@ -147,9 +148,17 @@ pub(crate) async fn serve(
         continue_left: 0,
         out: Vec::new(),
     };
+    // When the next request head must be in.
+    let mut head_deadline = Deadline::new(Instant::now() + HEADER_READ_TIMEOUT);
     loop {
         state.idle.store(io.buffer.is_empty(), Relaxed);
-        let head = match tokio::time::timeout(HEADER_READ_TIMEOUT, io.read_head(state)).await {
+        head_deadline.set(Instant::now() + HEADER_READ_TIMEOUT);
+        let head = tokio::select! {
+            biased;
+            head = io.read_head(state) => Ok(head),
+            () = std::future::poll_fn(|cx| head_deadline.poll_reached(cx)) => Err(()),
+        };
+        let head = match head {
             Ok(Ok(Some(head))) => head,
             Ok(Ok(None)) => return Ok(()),
             Ok(Err(Ok(bad))) => {
@@ -181,12 +190,30 @@ pub(crate) async fn serve(
         let method_is_head = method == Method::HEAD;
         io.body = body;
         io.continue_left = if expects_continue { CONTINUE.len() } else { 0 };
-        let mut request = Request::new(ClientBody { io: &mut io });
+        let ClientIo {
+            stream,
+            buffer,
+            body,
+            continue_left,
+            ..
+        } = &mut io;
+        let stream = &*stream;
+        let mut request = Request::new(ClientBody {
+            stream,
+            buffer,
+            body,
+            continue_left,
+        });
         *request.method_mut() = method;
         *request.uri_mut() = uri;
         *request.version_mut() = version;
         *request.headers_mut() = headers;
-        let response = handle(context, request).await;
+        // A client that goes away takes its request with it, and the member connection too.
+        let response = tokio::select! {
+            biased;
+            response = handle(context, request) => response,
+            () = client_gone(stream) => return Ok(()),
+        };
         let body_read = io.skip_buffered_body();
         let close = !keep_alive || !body_read || state.closing.load(Relaxed);
         if io.respond(response, version, method_is_head, close).await? || close {
@@ -253,7 +280,7 @@ impl ClientIo {
     ) -> Result<bool, ClientError> {
         if self.continue_left < CONTINUE.len() {
             // A `100 Continue` begun is finished, or the final response would run into it.
-            std::future::poll_fn(|cx| self.poll_continue(cx))
+            std::future::poll_fn(|cx| poll_continue(&self.stream, &mut self.continue_left, cx))
                 .await
                 .map_err(ClientError::Write)?;
         }
@@ -384,35 +411,70 @@ impl ClientIo {
         };
         let _ = tokio::time::timeout(LINGER_TIME, drain).await;
     }
+}
 
-    /// Writes what is left of `100 Continue`, when the client waits for it to send its body.
-    fn poll_continue(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        while self.continue_left > 0 {
-            let unsent = &CONTINUE[CONTINUE.len() - self.continue_left..];
-            let written = ready!(Pin::new(&mut self.stream).poll_write(cx, unsent))?;
-            if written == 0 {
-                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
-            }
-            self.continue_left -= written;
+/// Writes what is left of `100 Continue`, when the client waits for it to send its body.
+fn poll_continue(
+    stream: &TcpStream,
+    left: &mut usize,
+    cx: &mut Context<'_>,
+) -> Poll<io::Result<()>> {
+    while *left > 0 {
+        ready!(stream.poll_write_ready(cx))?;
+        match stream.try_write(&CONTINUE[CONTINUE.len() - *left..]) {
+            Ok(0) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+            Ok(written) => *left -= written,
+            Err(error) if error.kind() == io::ErrorKind::WouldBlock => {}
+            Err(error) => return Poll::Ready(Err(error)),
         }
-        Poll::Ready(Ok(()))
+    }
+    Poll::Ready(Ok(()))
+}
+
+/// Reads what the client sent into `buffer` through a shared handle on its socket, which a
+/// watch for the client going away holds too; 0 means the client closed the connection.
+fn poll_read_shared(
+    stream: &TcpStream,
+    cx: &mut Context<'_>,
+    buffer: &mut BytesMut,
+) -> Poll<io::Result<usize>> {
+    buffer.reserve(READ_CHUNK);
+    loop {
+        ready!(stream.poll_read_ready(cx))?;
+        match stream.try_read_buf(buffer) {
+            Err(error) if error.kind() == io::ErrorKind::WouldBlock => {}
+            read => return Poll::Ready(read),
+        }
+    }
+}
+
+/// Resolves once the client closes its connection, or it fails, while its request is under
+/// way; anything it sends meanwhile (the body, a pipelined request) means it is still there.
+async fn client_gone(stream: &TcpStream) {
+    let mut probe = [0u8; 1];
+    let mut probe = ReadBuf::new(&mut probe);
+    if let Ok(1..) = std::future::poll_fn(|cx| stream.poll_peek(cx, &mut probe)).await {
+        std::future::pending::<()>().await;
     }
 }
 
 /// The body of the request being served, read from the client as it is asked for.
 pub(crate) struct ClientBody<'a> {
-    io: &'a mut ClientIo,
+    stream: &'a TcpStream,
+    buffer: &'a mut BytesMut,
+    body: &'a mut BodyDecoder,
+    continue_left: &'a mut usize,
 }
 
 impl ClientBody<'_> {
     /// Whether the request has no body, or all of it was read.
     pub(crate) fn is_done(&self) -> bool {
-        self.io.body.is_done()
+        self.body.is_done()
     }
 
     /// The bytes still to come, when the request says how many.
     pub(crate) fn length(&self) -> Option<u64> {
-        self.io.body.remaining()
+        self.body.remaining()
     }
 
     /// The next piece of the body; `None` at its end.
@@ -420,26 +482,20 @@ impl ClientBody<'_> {
         &mut self,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Bytes, ClientBodyError>>> {
-        let io = &mut *self.io;
         loop {
-            match io.body.decode(&mut io.buffer) {
+            match self.body.decode(self.buffer) {
                 Ok(Decoded::Data(data)) => return Poll::Ready(Some(Ok(data))),
                 Ok(Decoded::Done) => return Poll::Ready(None),
                 Ok(Decoded::NeedMore) => {}
                 Err(error) => return Poll::Ready(Some(Err(error.into()))),
             }
             // The client sends the body only once told to, and only when it was not sent yet.
-            if let Err(error) = ready!(io.poll_continue(cx)) {
+            if let Err(error) = ready!(poll_continue(self.stream, self.continue_left, cx)) {
                 return Poll::Ready(Some(Err(ClientBodyError::Read(error))));
             }
-            match ready!(poll_read_into(
-                &mut io.stream,
-                cx,
-                &mut io.buffer,
-                READ_CHUNK
-            )) {
+            match ready!(poll_read_shared(self.stream, cx, self.buffer)) {
                 Ok(0) => {
-                    let ended = io.body.end_of_stream().map_err(ClientBodyError::from);
+                    let ended = self.body.end_of_stream().map_err(ClientBodyError::from);
                     if let Err(error) = ended {
                         return Poll::Ready(Some(Err(error)));
                     }
@@ -708,7 +764,8 @@ mod tests {
 
     #[test]
     fn heads_are_taken_off_the_buffer_one_by_one() {
-        let mut buffer = BytesMut::from("GET /a HTTP/1.1\r\nHost: w\r\nX: 1\r\n\r\nGET /b HTTP/1.1\r\n");
+        let mut buffer =
+            BytesMut::from("GET /a HTTP/1.1\r\nHost: w\r\nX: 1\r\n\r\nGET /b HTTP/1.1\r\n");
         let first = parse_request(&mut buffer).unwrap().unwrap();
         assert_eq!(
             (first.uri.path(), &first.headers["x"]),

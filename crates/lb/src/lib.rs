@@ -11,6 +11,7 @@
 //! This crate decides nothing: it never chooses members, never reads the store and never
 //! talks to agents. It only proxies what the route table says.
 
+mod deadline;
 mod downstream;
 mod drain;
 mod flight;

@@ -14,9 +14,10 @@ use hyper::header::{self, HeaderMap, HeaderValue};
 use hyper::{Method, StatusCode, Version, http};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::time::{Instant, Sleep};
+use tokio::time::Instant;
 use tokio_util::io::poll_read_buf;
 
+use crate::deadline::Deadline;
 use crate::downstream::{ClientBody, ClientBodyError};
 use crate::framing::{
     BodyDecoder, Decoded, FramingError, HeaderSpans, MAX_HEAD, MAX_HEADERS, content_length,
@@ -66,9 +67,8 @@ impl From<FramingError> for UpstreamError {
 /// An open connection to a member.
 pub(crate) struct Connection {
     io: MemberIo,
-    /// When the member must have answered the request under way, or sent more of its body;
-    /// one timer per connection, moved forward as needed, costs less than a new one each time.
-    deadline: Pin<Box<Sleep>>,
+    /// When the member must have answered the request under way, or sent more of its body.
+    deadline: Deadline,
     /// The deadline counts a pause in the response body: set at the first read that finds
     /// nothing, so a body that flows costs no clock read.
     body_pause_timed: bool,
@@ -90,7 +90,7 @@ impl Connection {
                 stream,
                 buffer: BytesMut::new(),
             },
-            deadline: Box::pin(tokio::time::sleep(Duration::ZERO)),
+            deadline: Deadline::new(Instant::now()),
             body_pause_timed: false,
             probe_before_reuse: false,
         }
@@ -135,15 +135,14 @@ impl Connection {
             early.keep_alive = false;
             return Ok(early);
         }
-        self.deadline.as_mut().reset(Instant::now() + timeout);
+        self.deadline.set(Instant::now() + timeout);
         self.body_pause_timed = false;
         let deadline = &mut self.deadline;
         let mut answer = pin!(self.io.read_final_head(request.method_is_head));
         std::future::poll_fn(|cx| match answer.as_mut().poll(cx) {
             Poll::Ready(result) => Poll::Ready(result),
             Poll::Pending => deadline
-                .as_mut()
-                .poll(cx)
+                .poll_reached(cx)
                 .map(|()| Err(UpstreamError::TimedOut(timeout))),
         })
         .await
@@ -162,10 +161,10 @@ impl Connection {
             return Poll::Ready(read.map_err(UpstreamError::Read));
         }
         if !self.body_pause_timed {
-            self.deadline.as_mut().reset(Instant::now() + timeout);
+            self.deadline.set(Instant::now() + timeout);
             self.body_pause_timed = true;
         }
-        ready!(self.deadline.as_mut().poll(cx));
+        ready!(self.deadline.poll_reached(cx));
         Poll::Ready(Err(UpstreamError::BodyStalled(timeout)))
     }
 

@@ -755,6 +755,31 @@ async fn counters_follow_a_slow_request() {
 }
 
 #[tokio::test]
+async fn a_client_that_goes_away_takes_its_request_with_it() {
+    bounded(async {
+        let backend = TestBackend::start("a").await;
+        let (balancer, port) = balance(vec![backend.backend()]).await;
+        let in_flight = || {
+            let stats = balancer.stats();
+            stats.cluster(&key("web")).expect("web").requests.in_flight
+        };
+        let client = raw_send(port, b"GET /slow HTTP/1.1\r\nHost: web\r\n\r\n").await;
+        while in_flight() != 1 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        drop(client);
+        // The member never answers, yet the request ends: the proxy saw its client close.
+        while in_flight() != 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let member = balancer.stats().cluster(&key("web")).expect("web").clone();
+        assert_eq!(member.requests.status_2xx, 0);
+        balancer.shutdown().await;
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn unreachable_members_give_bad_gateway() {
     bounded(async {
         let dead = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()));
@@ -1540,4 +1565,20 @@ async fn http_10_and_pipelined_requests_are_answered_in_order() {
         balancer.shutdown().await;
     })
     .await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn clients_slow_to_send_a_head_are_let_go() {
+    let member = start_raw_member().await;
+    let (balancer, port) = balance(vec![member]).await;
+    // Time stands still until every task waits, then jumps to the next timer: the header
+    // read timeout of 30 s passes at once.
+    let started = tokio::time::Instant::now();
+    let answer = raw_exchange(port, "GET / HTTP/1.1\r\nHost: we").await;
+    assert!(answer.starts_with("http/1.1 408 "), "{answer}");
+    assert!(answer.contains("no complete request head arrived in time"), "{answer}");
+    let idle = raw_exchange(port, "GET /length HTTP/1.1\r\nHost: web\r\n\r\n").await;
+    assert!(idle.starts_with("http/1.1 200 ") && idle.ends_with("body=\n"), "{idle}");
+    assert!(started.elapsed() >= Duration::from_secs(60), "{:?}", started.elapsed());
+    balancer.shutdown().await;
 }
