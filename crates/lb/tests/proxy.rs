@@ -1576,9 +1576,19 @@ async fn clients_slow_to_send_a_head_are_let_go() {
     let started = tokio::time::Instant::now();
     let answer = raw_exchange(port, "GET / HTTP/1.1\r\nHost: we").await;
     assert!(answer.starts_with("http/1.1 408 "), "{answer}");
-    assert!(answer.contains("no complete request head arrived in time"), "{answer}");
+    assert!(
+        answer.contains("no complete request head arrived in time"),
+        "{answer}"
+    );
     let idle = raw_exchange(port, "GET /length HTTP/1.1\r\nHost: web\r\n\r\n").await;
-    assert!(idle.starts_with("http/1.1 200 ") && idle.ends_with("body=\n"), "{idle}");
-    assert!(started.elapsed() >= Duration::from_secs(60), "{:?}", started.elapsed());
+    assert!(
+        idle.starts_with("http/1.1 200 ") && idle.ends_with("body=\n"),
+        "{idle}"
+    );
+    assert!(
+        started.elapsed() >= Duration::from_secs(60),
+        "{:?}",
+        started.elapsed()
+    );
     balancer.shutdown().await;
 }
