@@ -30,6 +30,9 @@ const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// Bytes asked of a client's socket per read: enough for most request heads, and what an
 /// idle connection keeps.
 const READ_CHUNK: usize = 8 * 1024;
+/// How long a client may take none of its response before it is given up on, as nginx's
+/// `send_timeout`.
+const SEND_TIMEOUT: Duration = Duration::from_secs(60);
 /// Response bytes gathered before they are written, when more of the body is ready at once.
 const WRITE_BATCH: usize = 64 * 1024;
 /// What is read and dropped of a request body nobody read, before the connection closes,
@@ -72,6 +75,8 @@ pub(crate) enum ClientError {
     BadRequest(String),
     #[error("the client sent no complete request head within {} s", HEADER_READ_TIMEOUT.as_secs())]
     HeadTimedOut,
+    #[error("the client took none of its response for {} s", SEND_TIMEOUT.as_secs())]
+    SendTimedOut,
     #[error("the response body failed: {0}")]
     ResponseBody(crate::upstream::UpstreamError),
     #[error("the switched-protocol tunnel failed: {0}")]
@@ -132,6 +137,8 @@ struct ClientIo {
     /// Bytes of `100 Continue` still to write before the body is read, once it is asked for.
     continue_left: usize,
     out: Vec<u8>,
+    /// Set the first time the client's socket is full.
+    send_deadline: Option<Deadline>,
 }
 
 /// Serves requests on `stream` until the client closes it, a request or response fails, or
@@ -147,6 +154,7 @@ pub(crate) async fn serve(
         body: BodyDecoder::empty(),
         continue_left: 0,
         out: Vec::new(),
+        send_deadline: None,
     };
     // When the next request head must be in.
     let mut head_deadline = Deadline::new(Instant::now() + HEADER_READ_TIMEOUT);
@@ -312,9 +320,9 @@ impl ClientIo {
         }
         out.extend_from_slice(b"\r\n");
         if let Some(tunnel) = body.take_tunnel() {
-            let written = self.stream.write_all(&out).await;
+            let written = self.write_out(&mut out).await;
             self.out = out;
-            written.map_err(ClientError::Write)?;
+            written?;
             let client_early = self.buffer.split().freeze();
             tunnel
                 .run(&mut self.stream, client_early)
@@ -376,14 +384,31 @@ impl ClientIo {
         self.write_out(out).await
     }
 
+    /// Writes `out` whole; a client that takes none of it for `SEND_TIMEOUT` is given up on,
+    /// so one that stops reading cannot hold its connection and its member's for ever. The
+    /// timer is set only once the socket is full.
     async fn write_out(&mut self, out: &mut Vec<u8>) -> Result<(), ClientError> {
-        if out.is_empty() {
-            return Ok(());
+        let mut written = 0;
+        while written < out.len() {
+            match self.stream.try_write(&out[written..]) {
+                Ok(0) => return Err(ClientError::Write(io::ErrorKind::WriteZero.into())),
+                Ok(count) => written += count,
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
+                    let deadline = self
+                        .send_deadline
+                        .get_or_insert_with(|| Deadline::new(Instant::now()));
+                    deadline.set(Instant::now() + SEND_TIMEOUT);
+                    tokio::select! {
+                        biased;
+                        writable = self.stream.writable() => writable.map_err(ClientError::Write)?,
+                        () = std::future::poll_fn(|cx| deadline.poll_reached(cx)) => {
+                            return Err(ClientError::SendTimedOut);
+                        }
+                    }
+                }
+                Err(error) => return Err(ClientError::Write(error)),
+            }
         }
-        self.stream
-            .write_all(out)
-            .await
-            .map_err(ClientError::Write)?;
         out.clear();
         Ok(())
     }

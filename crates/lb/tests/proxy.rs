@@ -1592,3 +1592,49 @@ async fn clients_slow_to_send_a_head_are_let_go() {
     );
     balancer.shutdown().await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_client_that_stops_reading_is_given_up_on() {
+    // A member answering with a body far larger than the sockets hold.
+    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+        .await
+        .expect("bind member");
+    let member = Backend::new("big", listener.local_addr().expect("member address"));
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buffer = Vec::new();
+                read_raw_request(&mut stream, &mut buffer).await;
+                let head = "HTTP/1.1 200 OK\r\ncontent-length: 1073741824\r\n\r\n";
+                let _ = stream.write_all(head.as_bytes()).await;
+                let block = vec![b'x'; 1 << 16];
+                while stream.write_all(&block).await.is_ok() {}
+            });
+        }
+    });
+    let (balancer, port) = balance(vec![member]).await;
+    let in_flight = || {
+        let stats = balancer.stats();
+        stats.cluster(&key("web")).expect("web").requests.in_flight
+    };
+    let started = tokio::time::Instant::now();
+    let _silent = raw_send(port, b"GET / HTTP/1.1\r\nHost: web\r\n\r\n").await;
+    while in_flight() != 1 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // Nothing reads the response: once the sockets are full, the proxy waits 60 s, then ends
+    // the request.
+    while in_flight() != 0 {
+        assert!(
+            started.elapsed() < Duration::from_secs(600),
+            "the request is still in flight"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        started.elapsed() >= Duration::from_secs(60),
+        "{:?}",
+        started.elapsed()
+    );
+    balancer.shutdown().await;
+}
