@@ -19,7 +19,8 @@ use tokio::time::Instant;
 
 use crate::deadline::Deadline;
 use crate::framing::{
-    BodyDecoder, Decoded, FramingError, HeaderSpans, MAX_HEAD, MAX_HEADERS, keeps_alive, span_of,
+    BodyDecoder, Decoded, FramingError, HeaderSpans, MAX_HEAD, MAX_HEADERS, has_no_body,
+    keeps_alive, push_chunk, push_header, span_of,
 };
 use crate::proxy::{ConnContext, ProxyBody, handle, local_response};
 use crate::upstream::poll_read_into;
@@ -170,18 +171,14 @@ pub(crate) async fn serve(
             Ok(Ok(Some(head))) => head,
             Ok(Ok(None)) => return Ok(()),
             Ok(Err(Ok(bad))) => {
-                let response = local_response(bad.status, format!("{}\n", bad.reason));
-                io.respond(response, Version::HTTP_11, false, true).await?;
-                io.linger().await;
+                io.refuse(bad.status, &bad.reason).await?;
                 return Err(ClientError::BadRequest(bad.reason));
             }
             Ok(Err(Err(error))) => return Err(ClientError::Read(error)),
             Err(_) if io.buffer.is_empty() => return Ok(()),
             Err(_) => {
-                let message = "no complete request head arrived in time\n".to_string();
-                let response = local_response(StatusCode::REQUEST_TIMEOUT, message);
-                io.respond(response, Version::HTTP_11, false, true).await?;
-                io.linger().await;
+                let reason = "no complete request head arrived in time";
+                io.refuse(StatusCode::REQUEST_TIMEOUT, reason).await?;
                 return Err(ClientError::HeadTimedOut);
             }
         };
@@ -265,6 +262,15 @@ impl ClientIo {
         }
     }
 
+    /// Answers a request that is not served with `status` and `reason`, then closes.
+    async fn refuse(&mut self, status: StatusCode, reason: &str) -> Result<(), ClientError> {
+        let response = local_response(status, format!("{reason}\n"));
+        self.respond(response, Version::HTTP_11, false, true)
+            .await?;
+        self.linger().await;
+        Ok(())
+    }
+
     /// Drops what is already read of a request body the proxy did not need, such as one
     /// sent with a request answered locally; whether the body is now behind.
     fn skip_buffered_body(&mut self) -> bool {
@@ -295,17 +301,16 @@ impl ClientIo {
         self.continue_left = 0;
         let (parts, mut body) = response.into_parts();
         let status = parts.status;
-        let bodiless = method_is_head
-            || status.is_informational()
-            || status == StatusCode::NO_CONTENT
-            || status == StatusCode::NOT_MODIFIED;
-        let chunked = !bodiless && body.exact_length().is_none() && version == Version::HTTP_11;
+        let bodiless = has_no_body(method_is_head, status);
+        let length = body.exact_length().filter(|_| !bodiless);
+        let unknown_length = !bodiless && length.is_none();
+        let chunked = unknown_length && version == Version::HTTP_11;
         // An HTTP/1.0 client learns where a body of unknown length ends by the close.
-        close |= !bodiless && body.exact_length().is_none() && !chunked;
+        close |= unknown_length && !chunked;
         let mut out = std::mem::take(&mut self.out);
         out.clear();
         encode_head(&mut out, status, &parts.headers, bodiless);
-        if !bodiless && let Some(length) = body.exact_length() {
+        if let Some(length) = length {
             push_header(&mut out, b"content-length", length.to_string().as_bytes());
         }
         if chunked {
@@ -368,9 +373,7 @@ impl ClientIo {
                 continue;
             }
             if chunked {
-                out.extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
-                out.extend_from_slice(&data);
-                out.extend_from_slice(b"\r\n");
+                push_chunk(out, &data);
             } else {
                 out.extend_from_slice(&data);
             }
@@ -642,13 +645,6 @@ fn encode_head(out: &mut Vec<u8>, status: StatusCode, headers: &HeaderMap, bodil
         }
         push_header(out, name.as_str().as_bytes(), value.as_bytes());
     }
-}
-
-fn push_header(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
-    out.extend_from_slice(name);
-    out.extend_from_slice(b": ");
-    out.extend_from_slice(value);
-    out.extend_from_slice(b"\r\n");
 }
 
 #[cfg(test)]

@@ -83,6 +83,30 @@ impl HeaderSpans {
     }
 }
 
+/// Whether a response with `status` to a request (a HEAD one when `method_is_head`) has no
+/// body, whatever its headers say (RFC 9112 section 6.3).
+pub(crate) fn has_no_body(method_is_head: bool, status: StatusCode) -> bool {
+    method_is_head
+        || status.is_informational()
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED
+}
+
+/// Appends one header line to a head being encoded.
+pub(crate) fn push_header(head: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    head.extend_from_slice(name);
+    head.extend_from_slice(b": ");
+    head.extend_from_slice(value);
+    head.extend_from_slice(b"\r\n");
+}
+
+/// Appends `data` as one chunk of a chunked body.
+pub(crate) fn push_chunk(out: &mut Vec<u8>, data: &[u8]) {
+    out.extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
+    out.extend_from_slice(data);
+    out.extend_from_slice(b"\r\n");
+}
+
 /// Where `part`, a slice of `read`, lies in it.
 pub(crate) fn span_of(read: &[u8], part: &[u8]) -> Range<usize> {
     let start = part.as_ptr() as usize - read.as_ptr() as usize;
@@ -178,11 +202,7 @@ impl BodyDecoder {
         status: StatusCode,
         headers: &HeaderMap,
     ) -> Result<BodyDecoder, String> {
-        let bodiless = method_is_head
-            || status.is_informational()
-            || status == StatusCode::NO_CONTENT
-            || status == StatusCode::NOT_MODIFIED;
-        let framing = if bodiless {
+        let framing = if has_no_body(method_is_head, status) {
             Framing::Done
         } else if let Some(codings) = last_value(headers, &header::TRANSFER_ENCODING) {
             let last = codings.rsplit(',').next().unwrap_or_default().trim();

@@ -21,7 +21,7 @@ use crate::deadline::Deadline;
 use crate::downstream::{ClientBody, ClientBodyError};
 use crate::framing::{
     BodyDecoder, Decoded, FramingError, HeaderSpans, MAX_HEAD, MAX_HEADERS, content_length,
-    has_plain_length, keeps_alive,
+    has_plain_length, keeps_alive, push_chunk, push_header,
 };
 
 /// Bytes asked of a member's socket per read.
@@ -391,9 +391,7 @@ impl<'a> OutgoingRequest<'a> {
                 continue;
             }
             framed.clear();
-            framed.extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
-            framed.extend_from_slice(&data);
-            framed.extend_from_slice(b"\r\n");
+            push_chunk(&mut framed, &data);
             stream
                 .write_all(&framed)
                 .await
@@ -415,13 +413,6 @@ fn request_target(uri: &http::Uri) -> &str {
         return path.as_str();
     }
     uri.authority().map_or("/", |authority| authority.as_str())
-}
-
-fn push_header(head: &mut Vec<u8>, name: &[u8], value: &[u8]) {
-    head.extend_from_slice(name);
-    head.extend_from_slice(b": ");
-    head.extend_from_slice(value);
-    head.extend_from_slice(b"\r\n");
 }
 
 /// A member's response head, and how its body is framed.
