@@ -6,23 +6,27 @@
 //! of its body is ready, so a small exchange costs one read and one write on each side.
 
 use std::io;
+use std::mem::MaybeUninit;
+use std::ops::Range;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
-use hyper::header::{self, HeaderMap};
-use hyper::{Method, Request, Response, StatusCode, Uri, Version};
+use hyper::{Method, StatusCode, Uri, Version};
 use tokio::io::{AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use crate::deadline::Deadline;
 use crate::framing::{
-    BodyDecoder, Decoded, FramingError, HeaderSpans, MAX_HEAD, MAX_HEADERS, has_no_body,
-    keeps_alive, push_chunk, push_header, span_of,
+    BodyDecoder, Decoded, FramingError, MAX_HEAD, MAX_HEADERS, has_no_body, keeps_alive,
+    push_chunk, push_header,
 };
-use crate::proxy::{ConnContext, ProxyBody, handle, local_response};
+use crate::head::{Head, span_of};
+use crate::proxy::{
+    ConnContext, ProxyBody, ProxyResponse, ResponseHeaders, handle, local_response,
+};
 use crate::upstream::poll_read_into;
 
 /// Clients that send no complete request head within this time are disconnected; it also
@@ -119,12 +123,52 @@ impl BadRequest {
     }
 }
 
+/// A request as the proxy forwards it: its method, version, target and headers.
+pub(crate) struct ClientRequest {
+    pub(crate) method: Method,
+    pub(crate) version: Version,
+    pub(crate) head: Head,
+    /// Where the request target lies in the head.
+    target: Range<usize>,
+    /// The target, when the client wrote it in absolute form (`http://host/path`).
+    absolute: Option<Uri>,
+}
+
+impl ClientRequest {
+    /// The host the request asks for, as written: the authority of an absolute-form target,
+    /// else the `Host` header.
+    pub(crate) fn host(&self) -> Option<&str> {
+        match &self.absolute {
+            Some(uri) => uri.authority().map(|authority| authority.as_str()),
+            None => std::str::from_utf8(self.head.value("host")?).ok(),
+        }
+    }
+
+    /// The authority of an absolute-form target, which becomes the request's `Host`.
+    pub(crate) fn authority(&self) -> Option<&str> {
+        let uri = self.absolute.as_ref()?;
+        uri.authority().map(|authority| authority.as_str())
+    }
+
+    /// The target in origin form (`/path?query`), or `*`.
+    pub(crate) fn origin_target(&self) -> &str {
+        match &self.absolute {
+            Some(uri) => uri.path_and_query().map_or("/", |path| path.as_str()),
+            // Checked to be ASCII when parsed.
+            None => std::str::from_utf8(self.head.slice(self.target.clone())).unwrap_or("/"),
+        }
+    }
+
+    /// The path of the target, without its query.
+    pub(crate) fn path(&self) -> &str {
+        let target = self.origin_target();
+        target.split_once('?').map_or(target, |(path, _)| path)
+    }
+}
+
 /// A parsed request head and what it says about the connection.
 struct RequestHead {
-    method: Method,
-    uri: Uri,
-    version: Version,
-    headers: HeaderMap,
+    request: ClientRequest,
     body: BodyDecoder,
     keep_alive: bool,
     expects_continue: bool,
@@ -184,15 +228,12 @@ pub(crate) async fn serve(
         };
         state.idle.store(false, Relaxed);
         let RequestHead {
-            method,
-            uri,
-            version,
-            headers,
+            request,
             body,
             keep_alive,
             expects_continue,
         } = head;
-        let method_is_head = method == Method::HEAD;
+        let method_is_head = request.method == Method::HEAD;
         io.body = body;
         io.continue_left = if expects_continue { CONTINUE.len() } else { 0 };
         let ClientIo {
@@ -203,25 +244,25 @@ pub(crate) async fn serve(
             ..
         } = &mut io;
         let stream = &*stream;
-        let mut request = Request::new(ClientBody {
+        let body = ClientBody {
             stream,
             buffer,
             body,
             continue_left,
-        });
-        *request.method_mut() = method;
-        *request.uri_mut() = uri;
-        *request.version_mut() = version;
-        *request.headers_mut() = headers;
+        };
         // A client that goes away takes its request with it, and the member connection too.
         let response = tokio::select! {
             biased;
-            response = handle(context, request) => response,
+            response = handle(context, &request, body) => response,
             () = client_gone(stream) => return Ok(()),
         };
         let body_read = io.skip_buffered_body();
         let close = !keep_alive || !body_read || state.closing.load(Relaxed);
-        if io.respond(response, version, method_is_head, close).await? || close {
+        if io
+            .respond(response, request.version, method_is_head, close)
+            .await?
+            || close
+        {
             if !body_read {
                 io.linger().await;
             }
@@ -287,7 +328,7 @@ impl ClientIo {
     /// another request after it (a tunnel, or a body delimited by closing).
     async fn respond(
         &mut self,
-        response: Response<ProxyBody>,
+        response: ProxyResponse,
         version: Version,
         method_is_head: bool,
         mut close: bool,
@@ -299,8 +340,11 @@ impl ClientIo {
                 .map_err(ClientError::Write)?;
         }
         self.continue_left = 0;
-        let (parts, mut body) = response.into_parts();
-        let status = parts.status;
+        let ProxyResponse {
+            status,
+            headers,
+            mut body,
+        } = response;
         let bodiless = has_no_body(method_is_head, status);
         let length = body.exact_length().filter(|_| !bodiless);
         let unknown_length = !bodiless && length.is_none();
@@ -309,7 +353,7 @@ impl ClientIo {
         close |= unknown_length && !chunked;
         let mut out = std::mem::take(&mut self.out);
         out.clear();
-        encode_head(&mut out, status, &parts.headers, bodiless);
+        encode_head(&mut out, status, &headers, bodiless);
         if let Some(length) = length {
             push_header(&mut out, b"content-length", length.to_string().as_bytes());
         }
@@ -545,9 +589,9 @@ fn parse_request(buffer: &mut BytesMut) -> Result<Option<RequestHead>, BadReques
             format!("the request head is larger than {MAX_HEAD} bytes"),
         )
     };
-    let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut request = httparse::Request::new(&mut slots);
-    let length = match request.parse(buffer) {
+    let mut slots = [const { MaybeUninit::uninit() }; MAX_HEADERS];
+    let mut request = httparse::Request::new(&mut []);
+    let length = match request.parse_with_uninit_headers(buffer, &mut slots) {
         Ok(httparse::Status::Complete(length)) if length <= MAX_HEAD => length,
         Ok(httparse::Status::Complete(_)) => return Err(too_large()),
         Ok(httparse::Status::Partial) if buffer.len() >= MAX_HEAD => return Err(too_large()),
@@ -579,22 +623,22 @@ fn parse_request(buffer: &mut BytesMut) -> Result<Option<RequestHead>, BadReques
         Some(0) => Version::HTTP_10,
         _ => Version::HTTP_11,
     };
-    let path = span_of(buffer, request.path.unwrap_or_default().as_bytes());
-    let spans = HeaderSpans::new(buffer, request.headers);
-    // A copy of the head, small, lets the read buffer be reused for the body and the next head.
-    let head = Bytes::copy_from_slice(&buffer[..length]);
+    let target_text = request.path.unwrap_or_default();
+    let target = span_of(buffer, target_text.as_bytes());
+    let absolute = match target_text.as_bytes().first() {
+        Some(b'/') if target_text.bytes().all(|byte| byte.is_ascii_graphic()) => None,
+        _ if target_text == "*" => None,
+        _ => Some(
+            Uri::try_from(target_text)
+                .ok()
+                .filter(|uri| uri.scheme().is_some() && uri.authority().is_some())
+                .ok_or_else(|| bad(format!("the request target {target_text:?} is not a URI")))?,
+        ),
+    };
+    let head = Head::new(buffer, length, request.headers);
     buffer.advance(length);
-    let headers = spans
-        .to_map(&head)
-        .map_err(|reason| bad(format!("invalid {reason}")))?;
-    let uri = Uri::from_maybe_shared(head.slice(path.clone())).map_err(|_| {
-        bad(format!(
-            "the request target {:?} is not a URI",
-            String::from_utf8_lossy(&head[path])
-        ))
-    })?;
     // RFC 9112 section 3.2: routing by one Host while the member reads another is unsafe.
-    match headers.get_all(header::HOST).iter().count() {
+    match head.values("host").count() {
         0 if version == Version::HTTP_11 => {
             return Err(bad(
                 "an HTTP/1.1 request must have a host header".to_string()
@@ -603,14 +647,15 @@ fn parse_request(buffer: &mut BytesMut) -> Result<Option<RequestHead>, BadReques
         0 | 1 => {}
         _ => return Err(bad("the request has more than one host header".to_string())),
     }
-    let body = BodyDecoder::for_request(version, &headers)
+    let body = BodyDecoder::for_request(version, &head)
         .map_err(|error| BadRequest::new(error.status(), error.to_string()))?;
-    let expects_continue = match headers.get(header::EXPECT) {
+    let expects_continue = match head.value("expect") {
         None => false,
-        Some(value) if value.as_bytes().eq_ignore_ascii_case(b"100-continue") => {
+        Some(value) if value.eq_ignore_ascii_case(b"100-continue") => {
             version == Version::HTTP_11 && !body.is_done()
         }
         Some(value) => {
+            let value = String::from_utf8_lossy(value);
             return Err(BadRequest::new(
                 StatusCode::EXPECTATION_FAILED,
                 format!("the expectation {value:?} is not supported, only 100-continue"),
@@ -618,19 +663,32 @@ fn parse_request(buffer: &mut BytesMut) -> Result<Option<RequestHead>, BadReques
         }
     };
     Ok(Some(RequestHead {
-        keep_alive: keeps_alive(version, &headers),
-        method,
-        uri,
-        version,
-        headers,
+        keep_alive: keeps_alive(version, &head),
+        request: ClientRequest {
+            method,
+            version,
+            head,
+            target,
+            absolute,
+        },
         body,
         expects_continue,
     }))
 }
 
+/// The request `head` parses into, for tests of what is done with requests.
+#[cfg(test)]
+pub(crate) fn client_request(head: &str) -> ClientRequest {
+    match parse_request(&mut BytesMut::from(head)) {
+        Ok(Some(parsed)) => parsed.request,
+        Ok(None) => panic!("incomplete head {head:?}"),
+        Err(bad) => panic!("bad head {head:?}: {}", bad.reason),
+    }
+}
+
 /// The status line and headers; framing headers are left to the caller, except that the
 /// answer to a HEAD and a 304 keep the `Content-Length` a GET would have had.
-fn encode_head(out: &mut Vec<u8>, status: StatusCode, headers: &HeaderMap, bodiless: bool) {
+fn encode_head(out: &mut Vec<u8>, status: StatusCode, headers: &ResponseHeaders, bodiless: bool) {
     out.extend_from_slice(b"HTTP/1.1 ");
     out.extend_from_slice(status.as_str().as_bytes());
     out.push(b' ');
@@ -638,19 +696,12 @@ fn encode_head(out: &mut Vec<u8>, status: StatusCode, headers: &HeaderMap, bodil
     out.extend_from_slice(b"\r\n");
     // RFC 9110 section 8.6: a 1xx or 204 has no `Content-Length`.
     let keeps_length = bodiless && !status.is_informational() && status != StatusCode::NO_CONTENT;
-    for (name, value) in headers {
-        let framing = *name == header::CONTENT_LENGTH || *name == header::TRANSFER_ENCODING;
-        if framing && !(keeps_length && *name == header::CONTENT_LENGTH) {
-            continue;
-        }
-        push_header(out, name.as_str().as_bytes(), value.as_bytes());
-    }
+    headers.encode(out, keeps_length);
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use hyper::header::HeaderValue;
 
     /// Parses `head` and checks the outcome: the method, target and body framing of a
     /// request, or the status and reason of a refusal.
@@ -669,9 +720,15 @@ mod tests {
                 ""
             };
             let close = if parsed.keep_alive { "" } else { ", close" };
+            let request = &parsed.request;
+            let to = request
+                .authority()
+                .map_or(String::new(), |authority| format!(" to {authority}"));
             format!(
-                "{} {} {:?}, {body}{continues}{close}",
-                parsed.method, parsed.uri, parsed.version
+                "{} {}{to} {:?}, {body}{continues}{close}",
+                request.method,
+                request.origin_target(),
+                request.version
             )
         });
         let parsed = parsed.map_err(|bad| (bad.status.as_u16(), bad.reason));
@@ -697,7 +754,7 @@ mod tests {
         );
         check(
             "GET http://web.example.com/x HTTP/1.0\r\n\r\n",
-            Ok("GET http://web.example.com/x HTTP/1.0, no body, close"),
+            Ok("GET /x to web.example.com HTTP/1.0, no body, close"),
         );
         check(
             "GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n",
@@ -768,6 +825,10 @@ mod tests {
             Err((400, "an HTTP/1.1 request must have a host header")),
         );
         check(
+            "GET web:80 HTTP/1.1\r\nHost: w\r\n\r\n",
+            Err((400, "the request target \"web:80\" is not a URI")),
+        );
+        check(
             "GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
             Err((400, "the request has more than one host header")),
         );
@@ -789,8 +850,8 @@ mod tests {
             BytesMut::from("GET /a HTTP/1.1\r\nHost: w\r\nX: 1\r\n\r\nGET /b HTTP/1.1\r\n");
         let first = parse_request(&mut buffer).unwrap().unwrap();
         assert_eq!(
-            (first.uri.path(), &first.headers["x"]),
-            ("/a", &HeaderValue::from(1))
+            (first.request.path(), first.request.head.value("x")),
+            ("/a", Some(&b"1"[..]))
         );
         assert_eq!(&buffer[..], b"GET /b HTTP/1.1\r\n");
         assert!(

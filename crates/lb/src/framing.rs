@@ -1,11 +1,10 @@
 //! HTTP/1.1 message framing shared by both sides of the proxy: where a head's headers lie,
 //! how long a body is (RFC 9112 section 6), and decoding it out of the bytes read.
 
-use std::ops::Range;
-
 use bytes::{Bytes, BytesMut};
-use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
 use hyper::{StatusCode, Version};
+
+use crate::head::Head;
 
 /// Largest head (start line and headers) a peer may send.
 pub(crate) const MAX_HEAD: usize = 64 * 1024;
@@ -43,46 +42,6 @@ impl RequestFramingError {
     }
 }
 
-/// Where the name and value of each header of a parsed head lie in the bytes read, kept so
-/// the parser's borrow of those bytes can end before the head is copied out of them.
-pub(crate) struct HeaderSpans {
-    spans: [(Range<usize>, Range<usize>); MAX_HEADERS],
-    count: usize,
-}
-
-impl HeaderSpans {
-    pub(crate) fn new(read: &[u8], headers: &[httparse::Header<'_>]) -> HeaderSpans {
-        let mut spans = [const { (0..0, 0..0) }; MAX_HEADERS];
-        for (span, header) in spans.iter_mut().zip(headers) {
-            *span = (
-                span_of(read, header.name.as_bytes()),
-                span_of(read, header.value),
-            );
-        }
-        HeaderSpans {
-            spans,
-            count: headers.len().min(MAX_HEADERS),
-        }
-    }
-
-    /// The headers, their values sharing `head`, the copy of the bytes the spans are in.
-    pub(crate) fn to_map(&self, head: &Bytes) -> Result<HeaderMap, String> {
-        let mut headers = HeaderMap::with_capacity(self.count);
-        for (name, value) in &self.spans[..self.count] {
-            let name = HeaderName::from_bytes(&head[name.clone()]).map_err(|_| {
-                format!(
-                    "header name {:?}",
-                    String::from_utf8_lossy(&head[name.clone()])
-                )
-            })?;
-            let value = HeaderValue::from_maybe_shared(head.slice(value.clone()))
-                .map_err(|_| format!("value of header {name}"))?;
-            headers.append(name, value);
-        }
-        Ok(headers)
-    }
-}
-
 /// Whether a response with `status` to a request (a HEAD one when `method_is_head`) has no
 /// body, whatever its headers say (RFC 9112 section 6.3).
 pub(crate) fn has_no_body(method_is_head: bool, status: StatusCode) -> bool {
@@ -107,25 +66,11 @@ pub(crate) fn push_chunk(out: &mut Vec<u8>, data: &[u8]) {
     out.extend_from_slice(b"\r\n");
 }
 
-/// Where `part`, a slice of `read`, lies in it.
-pub(crate) fn span_of(read: &[u8], part: &[u8]) -> Range<usize> {
-    let start = part.as_ptr() as usize - read.as_ptr() as usize;
-    start..start + part.len()
-}
-
 /// HTTP/1.1 keeps a connection unless told `close`; HTTP/1.0 only when told `keep-alive`.
-pub(crate) fn keeps_alive(version: Version, headers: &HeaderMap) -> bool {
-    let has_option = |wanted: &str| {
-        headers
-            .get_all(header::CONNECTION)
-            .iter()
-            .filter_map(|value| value.to_str().ok())
-            .flat_map(|value| value.split(','))
-            .any(|option| option.trim().eq_ignore_ascii_case(wanted))
-    };
+pub(crate) fn keeps_alive(version: Version, head: &Head) -> bool {
     match version {
-        Version::HTTP_10 => has_option("keep-alive"),
-        _ => !has_option("close"),
+        Version::HTTP_10 => head.lists("connection", b"keep-alive"),
+        _ => !head.lists("connection", b"close"),
     }
 }
 
@@ -172,24 +117,25 @@ impl BodyDecoder {
     /// How a request's body is framed: chunked, a length, or none at all.
     pub(crate) fn for_request(
         version: Version,
-        headers: &HeaderMap,
+        head: &Head,
     ) -> Result<BodyDecoder, RequestFramingError> {
-        let framing = if let Some(codings) = last_value(headers, &header::TRANSFER_ENCODING) {
+        let framing = if let Some(codings) = head.values("transfer-encoding").next_back() {
             if version == Version::HTTP_10 {
                 return Err(RequestFramingError::CodingInHttp10);
             }
             // A length beside a coding is how requests are smuggled past proxies.
-            if headers.contains_key(header::CONTENT_LENGTH) {
+            if head.contains("content-length") {
                 return Err(RequestFramingError::LengthAndCoding);
             }
-            let only_chunked = headers.get_all(header::TRANSFER_ENCODING).iter().count() == 1
-                && codings.trim().eq_ignore_ascii_case("chunked");
+            let only_chunked = head.values("transfer-encoding").count() == 1
+                && codings.trim_ascii().eq_ignore_ascii_case(b"chunked");
             if !only_chunked {
-                return Err(RequestFramingError::UnsupportedCoding(codings.to_string()));
+                let codings = String::from_utf8_lossy(codings).into_owned();
+                return Err(RequestFramingError::UnsupportedCoding(codings));
             }
             Framing::Chunked(ChunkState::Size)
         } else {
-            match content_length(headers).map_err(RequestFramingError::Length)? {
+            match content_length(head).map_err(RequestFramingError::Length)? {
                 Some(0) | None => Framing::Done,
                 Some(length) => Framing::Length(length),
             }
@@ -197,27 +143,32 @@ impl BodyDecoder {
         Ok(BodyDecoder { framing })
     }
 
+    /// How a response's body is framed, `length` being its `Content-Length`.
     pub(crate) fn for_response(
         method_is_head: bool,
         status: StatusCode,
-        headers: &HeaderMap,
-    ) -> Result<BodyDecoder, String> {
+        head: &Head,
+        length: Option<u64>,
+    ) -> BodyDecoder {
         let framing = if has_no_body(method_is_head, status) {
             Framing::Done
-        } else if let Some(codings) = last_value(headers, &header::TRANSFER_ENCODING) {
-            let last = codings.rsplit(',').next().unwrap_or_default().trim();
-            match last.eq_ignore_ascii_case("chunked") {
+        } else if let Some(codings) = head.values("transfer-encoding").next_back() {
+            let last = codings
+                .rsplit(|&byte| byte == b',')
+                .next()
+                .unwrap_or_default();
+            match last.trim_ascii().eq_ignore_ascii_case(b"chunked") {
                 true => Framing::Chunked(ChunkState::Size),
                 false => Framing::UntilClose,
             }
         } else {
-            match content_length(headers)? {
+            match length {
                 Some(0) => Framing::Done,
                 Some(length) => Framing::Length(length),
                 None => Framing::UntilClose,
             }
         };
-        Ok(BodyDecoder { framing })
+        BodyDecoder { framing }
     }
 
     /// Whether the body ends only when the connection closes.
@@ -366,35 +317,20 @@ fn chunk_size(line: &[u8]) -> Result<u64, FramingError> {
     })
 }
 
-fn last_value<'a>(headers: &'a HeaderMap, name: &HeaderName) -> Option<&'a str> {
-    headers
-        .get_all(name)
-        .iter()
-        .next_back()
-        .map(|value| value.to_str().unwrap_or_default())
-}
-
-/// Whether the response has no `Content-Length`, or exactly one made of digits only.
-pub(crate) fn has_plain_length(headers: &HeaderMap) -> bool {
-    let mut values = headers.get_all(header::CONTENT_LENGTH).iter();
-    match (values.next(), values.next()) {
-        (None, _) => true,
-        (Some(value), None) => value.as_bytes().iter().all(u8::is_ascii_digit),
-        (Some(_), Some(_)) => false,
-    }
-}
-
 /// The body length that every `Content-Length` value agrees on.
-pub(crate) fn content_length(headers: &HeaderMap) -> Result<Option<u64>, String> {
+pub(crate) fn content_length(head: &Head) -> Result<Option<u64>, String> {
     let mut length = None;
-    for value in headers.get_all(header::CONTENT_LENGTH) {
-        for item in value.to_str().unwrap_or_default().split(',') {
-            let item = item.trim();
-            let parsed: u64 = item
-                .parse()
+    for value in head.values("content-length") {
+        for item in value.split(|&byte| byte == b',') {
+            let item = item.trim_ascii();
+            let parsed: u64 = std::str::from_utf8(item)
                 .ok()
-                .filter(|_| item.bytes().all(|byte| byte.is_ascii_digit()))
-                .ok_or_else(|| format!("content-length {item:?} is not a number"))?;
+                .filter(|_| item.iter().all(u8::is_ascii_digit))
+                .and_then(|item| item.parse().ok())
+                .ok_or_else(|| {
+                    let item = String::from_utf8_lossy(item);
+                    format!("content-length {item:?} is not a number")
+                })?;
             if length.is_some_and(|length| length != parsed) {
                 return Err("content-length values disagree".to_string());
             }

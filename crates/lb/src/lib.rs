@@ -16,6 +16,7 @@ mod downstream;
 mod drain;
 mod flight;
 mod framing;
+mod head;
 mod listener;
 mod pool;
 mod proxy;

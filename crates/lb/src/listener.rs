@@ -8,7 +8,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use hyper::header::HeaderValue;
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::runtime::Handle;
 use tokio::sync::oneshot;
@@ -108,7 +107,7 @@ async fn accept_loop(
         let context = ConnContext {
             table: Arc::clone(&table),
             port,
-            client_ip: client_ip_header(peer.ip()),
+            client_ip: peer.ip().to_canonical().to_string(),
         };
         tokio::spawn(serve(stream, context, drain.signal(), peer));
     }
@@ -136,9 +135,4 @@ async fn serve(stream: TcpStream, context: ConnContext, mut drain: DrainSignal, 
     if let Err(error) = served {
         tracing::debug!(port = context.port, %peer, %error, "client connection ended with an error");
     }
-}
-
-fn client_ip_header(ip: IpAddr) -> HeaderValue {
-    let ip = ip.to_canonical();
-    HeaderValue::try_from(ip.to_string()).unwrap_or_else(|_| HeaderValue::from_static("unknown"))
 }

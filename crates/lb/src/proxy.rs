@@ -4,22 +4,23 @@ use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwap;
-use bytes::Bytes;
-use bytes::BytesMut;
-use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
-use hyper::{Method, Request, Response, StatusCode, Uri, Version};
+use bytes::{Bytes, BytesMut};
+use hyper::{Method, StatusCode};
 use tokio::io::{AsyncWriteExt, copy_bidirectional};
 use tokio::net::TcpStream;
 
-use crate::downstream::ClientBody;
+use crate::downstream::{ClientBody, ClientRequest};
 use crate::flight::{ClusterFlight, MemberFlight};
-use crate::framing::{BodyDecoder, Decoded};
+use crate::framing::{BodyDecoder, Decoded, push_header};
+use crate::head::{Head, is_named};
 use crate::pool::{ConnectError, Pool};
 use crate::rewrite::{self, ClientOrigin};
-use crate::routing::{BackendTarget, ClusterTarget, CompiledTable, Unrouted, attempt_order};
+use crate::routing::{
+    BackendTarget, ClusterTarget, CompiledTable, Unrouted, attempt_order, normalize_host,
+};
 use crate::stats::{uptime, uptime_ms};
 use crate::table::ClusterKey;
 use crate::upstream::{Connection, OutgoingRequest, ResponseHead, UpstreamError};
@@ -28,23 +29,94 @@ use crate::upstream::{Connection, OutgoingRequest, ResponseHead, UpstreamError};
 pub(crate) struct ConnContext {
     pub(crate) table: Arc<ArcSwap<CompiledTable>>,
     pub(crate) port: u16,
-    /// The client's address, ready to be sent as `X-Forwarded-For`.
-    pub(crate) client_ip: HeaderValue,
+    /// The client's address, as `X-Forwarded-For` names it.
+    pub(crate) client_ip: String,
 }
 
-static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
-static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
-static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
-static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+/// Headers that describe one connection rather than the message (RFC 9110 section 7.6.1).
+const HOP_BY_HOP: [&str; 9] = [
+    "connection",
+    "transfer-encoding",
+    "te",
+    "trailer",
+    "upgrade",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "keep-alive",
+    "proxy-connection",
+];
+
+/// A response for the client: its status, its headers other than the framing, its body.
+pub(crate) struct ProxyResponse {
+    pub(crate) status: StatusCode,
+    pub(crate) headers: ResponseHeaders,
+    pub(crate) body: ProxyBody,
+}
+
+pub(crate) enum ResponseHeaders {
+    /// The proxy's own answer, in plain text.
+    Local,
+    Member(MemberHeaders),
+}
+
+/// A member's response headers as the client gets them.
+pub(crate) struct MemberHeaders {
+    head: Head,
+    /// Values the client gets instead of the member's, by the header's place in the head.
+    replaced: Vec<(usize, String)>,
+    /// The member's `Content-Length`, which the answer to a HEAD or a 304 keeps.
+    length: Option<u64>,
+    /// Whether the response switches protocols, which keeps the headers announcing it.
+    switching: bool,
+}
+
+impl ResponseHeaders {
+    /// Appends the header lines; `keeps_length` for an answer without a body that still says
+    /// how long the body would have been.
+    pub(crate) fn encode(&self, out: &mut Vec<u8>, keeps_length: bool) {
+        let member = match self {
+            ResponseHeaders::Local => {
+                push_header(out, b"content-type", b"text/plain; charset=utf-8");
+                // The proxy answers as the origin here, which must say when (RFC 9110 6.6.1).
+                let date = httpdate::fmt_http_date(SystemTime::now());
+                push_header(out, b"date", date.as_bytes());
+                return;
+            }
+            ResponseHeaders::Member(member) => member,
+        };
+        let head = &member.head;
+        let mut replaced = member.replaced.iter().peekable();
+        for (index, name, value) in head.iter() {
+            let value = match replaced.next_if(|(at, _)| *at == index) {
+                Some((_, value)) => value.as_bytes(),
+                None => value,
+            };
+            let framing = is_named(name, "content-length") || is_named(name, "transfer-encoding");
+            if !framing && !is_hop_by_hop(head, name) {
+                push_header(out, name, value);
+            }
+        }
+        if let Some(length) = member.length.filter(|_| keeps_length) {
+            push_header(out, b"content-length", length.to_string().as_bytes());
+        }
+        if member.switching
+            && let Some(protocol) = head.value("upgrade")
+        {
+            keep_upgrade(out, protocol);
+        }
+    }
+}
 
 pub(crate) async fn handle(
     context: &ConnContext,
-    mut request: Request<ClientBody<'_>>,
-) -> Response<ProxyBody> {
+    request: &ClientRequest,
+    body: ClientBody<'_>,
+) -> ProxyResponse {
     let now = uptime();
+    let host = request.host();
     let (cluster, context_path) = {
         let table = context.table.load();
-        match table.route(context.port, request_host(&request)) {
+        match table.route(context.port, host.map(normalize_host)) {
             Ok(routed) => (Arc::clone(routed.cluster), routed.context_path.cloned()),
             Err(unrouted) => return unrouted_response(context.port, unrouted),
         }
@@ -52,25 +124,25 @@ pub(crate) async fn handle(
     let second = now.as_secs();
     let now_ms = now.as_millis() as u64;
     let cluster = ClusterFlight::begin(cluster, second);
-    let upgrade = requested_upgrade(&request);
-    let upgrade_asked = upgrade.is_some();
-    if context_path.is_some() && request.uri().path().split('/').any(is_dot_segment) {
+    let upgrade = requested_upgrade(&request.head);
+    if context_path.is_some() && request.path().split('/').any(is_dot_segment) {
         let message = format!(
             "the path {} has a `.` or `..` segment, which could leave the context path\n",
-            request.uri().path()
+            request.path()
         );
         return local_response(StatusCode::BAD_REQUEST, message);
     }
-    prepare_request(&mut request, &context.client_ip);
-    if let Some(protocol) = upgrade {
-        keep_upgrade(request.headers_mut(), protocol);
-    }
-    let (mut parts, body) = request.into_parts();
-    let mut request = OutgoingRequest::new(&parts, body, context_path.as_deref());
+    let head = request_head(
+        request,
+        context_path.as_deref(),
+        &context.client_ip,
+        upgrade,
+    );
+    let declared_length = request.head.contains("content-length");
+    let method_is_head = request.method == Method::HEAD;
+    let mut outgoing = OutgoingRequest::new(head, body, method_is_head, declared_length);
     // Safe to send twice: an idempotent method, no body and no protocol switch.
-    let replayable = is_idempotent(&parts.method) && request.is_bodiless() && !upgrade_asked;
-    let client_host = parts.headers.remove(header::HOST);
-    drop(parts);
+    let replayable = is_idempotent(&request.method) && outgoing.is_bodiless() && upgrade.is_none();
 
     let mut tried = 0usize;
     let mut last_error = None;
@@ -78,7 +150,7 @@ pub(crate) async fn handle(
     let mut answered = None;
     for backend in attempt_order(&cluster.0.shared.next, &cluster.0.backends, now_ms) {
         let member = MemberFlight::begin(Arc::clone(&backend.counters), second);
-        match exchange(backend, &mut request, replayable, &cluster.0).await {
+        match exchange(backend, &mut outgoing, replayable, &cluster.0).await {
             Ok((response, connection)) => {
                 answered = Some((response, connection, Arc::clone(&backend.pool), member));
                 break;
@@ -118,7 +190,7 @@ pub(crate) async fn handle(
             }
         }
     }
-    let Some((mut response, connection, pool, member)) = answered else {
+    let Some((response, connection, pool, member)) = answered else {
         cluster.0.shared.counters.failure();
         if let Some((status, failure)) = last_failure {
             let key = &cluster.0.shared.key;
@@ -129,46 +201,45 @@ pub(crate) async fn handle(
         return no_member_response(&cluster.0.shared.key, tried, last_error);
     };
     let client = ClientOrigin {
-        host: client_host.as_ref().and_then(|host| host.to_str().ok()),
+        host,
         context_path: context_path.as_deref(),
     };
-    rewrite_for_client(&mut response.headers, pool.addr(), &client);
+    let replaced = rewrites_for_client(&response.head, pool.addr(), &client);
     relay(
         response,
-        upgrade_asked,
+        replaced,
+        upgrade.is_some(),
         (connection, pool),
         (cluster, member),
     )
 }
 
-/// Rewrites the member's `Location` and, behind a context path, its cookie paths, so the
-/// client can follow them.
-fn rewrite_for_client(headers: &mut HeaderMap, member: SocketAddr, client: &ClientOrigin) {
-    if let Some(location) = headers.get_mut(header::LOCATION) {
-        rewrite_value(location, |location| {
-            rewrite::location(location, member, client)
-        });
-    }
-    let Some(context_path) = client.context_path else {
-        return;
-    };
-    if let header::Entry::Occupied(mut cookies) = headers.entry(header::SET_COOKIE) {
-        for cookie in cookies.iter_mut() {
-            rewrite_value(cookie, |cookie| rewrite::cookie(cookie, context_path));
+/// The member's `Location` and, behind a context path, its cookie paths, rewritten so the
+/// client can follow them; by the header's place in the head.
+fn rewrites_for_client(
+    head: &Head,
+    member: SocketAddr,
+    client: &ClientOrigin,
+) -> Vec<(usize, String)> {
+    let mut replaced = Vec::new();
+    for (index, name, value) in head.iter() {
+        let Ok(value) = std::str::from_utf8(value) else {
+            continue;
+        };
+        let rewritten = if is_named(name, "location") {
+            rewrite::location(value, member, client)
+        } else if let Some(context_path) = client.context_path
+            && is_named(name, "set-cookie")
+        {
+            rewrite::cookie(value, context_path)
+        } else {
+            None
+        };
+        if let Some(rewritten) = rewritten {
+            replaced.push((index, rewritten));
         }
     }
-}
-
-/// Replaces a header value with what `rewrite` makes of it, when it makes something.
-fn rewrite_value(value: &mut HeaderValue, rewrite: impl FnOnce(&str) -> Option<String>) {
-    let rewritten = value
-        .to_str()
-        .ok()
-        .and_then(rewrite)
-        .and_then(|text| HeaderValue::try_from(text).ok());
-    if let Some(rewritten) = rewritten {
-        *value = rewritten;
-    }
+    replaced
 }
 
 /// A path segment the member would resolve against the one before it (`.`, `..`, or either
@@ -185,29 +256,47 @@ fn is_dot_segment(segment: &str) -> bool {
 /// goes back to the pool once the body was read to the end.
 fn relay(
     response: ResponseHead,
+    replaced: Vec<(usize, String)>,
     upgrade_asked: bool,
     (connection, pool): (Connection, Arc<Pool>),
     (cluster, member): (ClusterFlight, MemberFlight),
-) -> Response<ProxyBody> {
+) -> ProxyResponse {
     let ResponseHead {
         status,
-        mut headers,
+        head,
+        length,
         body,
         keep_alive,
     } = response;
     cluster.0.shared.counters.response(status);
     member.0.response(status);
-    if status == StatusCode::SWITCHING_PROTOCOLS {
-        if upgrade_asked {
-            return tunnel(headers, connection, (cluster, member));
-        }
+    let switching = status == StatusCode::SWITCHING_PROTOCOLS;
+    if switching && !upgrade_asked {
         cluster.0.shared.counters.failure();
         member.0.failure();
         let key = &cluster.0.shared.key;
         let message = format!("a member of cluster {key} switched protocols unasked\n");
         return local_response(StatusCode::BAD_GATEWAY, message);
     }
-    strip_hop_by_hop(&mut headers);
+    let headers = ResponseHeaders::Member(MemberHeaders {
+        head,
+        replaced,
+        length,
+        switching,
+    });
+    if switching {
+        let (member_stream, early) = connection.into_parts();
+        let tunnel = Tunnel {
+            member: member_stream,
+            early,
+            _flight: (cluster, member),
+        };
+        return ProxyResponse {
+            status,
+            headers,
+            body: ProxyBody(Kind::Tunnel(Box::new(tunnel))),
+        };
+    }
     let mut upstream = Upstream {
         connection: Some(connection),
         body,
@@ -218,17 +307,18 @@ fn relay(
     if upstream.body.is_done() {
         upstream.finish();
     }
-    let mut response = Response::new(ProxyBody(Kind::Upstream(upstream)));
-    *response.status_mut() = status;
-    *response.headers_mut() = headers;
-    response
+    ProxyResponse {
+        status,
+        headers,
+        body: ProxyBody(Kind::Upstream(upstream)),
+    }
 }
 
 fn no_member_response(
     key: &ClusterKey,
     tried: usize,
     last_error: Option<ConnectError>,
-) -> Response<ProxyBody> {
+) -> ProxyResponse {
     match last_error {
         None => local_response(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -305,46 +395,15 @@ fn is_undelivered(error: &UpstreamError, request: &OutgoingRequest) -> bool {
 }
 
 /// The protocol a request asks to switch to (such as `websocket`), when it asks to.
-fn requested_upgrade<B>(request: &Request<B>) -> Option<HeaderValue> {
-    let protocol = request.headers().get(header::UPGRADE)?;
-    request
-        .headers()
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|value| value.to_str().ok())
-        .flat_map(|value| value.split(','))
-        .any(|option| option.trim().eq_ignore_ascii_case("upgrade"))
-        .then(|| protocol.clone())
+fn requested_upgrade(head: &Head) -> Option<&[u8]> {
+    let protocol = head.value("upgrade")?;
+    head.lists("connection", b"upgrade").then_some(protocol)
 }
 
-/// Puts back the two hop-by-hop headers a protocol switch needs on the next hop.
-fn keep_upgrade(headers: &mut HeaderMap, protocol: HeaderValue) {
-    headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-    headers.insert(header::UPGRADE, protocol);
-}
-
-/// Answers a protocol switch; the client connection relays bytes both ways once the answer
-/// is written, and the request stays in flight until the tunnel closes.
-fn tunnel(
-    mut headers: HeaderMap,
-    connection: Connection,
-    flight: (ClusterFlight, MemberFlight),
-) -> Response<ProxyBody> {
-    let (member, early) = connection.into_parts();
-    let protocol = headers.get(header::UPGRADE).cloned();
-    strip_hop_by_hop(&mut headers);
-    if let Some(protocol) = protocol {
-        keep_upgrade(&mut headers, protocol);
-    }
-    let tunnel = Tunnel {
-        member,
-        early,
-        _flight: flight,
-    };
-    let mut response = Response::new(ProxyBody(Kind::Tunnel(Box::new(tunnel))));
-    *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
-    *response.headers_mut() = headers;
-    response
+/// Appends the two hop-by-hop headers a protocol switch needs on the next hop.
+fn keep_upgrade(out: &mut Vec<u8>, protocol: &[u8]) {
+    push_header(out, b"connection", b"upgrade");
+    push_header(out, b"upgrade", protocol);
 }
 
 /// A member connection that switched protocols, to be joined with its client's.
@@ -370,104 +429,67 @@ impl Tunnel {
     }
 }
 
-/// The host a request asks for: the URI's authority in absolute form, else the `Host` header.
-fn request_host<B>(request: &Request<B>) -> Option<&str> {
-    let authority = match request.uri().authority() {
-        Some(authority) => authority.as_str(),
-        None => request.headers().get(header::HOST)?.to_str().ok()?,
-    };
-    Some(crate::routing::normalize_host(authority))
-}
-
-fn prepare_request<B>(request: &mut Request<B>, client_ip: &HeaderValue) {
-    if request.uri().authority().is_some() {
-        to_origin_form(request);
+/// The request line and headers sent to a member, up to the body's framing: in origin form
+/// with `context_path` in front of the path, the client added to `X-Forwarded-For`, and
+/// without hop-by-hop headers or `Expect`, since the client was already told to continue.
+fn request_head(
+    request: &ClientRequest,
+    context_path: Option<&str>,
+    client_ip: &str,
+    upgrade: Option<&[u8]>,
+) -> Vec<u8> {
+    let head = &request.head;
+    let mut out = Vec::with_capacity(256);
+    out.extend_from_slice(request.method.as_str().as_bytes());
+    out.push(b' ');
+    let target = request.origin_target();
+    // `OPTIONS *` asks about the server, not a path.
+    if let Some(context_path) = context_path.filter(|_| target.starts_with('/')) {
+        out.extend_from_slice(context_path.as_bytes());
     }
-    *request.version_mut() = Version::HTTP_11;
-    let headers = request.headers_mut();
-    strip_hop_by_hop(headers);
-    // The client was already told to continue, since the proxy streams its body on.
-    headers.remove(header::EXPECT);
-    add_forwarded_for(headers, client_ip);
-    headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
-}
-
-/// Backends expect `/path?query`; the authority of an absolute-form request becomes its `Host`.
-fn to_origin_form<B>(request: &mut Request<B>) {
-    let host = request
-        .uri()
-        .authority()
-        .and_then(|authority| HeaderValue::from_str(authority.as_str()).ok());
-    let path = request
-        .uri()
-        .path_and_query()
-        .map_or_else(|| Uri::from_static("/"), |path| Uri::from(path.clone()));
-    *request.uri_mut() = path;
-    if let Some(host) = host {
-        request.headers_mut().insert(header::HOST, host);
-    }
-}
-
-fn add_forwarded_for(headers: &mut HeaderMap, client_ip: &HeaderValue) {
-    let mut earlier = headers.get_all(&X_FORWARDED_FOR).iter().peekable();
-    if earlier.peek().is_none() {
-        headers.insert(X_FORWARDED_FOR.clone(), client_ip.clone());
-        return;
-    }
-    let mut joined = Vec::new();
-    for value in earlier.chain([client_ip]) {
-        if !joined.is_empty() {
-            joined.extend_from_slice(b", ");
-        }
-        joined.extend_from_slice(value.as_bytes());
-    }
-    if let Ok(joined) = HeaderValue::from_bytes(&joined) {
-        headers.insert(X_FORWARDED_FOR.clone(), joined);
-    }
-}
-
-fn is_hop_by_hop(name: &HeaderName) -> bool {
-    [
-        &header::CONNECTION,
-        &header::TRANSFER_ENCODING,
-        &header::TE,
-        &header::TRAILER,
-        &header::UPGRADE,
-        &header::PROXY_AUTHENTICATE,
-        &header::PROXY_AUTHORIZATION,
-        &KEEP_ALIVE,
-        &PROXY_CONNECTION,
-    ]
-    .contains(&name)
-}
-
-/// Removes the headers that describe one connection rather than the message (RFC 9110 7.6.1).
-fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    if !headers.keys().any(is_hop_by_hop) {
-        return;
-    }
-    let listed: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
+    out.extend_from_slice(target.as_bytes());
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+    // The authority of an absolute-form target is the request's host.
+    let authority = request.authority();
+    for (_, name, value) in head.iter() {
+        let replaced = [
+            "expect",
+            "content-length",
+            "x-forwarded-for",
+            "x-forwarded-proto",
+        ]
         .iter()
-        .filter_map(|value| value.to_str().ok())
-        .flat_map(|value| value.split(','))
-        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
-        .filter(|name| !is_hop_by_hop(name))
-        .collect();
-    for name in listed {
-        headers.remove(name);
+        .any(|replaced| is_named(name, replaced))
+            || (authority.is_some() && is_named(name, "host"));
+        if !replaced && !is_hop_by_hop(head, name) {
+            push_header(&mut out, name, value);
+        }
     }
-    let present: Vec<HeaderName> = headers
-        .keys()
-        .filter(|name| is_hop_by_hop(name))
-        .cloned()
-        .collect();
-    for name in present {
-        headers.remove(name);
+    if let Some(authority) = authority {
+        push_header(&mut out, b"host", authority.as_bytes());
     }
+    out.extend_from_slice(b"x-forwarded-for: ");
+    for earlier in head.values("x-forwarded-for") {
+        out.extend_from_slice(earlier);
+        out.extend_from_slice(b", ");
+    }
+    out.extend_from_slice(client_ip.as_bytes());
+    out.extend_from_slice(b"\r\n");
+    push_header(&mut out, b"x-forwarded-proto", b"http");
+    if let Some(protocol) = upgrade {
+        keep_upgrade(&mut out, protocol);
+    }
+    out
 }
 
-fn unrouted_response(port: u16, unrouted: Unrouted<'_>) -> Response<ProxyBody> {
+/// Whether the header `name` of `head` describes the connection rather than the message: one
+/// of the standard ones, or one its `Connection` header lists.
+fn is_hop_by_hop(head: &Head, name: &[u8]) -> bool {
+    HOP_BY_HOP.iter().any(|hop| is_named(name, hop))
+        || (head.contains("connection") && head.lists("connection", name))
+}
+
+fn unrouted_response(port: u16, unrouted: Unrouted<'_>) -> ProxyResponse {
     let message = match unrouted {
         Unrouted::PortNotServed => format!("port {port} serves no cluster\n"),
         Unrouted::NoHost => {
@@ -480,20 +502,12 @@ fn unrouted_response(port: u16, unrouted: Unrouted<'_>) -> Response<ProxyBody> {
     local_response(StatusCode::NOT_FOUND, message)
 }
 
-pub(crate) fn local_response(status: StatusCode, message: String) -> Response<ProxyBody> {
-    let mut response = Response::new(ProxyBody(Kind::Local(Some(Bytes::from(message)))));
-    *response.status_mut() = status;
-    let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    // The proxy answers as the origin here, which must say when (RFC 9110 section 6.6.1).
-    let date = httpdate::fmt_http_date(std::time::SystemTime::now());
-    if let Ok(date) = HeaderValue::try_from(date) {
-        headers.insert(header::DATE, date);
+pub(crate) fn local_response(status: StatusCode, message: String) -> ProxyResponse {
+    ProxyResponse {
+        status,
+        headers: ResponseHeaders::Local,
+        body: ProxyBody(Kind::Local(Some(Bytes::from(message)))),
     }
-    response
 }
 
 /// A response body: streamed from a backend, written by the proxy itself, or a tunnel.
@@ -614,100 +628,79 @@ impl ProxyBody {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::downstream::client_request;
 
-    /// Prepares a request with the given URI and headers and checks the headers sent on.
-    fn check(uri: &str, headers: &[(&str, &str)], expected_uri: &str, expected: &[(&str, &str)]) {
-        let mut builder = Request::builder().uri(uri);
-        for (name, value) in headers {
-            builder = builder.header(*name, *value);
-        }
-        let mut request = builder.body(()).expect("valid request");
-        prepare_request(&mut request, &HeaderValue::from_static("10.0.0.9"));
-        assert_eq!(request.uri(), expected_uri, "uri of {uri}");
-        assert_eq!(request.version(), Version::HTTP_11);
-        let mut sent: Vec<(&str, &str)> = request
-            .headers()
-            .iter()
-            .map(|(name, value)| (name.as_str(), value.to_str().expect("ascii header")))
-            .collect();
-        sent.sort();
+    /// Prepares the request `head` and checks the request line and headers sent on.
+    fn check(head: &str, expected_line: &str, expected: &[&str]) {
+        let request = client_request(head);
+        let upgrade = requested_upgrade(&request.head);
+        let sent = request_head(&request, None, "10.0.0.9", upgrade);
+        let sent = String::from_utf8(sent).expect("ascii head");
+        let mut lines: Vec<&str> = sent.split_terminator("\r\n").collect();
+        let line = lines.remove(0);
+        assert_eq!(line, expected_line, "request line of {head:?}");
+        lines.sort();
         let mut expected = expected.to_vec();
         expected.sort();
-        assert_eq!(sent, expected, "headers of {uri} {headers:?}");
+        assert_eq!(lines, expected, "headers of {head:?}");
     }
 
     #[test]
     fn forwarded_headers_and_hop_by_hop_removal() {
-        let forwarded = [
-            ("x-forwarded-for", "10.0.0.9"),
-            ("x-forwarded-proto", "http"),
-        ];
+        let forwarded = ["x-forwarded-for: 10.0.0.9", "x-forwarded-proto: http"];
         check(
-            "/a?b=c",
-            &[("host", "web")],
-            "/a?b=c",
-            &[("host", "web"), forwarded[0], forwarded[1]],
+            "GET /a?b=c HTTP/1.1\r\nHost: web\r\n\r\n",
+            "GET /a?b=c HTTP/1.1",
+            &["Host: web", forwarded[0], forwarded[1]],
         );
         check(
-            "/",
+            "GET / HTTP/1.1\r\nHost: web\r\nConnection: keep-alive, X-Secret\r\n\
+             Keep-Alive: timeout=5\r\nx-secret: 1\r\nTE: trailers\r\nUpgrade: h2c\r\n\
+             Proxy-Authorization: basic x\r\nAccept: */*\r\nExpect: 100-continue\r\n\r\n",
+            "GET / HTTP/1.1",
+            &["Host: web", "Accept: */*", forwarded[0], forwarded[1]],
+        );
+        check(
+            "GET / HTTP/1.0\r\nx-forwarded-for: 1.1.1.1\r\nX-Forwarded-For: 2.2.2.2\r\n\
+             x-forwarded-proto: https\r\n\r\n",
+            "GET / HTTP/1.1",
+            &["x-forwarded-for: 1.1.1.1, 2.2.2.2, 10.0.0.9", forwarded[1]],
+        );
+        check(
+            "GET http://web.example.com:8080/x?y HTTP/1.1\r\nHost: ignored\r\n\r\n",
+            "GET /x?y HTTP/1.1",
+            &["host: web.example.com:8080", forwarded[0], forwarded[1]],
+        );
+        check(
+            "GET /chat HTTP/1.1\r\nHost: web\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
+            "GET /chat HTTP/1.1",
             &[
-                ("host", "web"),
-                ("connection", "keep-alive, X-Secret"),
-                ("keep-alive", "timeout=5"),
-                ("x-secret", "1"),
-                ("te", "trailers"),
-                ("upgrade", "h2c"),
-                ("proxy-authorization", "basic x"),
-                ("accept", "*/*"),
-            ],
-            "/",
-            &[
-                ("host", "web"),
-                ("accept", "*/*"),
+                "Host: web",
                 forwarded[0],
                 forwarded[1],
+                "connection: upgrade",
+                "upgrade: websocket",
             ],
-        );
-        check(
-            "/",
-            &[
-                ("x-forwarded-for", "1.1.1.1"),
-                ("X-Forwarded-For", "2.2.2.2"),
-                ("x-forwarded-proto", "https"),
-            ],
-            "/",
-            &[
-                ("x-forwarded-for", "1.1.1.1, 2.2.2.2, 10.0.0.9"),
-                forwarded[1],
-            ],
-        );
-        check(
-            "http://web.example.com:8080/x?y",
-            &[("host", "ignored")],
-            "/x?y",
-            &[("host", "web.example.com:8080"), forwarded[0], forwarded[1]],
         );
     }
 
     #[test]
     fn host_of_a_request() {
-        let cases: [(&str, Option<&str>, Option<&str>); 4] = [
-            ("/", Some("Web.Example.com:8080"), Some("Web.Example.com")),
-            ("/", None, None),
+        let cases = [
             (
-                "http://api.example.com/x",
-                Some("web.example.com"),
+                "GET / HTTP/1.1\r\nHost: Web.Example.com:8080\r\n\r\n",
+                Some("Web.Example.com"),
+            ),
+            ("GET / HTTP/1.0\r\n\r\n", None),
+            (
+                "GET http://api.example.com/x HTTP/1.1\r\nHost: web.example.com\r\n\r\n",
                 Some("api.example.com"),
             ),
-            ("/", Some("[::1]:80"), Some("[::1]")),
+            ("GET / HTTP/1.1\r\nHost: [::1]:80\r\n\r\n", Some("[::1]")),
         ];
-        for (uri, host, expected) in cases {
-            let mut builder = Request::builder().uri(uri);
-            if let Some(host) = host {
-                builder = builder.header(header::HOST, host);
-            }
-            let request = builder.body(()).expect("valid request");
-            assert_eq!(request_host(&request), expected, "{uri} with host {host:?}");
+        for (head, expected) in cases {
+            let request = client_request(head);
+            assert_eq!(request.host().map(normalize_host), expected, "{head:?}");
         }
     }
 }

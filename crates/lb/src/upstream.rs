@@ -5,13 +5,13 @@
 //! can be sent again to another member at no cost when the first one fails before answering.
 
 use std::io;
+use std::mem::MaybeUninit;
 use std::pin::{Pin, pin};
 use std::task::{Context, Poll, Waker, ready};
 use std::time::Duration;
 
-use bytes::{Buf, Bytes, BytesMut};
-use hyper::header::{self, HeaderMap, HeaderValue};
-use hyper::{Method, StatusCode, Version, http};
+use bytes::{Buf, BytesMut};
+use hyper::{StatusCode, Version};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
@@ -20,9 +20,10 @@ use tokio_util::io::poll_read_buf;
 use crate::deadline::Deadline;
 use crate::downstream::{ClientBody, ClientBodyError};
 use crate::framing::{
-    BodyDecoder, Decoded, FramingError, HeaderSpans, MAX_HEAD, MAX_HEADERS, content_length,
-    has_plain_length, keeps_alive, push_chunk, push_header,
+    BodyDecoder, Decoded, FramingError, MAX_HEAD, MAX_HEADERS, content_length, keeps_alive,
+    push_chunk, push_header,
 };
+use crate::head::Head;
 
 /// Bytes asked of a member's socket per read.
 const READ_CHUNK: usize = 16 * 1024;
@@ -302,36 +303,20 @@ enum RequestBody<'a> {
 }
 
 impl<'a> OutgoingRequest<'a> {
-    /// Encodes the head in origin form with the body's framing, `context_path` in front of
-    /// the path; `Content-Length` is set from the body and the client's `Transfer-Encoding`
-    /// was already removed as hop-by-hop.
+    /// The request whose head, up to its framing, is `head` (request line and headers
+    /// ending in CRLF); the framing of `body` is added. A request that declared a length
+    /// keeps one even when its body is already through.
     pub(crate) fn new(
-        parts: &http::request::Parts,
+        mut head: Vec<u8>,
         body: ClientBody<'a>,
-        context_path: Option<&str>,
+        method_is_head: bool,
+        declared_length: bool,
     ) -> OutgoingRequest<'a> {
-        let declared_length = parts.headers.contains_key(header::CONTENT_LENGTH);
         let (body, length) = match body.length() {
             _ if body.is_done() => (RequestBody::None, declared_length.then_some(0)),
             Some(length) => (RequestBody::Sized(body), Some(length)),
             None => (RequestBody::Chunked(body), None),
         };
-        let mut head = Vec::with_capacity(256);
-        head.extend_from_slice(parts.method.as_str().as_bytes());
-        head.push(b' ');
-        let target = request_target(&parts.uri);
-        // `OPTIONS *` asks about the server, not a path.
-        if let Some(context_path) = context_path.filter(|_| target.starts_with('/')) {
-            head.extend_from_slice(context_path.as_bytes());
-        }
-        head.extend_from_slice(target.as_bytes());
-        head.extend_from_slice(b" HTTP/1.1\r\n");
-        for (name, value) in &parts.headers {
-            if name == header::CONTENT_LENGTH {
-                continue;
-            }
-            push_header(&mut head, name.as_str().as_bytes(), value.as_bytes());
-        }
         match (&body, length) {
             (_, Some(length)) => {
                 push_header(&mut head, b"content-length", length.to_string().as_bytes());
@@ -345,7 +330,7 @@ impl<'a> OutgoingRequest<'a> {
         OutgoingRequest {
             head,
             body,
-            method_is_head: parts.method == Method::HEAD,
+            method_is_head,
         }
     }
 
@@ -407,18 +392,13 @@ impl<'a> OutgoingRequest<'a> {
     }
 }
 
-/// The path and query of an origin-form target, the authority of a CONNECT, or `*`.
-fn request_target(uri: &http::Uri) -> &str {
-    if let Some(path) = uri.path_and_query() {
-        return path.as_str();
-    }
-    uri.authority().map_or("/", |authority| authority.as_str())
-}
-
 /// A member's response head, and how its body is framed.
 pub(crate) struct ResponseHead {
     pub(crate) status: StatusCode,
-    pub(crate) headers: HeaderMap,
+    pub(crate) head: Head,
+    /// The one length every `Content-Length` agrees on, unless a transfer coding frames the
+    /// body.
+    pub(crate) length: Option<u64>,
     pub(crate) body: BodyDecoder,
     /// Whether the connection can carry another request once the body was read.
     pub(crate) keep_alive: bool,
@@ -430,9 +410,14 @@ fn parse_head(
     method_is_head: bool,
 ) -> Result<Option<ResponseHead>, UpstreamError> {
     let invalid = |reason: String| UpstreamError::InvalidHead(reason);
-    let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut response = httparse::Response::new(&mut slots);
-    let length = match response.parse(buffer) {
+    let mut slots = [const { MaybeUninit::uninit() }; MAX_HEADERS];
+    let mut response = httparse::Response::new(&mut []);
+    let parsed = httparse::ParserConfig::default().parse_response_with_uninit_headers(
+        &mut response,
+        buffer,
+        &mut slots,
+    );
+    let length = match parsed {
         Ok(httparse::Status::Complete(length)) => length,
         Ok(httparse::Status::Partial) => return Ok(None),
         Err(error) => return Err(invalid(error.to_string())),
@@ -443,29 +428,22 @@ fn parse_head(
         Some(0) => Version::HTTP_10,
         _ => Version::HTTP_11,
     };
-    let spans = HeaderSpans::new(buffer, response.headers);
-    // A copy of the head, small, lets the read buffer be reused once the body was passed on.
-    let head = Bytes::copy_from_slice(&buffer[..length]);
+    let head = Head::new(buffer, length, response.headers);
     buffer.advance(length);
-    let mut headers = spans.to_map(&head).map_err(invalid)?;
-    let body = BodyDecoder::for_response(method_is_head, status, &headers).map_err(invalid)?;
-    let coded = headers.contains_key(header::TRANSFER_ENCODING);
+    let coded = head.contains("transfer-encoding");
+    // The transfer coding frames the body, so a length beside it would mislead the client.
+    let length = match coded {
+        true => None,
+        false => content_length(&head).map_err(invalid)?,
+    };
+    let body = BodyDecoder::for_response(method_is_head, status, &head, length);
     // Framing that RFC 9112 (6.1, 6.3) calls faulty is read once, then the connection closes.
-    let faulty =
-        coded && (version == Version::HTTP_10 || headers.contains_key(header::CONTENT_LENGTH));
-    if coded {
-        // The transfer coding frames the body, so a length beside it would mislead the client.
-        headers.remove(header::CONTENT_LENGTH);
-    } else if !has_plain_length(&headers)
-        && let Some(length) = content_length(&headers).map_err(invalid)?
-    {
-        // `5, 5` or repeated headers become the one length they agree on.
-        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
-    }
-    let keep_alive = keeps_alive(version, &headers) && !faulty && !body.is_until_close();
+    let faulty = coded && (version == Version::HTTP_10 || head.contains("content-length"));
+    let keep_alive = keeps_alive(version, &head) && !faulty && !body.is_until_close();
     Ok(Some(ResponseHead {
         status,
-        headers,
+        head,
+        length,
         body,
         keep_alive,
     }))
@@ -626,26 +604,19 @@ mod tests {
     fn lengths_are_digits_and_reach_the_client_as_one_value() {
         let lengths = |head: &str| {
             let mut buffer = BytesMut::from(head);
-            parse_head(&mut buffer, false).map(|response| {
-                let response = response.expect("complete head");
-                let values = response.headers.get_all(header::CONTENT_LENGTH);
-                values
-                    .iter()
-                    .map(|v| v.to_str().unwrap().to_string())
-                    .collect::<Vec<_>>()
-            })
+            parse_head(&mut buffer, false).map(|response| response.expect("complete head").length)
         };
         let ok = "HTTP/1.1 200 OK\r\n";
         assert_eq!(
             lengths(&format!("{ok}content-length: 5, 5\r\n\r\n")).unwrap(),
-            ["5"]
+            Some(5)
         );
         assert_eq!(
             lengths(&format!(
                 "{ok}content-length: 5\r\ncontent-length: 5\r\n\r\n"
             ))
             .unwrap(),
-            ["5"]
+            Some(5)
         );
         assert_eq!(
             lengths(&format!("{ok}content-length: +5\r\n\r\n"))
@@ -656,12 +627,12 @@ mod tests {
     }
 
     #[test]
-    fn head_values_share_one_copy_of_the_head() {
+    fn heads_come_off_the_buffer() {
         let mut buffer = BytesMut::from("HTTP/1.1 404 Not Found\r\nX-A: 1\r\nx-a: 2\r\n\r\nrest");
         let response = parse_head(&mut buffer, true).unwrap().unwrap();
         assert_eq!(response.status, StatusCode::NOT_FOUND);
-        let values: Vec<_> = response.headers.get_all("x-a").iter().collect();
-        assert_eq!(values, ["1", "2"]);
+        let values: Vec<_> = response.head.values("x-a").collect();
+        assert_eq!(values, [b"1", b"2"]);
         assert!(response.body.is_done(), "a HEAD response has no body");
         assert_eq!(&buffer[..], b"rest");
     }
