@@ -4,7 +4,7 @@
 use bytes::{Bytes, BytesMut};
 use hyper::{StatusCode, Version};
 
-use crate::head::Head;
+use crate::head::{Head, Name};
 
 /// Largest head (start line and headers) a peer may send.
 pub(crate) const MAX_HEAD: usize = 64 * 1024;
@@ -69,8 +69,8 @@ pub(crate) fn push_chunk(out: &mut Vec<u8>, data: &[u8]) {
 /// HTTP/1.1 keeps a connection unless told `close`; HTTP/1.0 only when told `keep-alive`.
 pub(crate) fn keeps_alive(version: Version, head: &Head) -> bool {
     match version {
-        Version::HTTP_10 => head.lists("connection", b"keep-alive"),
-        _ => !head.lists("connection", b"close"),
+        Version::HTTP_10 => head.lists(Name::Connection, b"keep-alive"),
+        _ => !head.lists(Name::Connection, b"close"),
     }
 }
 
@@ -119,15 +119,15 @@ impl BodyDecoder {
         version: Version,
         head: &Head,
     ) -> Result<BodyDecoder, RequestFramingError> {
-        let framing = if let Some(codings) = head.values("transfer-encoding").next_back() {
+        let framing = if let Some(codings) = head.values(Name::TransferEncoding).next_back() {
             if version == Version::HTTP_10 {
                 return Err(RequestFramingError::CodingInHttp10);
             }
             // A length beside a coding is how requests are smuggled past proxies.
-            if head.contains("content-length") {
+            if head.contains(Name::ContentLength) {
                 return Err(RequestFramingError::LengthAndCoding);
             }
-            let only_chunked = head.values("transfer-encoding").count() == 1
+            let only_chunked = head.values(Name::TransferEncoding).count() == 1
                 && codings.trim_ascii().eq_ignore_ascii_case(b"chunked");
             if !only_chunked {
                 let codings = String::from_utf8_lossy(codings).into_owned();
@@ -152,7 +152,7 @@ impl BodyDecoder {
     ) -> BodyDecoder {
         let framing = if has_no_body(method_is_head, status) {
             Framing::Done
-        } else if let Some(codings) = head.values("transfer-encoding").next_back() {
+        } else if let Some(codings) = head.values(Name::TransferEncoding).next_back() {
             let last = codings
                 .rsplit(|&byte| byte == b',')
                 .next()
@@ -320,7 +320,7 @@ fn chunk_size(line: &[u8]) -> Result<u64, FramingError> {
 /// The body length that every `Content-Length` value agrees on.
 pub(crate) fn content_length(head: &Head) -> Result<Option<u64>, String> {
     let mut length = None;
-    for value in head.values("content-length") {
+    for value in head.values(Name::ContentLength) {
         for item in value.split(|&byte| byte == b',') {
             let item = item.trim_ascii();
             let parsed: u64 = std::str::from_utf8(item)

@@ -15,7 +15,7 @@ use tokio::net::TcpStream;
 use crate::downstream::{ClientBody, ClientRequest};
 use crate::flight::{ClusterFlight, MemberFlight};
 use crate::framing::{BodyDecoder, Decoded, push_header};
-use crate::head::{Head, is_named};
+use crate::head::{Head, Name};
 use crate::pool::{ConnectError, Pool};
 use crate::rewrite::{self, ClientOrigin};
 use crate::routing::{
@@ -32,19 +32,6 @@ pub(crate) struct ConnContext {
     /// The client's address, as `X-Forwarded-For` names it.
     pub(crate) client_ip: String,
 }
-
-/// Headers that describe one connection rather than the message (RFC 9110 section 7.6.1).
-const HOP_BY_HOP: [&str; 9] = [
-    "connection",
-    "transfer-encoding",
-    "te",
-    "trailer",
-    "upgrade",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "keep-alive",
-    "proxy-connection",
-];
 
 /// A response for the client: its status, its headers other than the framing, its body.
 pub(crate) struct ProxyResponse {
@@ -86,21 +73,24 @@ impl ResponseHeaders {
         };
         let head = &member.head;
         let mut replaced = member.replaced.iter().peekable();
-        for (index, name, value) in head.iter() {
-            let value = match replaced.next_if(|(at, _)| *at == index) {
+        for header in head.iter() {
+            let value = match replaced.next_if(|(at, _)| *at == header.index) {
                 Some((_, value)) => value.as_bytes(),
-                None => value,
+                None => header.value,
             };
-            let framing = is_named(name, "content-length") || is_named(name, "transfer-encoding");
-            if !framing && !is_hop_by_hop(head, name) {
-                push_header(out, name, value);
+            let framing = matches!(
+                header.known,
+                Some(Name::ContentLength | Name::TransferEncoding)
+            );
+            if !framing && !head.is_hop_by_hop(&header) {
+                push_header(out, header.name, value);
             }
         }
         if let Some(length) = member.length.filter(|_| keeps_length) {
             push_header(out, b"content-length", length.to_string().as_bytes());
         }
         if member.switching
-            && let Some(protocol) = head.value("upgrade")
+            && let Some(protocol) = head.value(Name::Upgrade)
         {
             keep_upgrade(out, protocol);
         }
@@ -138,7 +128,7 @@ pub(crate) async fn handle(
         &context.client_ip,
         upgrade,
     );
-    let declared_length = request.head.contains("content-length");
+    let declared_length = request.head.contains(Name::ContentLength);
     let method_is_head = request.method == Method::HEAD;
     let mut outgoing = OutgoingRequest::new(head, body, method_is_head, declared_length);
     // Safe to send twice: an idempotent method, no body and no protocol switch.
@@ -150,7 +140,9 @@ pub(crate) async fn handle(
     let mut answered = None;
     for backend in attempt_order(&cluster.0.shared.next, &cluster.0.backends, now_ms) {
         let member = MemberFlight::begin(Arc::clone(&backend.counters), second);
-        match exchange(backend, &mut outgoing, replayable, &cluster.0).await {
+        // A retry may come long after the request did, and the pool goes by its time.
+        let attempt_ms = if tried == 0 { now_ms } else { uptime_ms() };
+        match exchange(backend, &mut outgoing, replayable, &cluster.0, attempt_ms).await {
             Ok((response, connection)) => {
                 answered = Some((response, connection, Arc::clone(&backend.pool), member));
                 break;
@@ -222,21 +214,19 @@ fn rewrites_for_client(
     client: &ClientOrigin,
 ) -> Vec<(usize, String)> {
     let mut replaced = Vec::new();
-    for (index, name, value) in head.iter() {
-        let Ok(value) = std::str::from_utf8(value) else {
-            continue;
-        };
-        let rewritten = if is_named(name, "location") {
-            rewrite::location(value, member, client)
-        } else if let Some(context_path) = client.context_path
-            && is_named(name, "set-cookie")
-        {
-            rewrite::cookie(value, context_path)
-        } else {
-            None
+    for header in head.iter() {
+        let text = || std::str::from_utf8(header.value).ok();
+        let rewritten = match (header.known, client.context_path) {
+            (Some(Name::Location), _) => text().and_then(|location| {
+                rewrite::location(location, member, client)
+            }),
+            (Some(Name::SetCookie), Some(context_path)) => {
+                text().and_then(|cookie| rewrite::cookie(cookie, context_path))
+            }
+            _ => None,
         };
         if let Some(rewritten) = rewritten {
-            replaced.push((index, rewritten));
+            replaced.push((header.index, rewritten));
         }
     }
     replaced
@@ -361,9 +351,10 @@ async fn exchange(
     request: &mut OutgoingRequest<'_>,
     replayable: bool,
     cluster: &ClusterTarget,
+    now_ms: u64,
 ) -> Result<(ResponseHead, Connection), Exchange> {
     let timeout = cluster.response_timeout;
-    if let Some(mut connection) = backend.pool.take_idle(uptime_ms()) {
+    if let Some(mut connection) = backend.pool.take_idle(now_ms) {
         match connection.exchange(request, timeout).await {
             Ok(response) => return Ok((response, connection)),
             // A member too slow to answer is no closed connection: a new one would wait as long.
@@ -396,8 +387,8 @@ fn is_undelivered(error: &UpstreamError, request: &OutgoingRequest) -> bool {
 
 /// The protocol a request asks to switch to (such as `websocket`), when it asks to.
 fn requested_upgrade(head: &Head) -> Option<&[u8]> {
-    let protocol = head.value("upgrade")?;
-    head.lists("connection", b"upgrade").then_some(protocol)
+    let protocol = head.value(Name::Upgrade)?;
+    head.lists(Name::Connection, b"upgrade").then_some(protocol)
 }
 
 /// Appends the two hop-by-hop headers a protocol switch needs on the next hop.
@@ -451,25 +442,23 @@ fn request_head(
     out.extend_from_slice(b" HTTP/1.1\r\n");
     // The authority of an absolute-form target is the request's host.
     let authority = request.authority();
-    for (_, name, value) in head.iter() {
-        let replaced = [
-            "expect",
-            "content-length",
-            "x-forwarded-for",
-            "x-forwarded-proto",
-        ]
-        .iter()
-        .any(|replaced| is_named(name, replaced))
-            || (authority.is_some() && is_named(name, "host"));
-        if !replaced && !is_hop_by_hop(head, name) {
-            push_header(&mut out, name, value);
+    for header in head.iter() {
+        let replaced = match header.known {
+            Some(
+                Name::Expect | Name::ContentLength | Name::XForwardedFor | Name::XForwardedProto,
+            ) => true,
+            Some(Name::Host) => authority.is_some(),
+            _ => false,
+        };
+        if !replaced && !head.is_hop_by_hop(&header) {
+            push_header(&mut out, header.name, header.value);
         }
     }
     if let Some(authority) = authority {
         push_header(&mut out, b"host", authority.as_bytes());
     }
     out.extend_from_slice(b"x-forwarded-for: ");
-    for earlier in head.values("x-forwarded-for") {
+    for earlier in head.values(Name::XForwardedFor) {
         out.extend_from_slice(earlier);
         out.extend_from_slice(b", ");
     }
@@ -480,13 +469,6 @@ fn request_head(
         keep_upgrade(&mut out, protocol);
     }
     out
-}
-
-/// Whether the header `name` of `head` describes the connection rather than the message: one
-/// of the standard ones, or one its `Connection` header lists.
-fn is_hop_by_hop(head: &Head, name: &[u8]) -> bool {
-    HOP_BY_HOP.iter().any(|hop| is_named(name, hop))
-        || (head.contains("connection") && head.lists("connection", name))
 }
 
 fn unrouted_response(port: u16, unrouted: Unrouted<'_>) -> ProxyResponse {
