@@ -676,14 +676,12 @@ fn parse_request(buffer: &mut BytesMut) -> Result<Option<RequestHead>, BadReques
     }))
 }
 
-/// The request `head` parses into, for tests of what is done with requests.
+/// The request `bytes` begin with, `None` when incomplete, or why it is refused; for tests of
+/// what is done with requests.
 #[cfg(test)]
-pub(crate) fn client_request(head: &str) -> ClientRequest {
-    match parse_request(&mut BytesMut::from(head)) {
-        Ok(Some(parsed)) => parsed.request,
-        Ok(None) => panic!("incomplete head {head:?}"),
-        Err(bad) => panic!("bad head {head:?}: {}", bad.reason),
-    }
+pub(crate) fn parse_client_request(bytes: &[u8]) -> Result<Option<ClientRequest>, String> {
+    let parsed = parse_request(&mut BytesMut::from(bytes)).map_err(|bad| bad.reason)?;
+    Ok(parsed.map(|parsed| parsed.request))
 }
 
 /// The status line and headers; framing headers are left to the caller, except that the
@@ -850,7 +848,10 @@ mod tests {
             BytesMut::from("GET /a HTTP/1.1\r\nHost: w\r\nX: 1\r\n\r\nGET /b HTTP/1.1\r\n");
         let first = parse_request(&mut buffer).unwrap().unwrap();
         assert_eq!(
-            (first.request.path(), first.request.head.iter().nth(1).map(|x| x.value)),
+            (
+                first.request.path(),
+                first.request.head.iter().nth(1).map(|x| x.value)
+            ),
             ("/a", Some(&b"1"[..]))
         );
         assert_eq!(&buffer[..], b"GET /b HTTP/1.1\r\n");

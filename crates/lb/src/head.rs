@@ -131,15 +131,12 @@ impl Head {
 
     /// Every header, in the order it came.
     pub(crate) fn iter(&self) -> impl Iterator<Item = Header<'_>> {
-        self.fields
-            .iter()
-            .enumerate()
-            .map(|(index, field)| Header {
-                index,
-                known: field.known,
-                name: &self.bytes[field.name.clone()],
-                value: &self.bytes[field.value.clone()],
-            })
+        self.fields.iter().enumerate().map(|(index, field)| Header {
+            index,
+            known: field.known,
+            name: &self.bytes[field.name.clone()],
+            value: &self.bytes[field.value.clone()],
+        })
     }
 
     /// The values of every header `name`, in order.
@@ -200,7 +197,8 @@ mod tests {
 
     #[test]
     fn headers_are_found_by_name_in_any_case() {
-        let head = head("HTTP/1.1 200 OK\r\nHOST: a\r\nConnection: Keep-Alive\r\nhost: b\r\n\r\nbody");
+        let head =
+            head("HTTP/1.1 200 OK\r\nHOST: a\r\nConnection: Keep-Alive\r\nhost: b\r\n\r\nbody");
         assert_eq!(head.values(Name::Host).collect::<Vec<_>>(), [b"a", b"b"]);
         assert!(head.lists(Name::Connection, b"keep-alive"));
         assert!(!head.lists(Name::Connection, b"close"));

@@ -217,9 +217,9 @@ fn rewrites_for_client(
     for header in head.iter() {
         let text = || std::str::from_utf8(header.value).ok();
         let rewritten = match (header.known, client.context_path) {
-            (Some(Name::Location), _) => text().and_then(|location| {
-                rewrite::location(location, member, client)
-            }),
+            (Some(Name::Location), _) => {
+                text().and_then(|location| rewrite::location(location, member, client))
+            }
             (Some(Name::SetCookie), Some(context_path)) => {
                 text().and_then(|cookie| rewrite::cookie(cookie, context_path))
             }
@@ -610,7 +610,18 @@ impl ProxyBody {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::downstream::client_request;
+    use crate::downstream::parse_client_request;
+    use crate::upstream::parse_head;
+    use proptest::prelude::*;
+    use proptest::sample::select;
+
+    fn client_request(head: &str) -> ClientRequest {
+        match parse_client_request(head.as_bytes()) {
+            Ok(Some(request)) => request,
+            Ok(None) => panic!("incomplete head {head:?}"),
+            Err(reason) => panic!("bad head {head:?}: {reason}"),
+        }
+    }
 
     /// Prepares the request `head` and checks the request line and headers sent on.
     fn check(head: &str, expected_line: &str, expected: &[&str]) {
@@ -683,6 +694,170 @@ mod tests {
         for (head, expected) in cases {
             let request = client_request(head);
             assert_eq!(request.host().map(normalize_host), expected, "{head:?}");
+        }
+    }
+
+    /// Header lines a proxy must take care with, in any case, and others.
+    fn header_lines() -> impl Strategy<Value = String> {
+        let names = select(
+            &[
+                "hOST",
+                "Connection",
+                "Upgrade",
+                "Content-Length",
+                "transfer-encoding",
+                "X-Forwarded-For",
+                "x-forwarded-proto",
+                "Expect",
+                "TE",
+                "Keep-Alive",
+                "Location",
+                "Set-Cookie",
+                "X-A",
+                "x-a",
+            ][..],
+        );
+        let values = select(
+            &[
+                "",
+                "close",
+                "keep-alive, X-A",
+                "Upgrade",
+                "websocket",
+                "5",
+                "5, 5",
+                "7, 8",
+                "+5",
+                "chunked",
+                "gzip, chunked",
+                "100-continue",
+                "1.1.1.1",
+                "/ctx/next",
+                "http://127.0.0.1:9/ctx/x",
+                "id=1; Path=/ctx/a",
+                "web:80",
+            ][..],
+        );
+        let extra = prop_oneof![3 => Just(String::new()), 1 => "[ -~]{0,4}"];
+        let line = (names, values, extra)
+            .prop_map(|(name, value, extra)| format!("{name}: {value}{extra}\r\n"));
+        prop::collection::vec(line, 0..8).prop_map(|lines| lines.concat())
+    }
+
+    /// Whether `head` (a request or a response) parses whole, with none of the headers that
+    /// describe the connection except the pair announcing a protocol switch, and with the
+    /// body's framing only where `framing` allows it.
+    fn forwards_cleanly(head: &[u8], response: bool, framing: bool) -> Result<(), String> {
+        let mut slots = [httparse::EMPTY_HEADER; 64];
+        let complete = if response {
+            httparse::Response::new(&mut slots).parse(head)
+        } else {
+            httparse::Request::new(&mut slots).parse(head)
+        };
+        match complete {
+            Ok(httparse::Status::Complete(length)) if length == head.len() => {}
+            other => return Err(format!("does not parse whole: {other:?}")),
+        }
+        let names: Vec<String> = slots
+            .iter()
+            .take_while(|header| !header.name.is_empty())
+            .map(|header| header.name.to_ascii_lowercase())
+            .collect();
+        let switching = names.iter().any(|name| name == "upgrade");
+        for name in &names {
+            let allowed = match name.as_str() {
+                "connection" | "upgrade" => switching,
+                "content-length" | "transfer-encoding" => framing,
+                "te" | "keep-alive" => false,
+                "expect" => response,
+                _ => true,
+            };
+            if !allowed {
+                return Err(format!("{name} is passed on"));
+            }
+        }
+        Ok(())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(1024))]
+
+        /// Whatever a client sends is forwarded as a well-formed head or refused, never a
+        /// panic.
+        #[test]
+        fn requests_are_forwarded_cleanly_or_refused(
+            method in prop_oneof![
+                6 => select(&["GET", "HEAD", "POST", "OPTIONS", "BREW"][..]),
+                1 => select(&["CONNECT", "G T", ""][..]),
+            ],
+            target in prop_oneof![
+                6 => select(&["/", "*", "/a?b", "http://web:8080/x", "/%2e%2e/"][..]),
+                1 => select(&["web:80", "/\u{e9}", "/a b"][..]),
+            ],
+            version in prop_oneof![
+                6 => select(&["HTTP/1.1", "HTTP/1.0"][..]),
+                1 => select(&["HTTP/2.0", "HTTP/1.1x"][..]),
+            ],
+            host in select(&["Host: web\r\n", "Host: web\r\n", "Host: web\r\n", ""][..]),
+            headers in header_lines(),
+            tail in prop::collection::vec(any::<u8>(), 0..8),
+            context_path in select(&[None, Some("/ctx")][..]),
+        ) {
+            let mut bytes = format!("{method} {target} {version}\r\n{host}{headers}\r\n").into_bytes();
+            bytes.extend_from_slice(&tail);
+            if let Ok(Some(request)) = parse_client_request(&bytes) {
+                let upgrade = requested_upgrade(&request.head);
+                let mut sent = request_head(&request, context_path, "10.0.0.9", upgrade);
+                sent.extend_from_slice(b"\r\n");
+                let sent_host = request.host().map(normalize_host);
+                prop_assert_eq!(forwards_cleanly(&sent, false, false), Ok(()), "{}", String::from_utf8_lossy(&sent));
+                let text = String::from_utf8_lossy(&sent).to_ascii_lowercase();
+                prop_assert!(text.contains("\r\nx-forwarded-proto: http\r\n"), "{}", text);
+                prop_assert!(text.lines().any(|line| line.starts_with("x-forwarded-for: ") && line.ends_with("10.0.0.9")), "{}", text);
+                prop_assert_eq!(sent_host.is_some(), text.contains("\r\nhost: "), "{}", text);
+            }
+        }
+
+        /// Whatever a member answers reaches the client as a well-formed head or as an error,
+        /// never a panic.
+        #[test]
+        fn responses_are_passed_on_cleanly_or_rejected(
+            status in prop_oneof![
+                6 => select(&["200 OK", "101 Switching Protocols", "204 No Content", "304 Not Modified", "302 Found"][..]),
+                1 => select(&["999 Odd", "20 Short", ""][..]),
+            ],
+            version in prop_oneof![
+                6 => select(&["HTTP/1.1", "HTTP/1.0"][..]),
+                1 => select(&["HTTP/3", "HTTP/1.1 "][..]),
+            ],
+            headers in header_lines(),
+            body in prop::collection::vec(any::<u8>(), 0..8),
+            method_is_head in any::<bool>(),
+            context_path in select(&[None, Some("/ctx")][..]),
+        ) {
+            let mut bytes = format!("{version} {status}\r\n{headers}\r\n").into_bytes();
+            bytes.extend_from_slice(&body);
+            let mut buffer = BytesMut::from(&bytes[..]);
+            if let Ok(Some(response)) = parse_head(&mut buffer, method_is_head) {
+                let member = SocketAddr::from(([127, 0, 0, 1], 9));
+                let client = ClientOrigin { host: Some("web"), context_path };
+                let replaced = rewrites_for_client(&response.head, member, &client);
+                let status = response.status;
+                let headers = ResponseHeaders::Member(MemberHeaders {
+                    head: response.head,
+                    replaced,
+                    length: response.length,
+                    switching: status == StatusCode::SWITCHING_PROTOCOLS,
+                });
+                let mut sent = b"HTTP/1.1 200 OK\r\n".to_vec();
+                let keeps_length = crate::framing::has_no_body(method_is_head, status);
+                headers.encode(&mut sent, keeps_length);
+                sent.extend_from_slice(b"\r\n");
+                prop_assert_eq!(forwards_cleanly(&sent, true, keeps_length), Ok(()), "{}", String::from_utf8_lossy(&sent));
+                let text = String::from_utf8_lossy(&sent).to_ascii_lowercase();
+                let location = text.lines().find(|line| line.starts_with("location: "));
+                prop_assert!(!location.is_some_and(|line| line.contains("127.0.0.1:9")), "{}", text);
+            }
         }
     }
 }

@@ -405,7 +405,7 @@ pub(crate) struct ResponseHead {
 }
 
 /// Parses a complete head off the front of `buffer`, or returns `None` when more is needed.
-fn parse_head(
+pub(crate) fn parse_head(
     buffer: &mut BytesMut,
     method_is_head: bool,
 ) -> Result<Option<ResponseHead>, UpstreamError> {
