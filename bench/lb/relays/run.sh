@@ -22,10 +22,10 @@ start_work
 BACKEND="$(free_port)"
 "$LB" backend "$BACKEND" & PIDS+=($!)
 declare -A PORT
-NAMES=(haproxy epoll tokio httparse pooled burn hyper cairn)
+NAMES=(haproxy epoll epoll-pooled epoll-batched tokio httparse pooled burn hyper cairn)
 for name in "${NAMES[@]}"; do PORT[$name]="$(free_port)"; done
 "$LB" proxy "${PORT[cairn]}" "$BACKEND" & PIDS+=($!)
-for mode in epoll tokio httparse pooled burn hyper; do
+for mode in epoll epoll-pooled epoll-batched tokio httparse pooled burn hyper; do
     "$RELAYS" "$mode" "${PORT[$mode]}" "$BACKEND" & PIDS+=($!)
 done
 haproxy_config "$WORK/haproxy.cfg" "${PORT[haproxy]}" "$BACKEND" 1
@@ -43,9 +43,9 @@ for round in $(seq "$ROUNDS"); do
 done
 echo
 echo "wrk -t2 -c64 -d${DURATION}s, medians of $ROUNDS interleaved rounds, placed by the kernel, $(nproc) cores, $(date -u +%Y-%m-%dT%H:%MZ)"
-printf '%-9s %11s %8s   %s\n' target requests/s 'p99 ms' 'p99 per round'
+printf '%-13s %11s %8s   %s\n' target requests/s 'p99 ms' 'p99 per round'
 for name in "${NAMES[@]}"; do
-    printf '%-9s %11s %8s   %s\n' "$name" \
+    printf '%-13s %11s %8s   %s\n' "$name" \
         "$(echo "${RPS[$name]}" | tr ' ' '\n' | grep . | median %.0f)" \
         "$(echo "${P99[$name]}" | tr ' ' '\n' | grep . | median %.2f)" "${P99[$name]}"
 done

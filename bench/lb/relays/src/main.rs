@@ -4,6 +4,10 @@
 //!
 //! Usage: `relays MODE PORT BACKEND_PORT`, MODE one of
 //! - `epoll`: raw level-triggered epoll, bytes passed on as they are read;
+//! - `epoll-pooled`: the work of `pooled` (heads parsed and written again, backend connections
+//!   shared, the most recently idle first) on that raw epoll loop instead of tokio;
+//! - `epoll-batched`: `epoll-pooled` writing only once every socket of a batch of events was
+//!   read, in HAProxy's order;
 //! - `tokio`: a current_thread tokio runtime, a task per connection, bytes passed on;
 //! - `httparse`: the same, with request and response heads parsed and written again;
 //! - `pooled`: `httparse` with backend connections shared by all clients, the most recently
@@ -36,12 +40,16 @@ fn main() -> Result<(), Error> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let [mode, port, backend] = args.as_slice() else {
         return Err(
-            "usage: relays epoll|tokio|httparse|pooled|burn|hyper PORT BACKEND_PORT".into(),
+            "usage: relays epoll|epoll-pooled|epoll-batched|tokio|httparse|pooled|burn|hyper PORT BACKEND_PORT"
+                .into(),
         );
     };
     let (port, backend): (u16, u16) = (port.parse()?, backend.parse()?);
     if mode == "epoll" {
         return epoll(port, backend);
+    }
+    if mode == "epoll-pooled" || mode == "epoll-batched" {
+        return epoll_pooled(port, backend, mode == "epoll-batched");
     }
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -125,6 +133,153 @@ fn epoll(port: u16, backend: u16) -> Result<(), Error> {
             };
             if let Some(peer) = sockets[slot ^ 1].as_mut() {
                 let _ = peer.write_all(&buffer[..read]);
+            }
+        }
+    }
+}
+
+/// A socket of the `epoll-pooled` loop and what it has read.
+struct Peer {
+    socket: std::net::TcpStream,
+    read: Vec<u8>,
+    /// For a client, the backend serving its request; for a backend, the client it serves.
+    partner: Option<usize>,
+    is_client: bool,
+}
+
+/// One epoll loop for every connection, clients and a shared pool of backend connections:
+/// a complete request head is parsed, written again with forwarding headers and sent on the
+/// most recently idle backend connection; a complete response goes back to its client.
+fn epoll_pooled(port: u16, backend: u16, batched: bool) -> Result<(), Error> {
+    let listener = std::net::TcpListener::bind(("127.0.0.1", port))?;
+    listener.set_nonblocking(true)?;
+    let mut peers: Vec<Option<Peer>> = Vec::new();
+    let mut idle: Vec<usize> = Vec::new();
+    // SAFETY: plain epoll calls on descriptors this function owns for as long as it runs.
+    let epoll = unsafe { libc::epoll_create1(0) };
+    let watch = |fd: i32, key: u64| {
+        let mut event = libc::epoll_event {
+            events: libc::EPOLLIN as u32,
+            u64: key,
+        };
+        // SAFETY: as above.
+        unsafe { libc::epoll_ctl(epoll, libc::EPOLL_CTL_ADD, fd, &mut event) };
+    };
+    let add = |peers: &mut Vec<Option<Peer>>, socket: std::net::TcpStream, is_client: bool| {
+        socket.set_nonblocking(true)?;
+        socket.set_nodelay(true)?;
+        watch(socket.as_raw_fd(), peers.len() as u64);
+        peers.push(Some(Peer {
+            socket,
+            read: Vec::with_capacity(4096),
+            partner: None,
+            is_client,
+        }));
+        Ok::<usize, Error>(peers.len() - 1)
+    };
+    watch(listener.as_raw_fd(), u64::MAX);
+    let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; 256];
+    let mut buffer = vec![0u8; 16 * 1024];
+    let mut head = Vec::new();
+    // With `batched`, what each socket is to be sent, written once every ready socket was read.
+    let mut pending: Vec<(usize, Vec<u8>)> = Vec::new();
+    loop {
+        for (slot, bytes) in pending.drain(..) {
+            if let Some(peer) = peers[slot].as_mut() {
+                let _ = peer.socket.write_all(&bytes);
+            }
+        }
+        // SAFETY: as above; `events` has room for the count passed.
+        let ready = unsafe { libc::epoll_wait(epoll, events.as_mut_ptr(), 256, -1) };
+        for event in &events[..usize::try_from(ready).unwrap_or(0)] {
+            if event.u64 == u64::MAX {
+                while let Ok((client, _)) = listener.accept() {
+                    add(&mut peers, client, true)?;
+                }
+                continue;
+            }
+            let slot = event.u64 as usize;
+            let Some(peer) = peers[slot].as_mut() else {
+                continue;
+            };
+            match peer.socket.read(&mut buffer) {
+                Ok(read) if read > 0 => peer.read.extend_from_slice(&buffer[..read]),
+                Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => continue,
+                _ => {
+                    peers[slot] = None;
+                    continue;
+                }
+            }
+            let Some(end) = peer.read.windows(4).position(|w| w == b"\r\n\r\n") else {
+                continue;
+            };
+            let end = end + 4;
+            if peer.is_client {
+                head.clear();
+                let mut headers = [httparse::EMPTY_HEADER; 64];
+                let mut parsed = httparse::Request::new(&mut headers);
+                parsed.parse(&peer.read[..end])?;
+                for part in [
+                    parsed.method.unwrap_or("GET"),
+                    " ",
+                    parsed.path.unwrap_or("/"),
+                ] {
+                    head.extend_from_slice(part.as_bytes());
+                }
+                head.extend_from_slice(b" HTTP/1.1\r\n");
+                for header in parsed.headers.iter() {
+                    for part in [header.name.as_bytes(), b": ", header.value, b"\r\n"] {
+                        head.extend_from_slice(part);
+                    }
+                }
+                head.extend_from_slice(
+                    b"x-forwarded-for: 127.0.0.1\r\nx-forwarded-proto: http\r\n\r\n",
+                );
+                peer.read.drain(..end);
+                let server = match idle.pop() {
+                    Some(server) => server,
+                    None => {
+                        let socket = std::net::TcpStream::connect(("127.0.0.1", backend))?;
+                        add(&mut peers, socket, false)?
+                    }
+                };
+                if let Some(client) = peers[slot].as_mut() {
+                    client.partner = Some(server);
+                }
+                if let Some(server_peer) = peers[server].as_mut() {
+                    server_peer.partner = Some(slot);
+                    if batched {
+                        pending.push((server, head.clone()));
+                    } else {
+                        server_peer.socket.write_all(&head)?;
+                    }
+                }
+                continue;
+            }
+            let mut headers = [httparse::EMPTY_HEADER; 64];
+            let mut parsed = httparse::Response::new(&mut headers);
+            parsed.parse(&peer.read[..end])?;
+            let length: usize = parsed
+                .headers
+                .iter()
+                .find(|header| header.name.eq_ignore_ascii_case("content-length"))
+                .and_then(|header| std::str::from_utf8(header.value).ok()?.trim().parse().ok())
+                .ok_or("no content-length")?;
+            if peer.read.len() < end + length {
+                continue;
+            }
+            let response: Vec<u8> = peer.read.drain(..end + length).collect();
+            let client = peer.partner.take();
+            idle.push(slot);
+            if let Some(client_slot) = client
+                && let Some(client) = peers[client_slot].as_mut()
+            {
+                client.partner = None;
+                if batched {
+                    pending.push((client_slot, response));
+                } else {
+                    let _ = client.socket.write_all(&response);
+                }
             }
         }
     }
