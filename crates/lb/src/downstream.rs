@@ -5,9 +5,9 @@
 //! the member side asks for it, and a response head goes out in the same write as whatever
 //! of its body is ready, so a small exchange costs one read and one write on each side.
 
+use std::borrow::Cow;
 use std::io;
 use std::mem::MaybeUninit;
-use std::ops::Range;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
@@ -23,7 +23,7 @@ use crate::framing::{
     BodyDecoder, Decoded, FramingError, MAX_HEAD, MAX_HEADERS, has_no_body, keeps_alive,
     push_chunk, push_header,
 };
-use crate::head::{Head, Name, span_of};
+use crate::head::{Head, Name};
 use crate::proxy::{
     ConnContext, ProxyBody, ProxyResponse, ResponseHeaders, handle, local_response,
 };
@@ -123,46 +123,47 @@ impl BadRequest {
     }
 }
 
-/// A request as the proxy forwards it: its method, version, target and headers.
+/// A request as the client sent it: its method, version, target and headers.
 pub(crate) struct ClientRequest {
     pub(crate) method: Method,
     pub(crate) version: Version,
     pub(crate) head: Head,
-    /// Where the request target lies in the head.
-    target: Range<usize>,
-    /// The target, when the client wrote it in absolute form (`http://host/path`).
-    absolute: Option<Uri>,
+    /// The target without its fragment, which is not sent on: in origin form (`/path?query`),
+    /// absolute form (`http://host/path`), or `*`.
+    target: Uri,
 }
 
 impl ClientRequest {
     /// The host the request asks for, as written: the authority of an absolute-form target,
     /// else the `Host` header.
     pub(crate) fn host(&self) -> Option<&str> {
-        match &self.absolute {
-            Some(uri) => uri.authority().map(|authority| authority.as_str()),
+        match self.authority() {
+            Some(authority) => Some(authority),
             None => std::str::from_utf8(self.head.value(Name::Host)?).ok(),
         }
     }
 
     /// The authority of an absolute-form target, which becomes the request's `Host`.
     pub(crate) fn authority(&self) -> Option<&str> {
-        let uri = self.absolute.as_ref()?;
-        uri.authority().map(|authority| authority.as_str())
+        self.target.authority().map(|authority| authority.as_str())
     }
 
-    /// The target in origin form (`/path?query`), or `*`.
-    pub(crate) fn origin_target(&self) -> &str {
-        match &self.absolute {
-            Some(uri) => uri.path_and_query().map_or("/", |path| path.as_str()),
-            // Checked to be ASCII when parsed.
-            None => std::str::from_utf8(self.head.slice(self.target.clone())).unwrap_or("/"),
+    /// The path and query to send on, which start with `/` (a bare query gets one), or `*`.
+    pub(crate) fn origin_target(&self) -> Cow<'_, str> {
+        match self
+            .target
+            .path_and_query()
+            .map_or("", |target| target.as_str())
+        {
+            "" => Cow::Borrowed("/"),
+            target if target.starts_with('?') => Cow::Owned(format!("/{target}")),
+            target => Cow::Borrowed(target),
         }
     }
 
     /// The path of the target, without its query.
     pub(crate) fn path(&self) -> &str {
-        let target = self.origin_target();
-        target.split_once('?').map_or(target, |(path, _)| path)
+        self.target.path()
     }
 }
 
@@ -624,17 +625,11 @@ fn parse_request(buffer: &mut BytesMut) -> Result<Option<RequestHead>, BadReques
         _ => Version::HTTP_11,
     };
     let target_text = request.path.unwrap_or_default();
-    let target = span_of(buffer, target_text.as_bytes());
-    let absolute = match target_text.as_bytes().first() {
-        Some(b'/') if target_text.bytes().all(|byte| byte.is_ascii_graphic()) => None,
-        _ if target_text == "*" => None,
-        _ => Some(
-            Uri::try_from(target_text)
-                .ok()
-                .filter(|uri| uri.scheme().is_some() && uri.authority().is_some())
-                .ok_or_else(|| bad(format!("the request target {target_text:?} is not a URI")))?,
-        ),
-    };
+    // An authority alone names a target only for CONNECT, refused above.
+    let target = Uri::try_from(target_text)
+        .ok()
+        .filter(|uri| uri.path_and_query().is_some())
+        .ok_or_else(|| bad(format!("the request target {target_text:?} is not a URI")))?;
     let head = Head::new(buffer, length, request.headers);
     buffer.advance(length);
     // RFC 9112 section 3.2: routing by one Host while the member reads another is unsafe.
@@ -669,7 +664,6 @@ fn parse_request(buffer: &mut BytesMut) -> Result<Option<RequestHead>, BadReques
             version,
             head,
             target,
-            absolute,
         },
         body,
         expects_continue,

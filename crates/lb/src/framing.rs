@@ -1,5 +1,5 @@
-//! HTTP/1.1 message framing shared by both sides of the proxy: where a head's headers lie,
-//! how long a body is (RFC 9112 section 6), and decoding it out of the bytes read.
+//! HTTP/1.1 message framing shared by both sides of the proxy: how long a body is (RFC 9112
+//! section 6), whether the connection stays open, and decoding a body out of the bytes read.
 
 use bytes::{Bytes, BytesMut};
 use hyper::{StatusCode, Version};

@@ -124,11 +124,6 @@ impl Head {
         head
     }
 
-    /// Bytes of the head, such as the request target, by where they lie in what was read.
-    pub(crate) fn slice(&self, span: Range<usize>) -> &[u8] {
-        &self.bytes[span]
-    }
-
     /// Every header, in the order it came.
     pub(crate) fn iter(&self) -> impl Iterator<Item = Header<'_>> {
         self.fields.iter().enumerate().map(|(index, field)| Header {
@@ -162,10 +157,14 @@ impl Head {
     }
 
     /// Whether the header `header` describes the connection rather than the message: a
-    /// standard hop-by-hop header, or one that `Connection` names.
+    /// standard hop-by-hop header, or one that `Connection` names, except `Host`, which the
+    /// request was routed by and the member must see.
     pub(crate) fn is_hop_by_hop(&self, header: &Header<'_>) -> bool {
-        header.known.is_some_and(Name::is_hop_by_hop)
-            || (self.names_headers && self.lists(Name::Connection, header.name))
+        match header.known {
+            Some(known) if known.is_hop_by_hop() => true,
+            Some(Name::Host) => false,
+            _ => self.names_headers && self.lists(Name::Connection, header.name),
+        }
     }
 }
 
@@ -230,7 +229,7 @@ mod tests {
         };
         check("HTTP/1.1 200 OK\r\nX-A: 1\r\nTE: trailers\r\n\r\n", &["TE"]);
         check(
-            "HTTP/1.1 200 OK\r\nConnection: close, X-A\r\nX-A: 1\r\nX-B: 2\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nConnection: close, X-A, host\r\nX-A: 1\r\nX-B: 2\r\nHost: w\r\n\r\n",
             &["Connection", "X-A"],
         );
     }

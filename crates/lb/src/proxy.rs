@@ -385,7 +385,8 @@ fn is_undelivered(error: &UpstreamError, request: &OutgoingRequest) -> bool {
     matches!(error, UpstreamError::WriteHead(_)) && request.is_unsent()
 }
 
-/// The protocol a request asks to switch to (such as `websocket`), when it asks to.
+/// The protocol a request asks to switch to (such as `websocket`), when it asks to: the value
+/// of its first `Upgrade` header, the one sent on.
 fn requested_upgrade(head: &Head) -> Option<&[u8]> {
     let protocol = head.value(Name::Upgrade)?;
     head.lists(Name::Connection, b"upgrade").then_some(protocol)
@@ -663,6 +664,16 @@ mod tests {
             "GET http://web.example.com:8080/x?y HTTP/1.1\r\nHost: ignored\r\n\r\n",
             "GET /x?y HTTP/1.1",
             &["host: web.example.com:8080", forwarded[0], forwarded[1]],
+        );
+        check(
+            "GET http://web?q HTTP/1.1\r\nHost: web\r\n\r\n",
+            "GET /?q HTTP/1.1",
+            &["host: web", forwarded[0], forwarded[1]],
+        );
+        check(
+            "GET /a#fragment HTTP/1.1\r\nHost: web\r\nConnection: host, x-a\r\nX-A: 1\r\n\r\n",
+            "GET /a HTTP/1.1",
+            &["Host: web", forwarded[0], forwarded[1]],
         );
         check(
             "GET /chat HTTP/1.1\r\nHost: web\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",

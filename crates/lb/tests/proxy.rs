@@ -1137,6 +1137,17 @@ async fn context_paths_go_in_front_of_the_path_and_come_off_redirects_and_cookie
                 "400 bad request",
                 "`..` segment",
             ),
+            // A fragment is not sent on, and cannot hide a `..` segment.
+            (
+                "GET /..#x HTTP/1.1\r\nHost: shop.example.com",
+                "400 bad request",
+                "`..` segment",
+            ),
+            (
+                "GET /index.php#top HTTP/1.1\r\nHost: shop.example.com",
+                "200 ok",
+                "\r\n\r\nget /abc/app/index.php http/1.1|",
+            ),
             (
                 "GET /a/../b HTTP/1.1\r\nHost: web.example.com",
                 "200 ok",
