@@ -80,36 +80,52 @@ fn main() -> Result<(), Error> {
     })
 }
 
+/// An epoll instance watching sockets for input, each under a key of the caller's.
+struct Epoll(i32);
+
+impl Epoll {
+    fn new() -> Epoll {
+        // SAFETY: plain epoll calls on a descriptor this value owns for as long as it lives.
+        Epoll(unsafe { libc::epoll_create1(0) })
+    }
+
+    fn watch(&self, fd: i32, key: u64) {
+        let mut event = libc::epoll_event {
+            events: libc::EPOLLIN as u32,
+            u64: key,
+        };
+        // SAFETY: as above, on a socket its caller keeps open while it is watched.
+        unsafe { libc::epoll_ctl(self.0, libc::EPOLL_CTL_ADD, fd, &mut event) };
+    }
+
+    /// Waits for sockets with input; their events fill the front of `events`.
+    fn wait<'a>(&self, events: &'a mut [libc::epoll_event]) -> &'a [libc::epoll_event] {
+        let room = i32::try_from(events.len()).unwrap_or(i32::MAX);
+        // SAFETY: as above; `events` has room for the count passed.
+        let ready = unsafe { libc::epoll_wait(self.0, events.as_mut_ptr(), room, -1) };
+        &events[..usize::try_from(ready).unwrap_or(0)]
+    }
+}
+
 /// One epoll loop for every connection: what a socket has to read goes to its peer at once.
 fn epoll(port: u16, backend: u16) -> Result<(), Error> {
     let listener = std::net::TcpListener::bind(("127.0.0.1", port))?;
     listener.set_nonblocking(true)?;
     // Even slots are clients, odd ones their backends; a slot's peer is `slot ^ 1`.
     let mut sockets: Vec<Option<std::net::TcpStream>> = Vec::new();
-    // SAFETY: plain epoll calls on descriptors this function owns for as long as it runs.
-    let epoll = unsafe { libc::epoll_create1(0) };
-    let watch = |fd: i32, key: u64| {
-        let mut event = libc::epoll_event {
-            events: libc::EPOLLIN as u32,
-            u64: key,
-        };
-        // SAFETY: as above.
-        unsafe { libc::epoll_ctl(epoll, libc::EPOLL_CTL_ADD, fd, &mut event) };
-    };
-    watch(listener.as_raw_fd(), u64::MAX);
+    let epoll = Epoll::new();
+    epoll.watch(listener.as_raw_fd(), u64::MAX);
     let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; 256];
     let mut buffer = vec![0u8; 16 * 1024];
     loop {
-        // SAFETY: as above; `events` has room for the count passed.
-        let ready = unsafe { libc::epoll_wait(epoll, events.as_mut_ptr(), 256, -1) };
-        for event in &events[..usize::try_from(ready).unwrap_or(0)] {
+        for event in epoll.wait(&mut events) {
             if event.u64 == u64::MAX {
                 while let Ok((client, _)) = listener.accept() {
                     let server = std::net::TcpStream::connect(("127.0.0.1", backend))?;
                     for socket in [&client, &server] {
                         socket.set_nonblocking(true)?;
                         socket.set_nodelay(true)?;
-                        watch(socket.as_raw_fd(), sockets.len() as u64);
+                        epoll.watch(socket.as_raw_fd(), sockets.len() as u64);
                         sockets.push(None);
                     }
                     let slot = sockets.len() - 2;
@@ -155,20 +171,11 @@ fn epoll_pooled(port: u16, backend: u16, batched: bool) -> Result<(), Error> {
     listener.set_nonblocking(true)?;
     let mut peers: Vec<Option<Peer>> = Vec::new();
     let mut idle: Vec<usize> = Vec::new();
-    // SAFETY: plain epoll calls on descriptors this function owns for as long as it runs.
-    let epoll = unsafe { libc::epoll_create1(0) };
-    let watch = |fd: i32, key: u64| {
-        let mut event = libc::epoll_event {
-            events: libc::EPOLLIN as u32,
-            u64: key,
-        };
-        // SAFETY: as above.
-        unsafe { libc::epoll_ctl(epoll, libc::EPOLL_CTL_ADD, fd, &mut event) };
-    };
+    let epoll = Epoll::new();
     let add = |peers: &mut Vec<Option<Peer>>, socket: std::net::TcpStream, is_client: bool| {
         socket.set_nonblocking(true)?;
         socket.set_nodelay(true)?;
-        watch(socket.as_raw_fd(), peers.len() as u64);
+        epoll.watch(socket.as_raw_fd(), peers.len() as u64);
         peers.push(Some(Peer {
             socket,
             read: Vec::with_capacity(4096),
@@ -177,7 +184,7 @@ fn epoll_pooled(port: u16, backend: u16, batched: bool) -> Result<(), Error> {
         }));
         Ok::<usize, Error>(peers.len() - 1)
     };
-    watch(listener.as_raw_fd(), u64::MAX);
+    epoll.watch(listener.as_raw_fd(), u64::MAX);
     let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; 256];
     let mut buffer = vec![0u8; 16 * 1024];
     let mut head = Vec::new();
@@ -189,9 +196,7 @@ fn epoll_pooled(port: u16, backend: u16, batched: bool) -> Result<(), Error> {
                 let _ = peer.socket.write_all(&bytes);
             }
         }
-        // SAFETY: as above; `events` has room for the count passed.
-        let ready = unsafe { libc::epoll_wait(epoll, events.as_mut_ptr(), 256, -1) };
-        for event in &events[..usize::try_from(ready).unwrap_or(0)] {
+        for event in epoll.wait(&mut events) {
             if event.u64 == u64::MAX {
                 while let Ok((client, _)) = listener.accept() {
                     add(&mut peers, client, true)?;
@@ -215,26 +220,7 @@ fn epoll_pooled(port: u16, backend: u16, batched: bool) -> Result<(), Error> {
             };
             let end = end + 4;
             if peer.is_client {
-                head.clear();
-                let mut headers = [httparse::EMPTY_HEADER; 64];
-                let mut parsed = httparse::Request::new(&mut headers);
-                parsed.parse(&peer.read[..end])?;
-                for part in [
-                    parsed.method.unwrap_or("GET"),
-                    " ",
-                    parsed.path.unwrap_or("/"),
-                ] {
-                    head.extend_from_slice(part.as_bytes());
-                }
-                head.extend_from_slice(b" HTTP/1.1\r\n");
-                for header in parsed.headers.iter() {
-                    for part in [header.name.as_bytes(), b": ", header.value, b"\r\n"] {
-                        head.extend_from_slice(part);
-                    }
-                }
-                head.extend_from_slice(
-                    b"x-forwarded-for: 127.0.0.1\r\nx-forwarded-proto: http\r\n\r\n",
-                );
+                forward_head(&peer.read[..end], &mut head)?;
                 peer.read.drain(..end);
                 let server = match idle.pop() {
                     Some(server) => server,
@@ -256,15 +242,7 @@ fn epoll_pooled(port: u16, backend: u16, batched: bool) -> Result<(), Error> {
                 }
                 continue;
             }
-            let mut headers = [httparse::EMPTY_HEADER; 64];
-            let mut parsed = httparse::Response::new(&mut headers);
-            parsed.parse(&peer.read[..end])?;
-            let length: usize = parsed
-                .headers
-                .iter()
-                .find(|header| header.name.eq_ignore_ascii_case("content-length"))
-                .and_then(|header| std::str::from_utf8(header.value).ok()?.trim().parse().ok())
-                .ok_or("no content-length")?;
+            let length = body_length(&peer.read[..end])?;
             if peer.read.len() < end + length {
                 continue;
             }
@@ -302,6 +280,42 @@ async fn pass_bytes(mut client: TcpStream, mut server: TcpStream) -> Result<(), 
     }
 }
 
+/// Writes into `head` the request head `request` again, in origin form with forwarding headers.
+fn forward_head(request: &[u8], head: &mut Vec<u8>) -> Result<(), Error> {
+    head.clear();
+    let mut headers = [httparse::EMPTY_HEADER; 64];
+    let mut parsed = httparse::Request::new(&mut headers);
+    parsed.parse(request)?;
+    for part in [
+        parsed.method.unwrap_or("GET"),
+        " ",
+        parsed.path.unwrap_or("/"),
+    ] {
+        head.extend_from_slice(part.as_bytes());
+    }
+    head.extend_from_slice(b" HTTP/1.1\r\n");
+    for header in parsed.headers.iter() {
+        for part in [header.name.as_bytes(), b": ", header.value, b"\r\n"] {
+            head.extend_from_slice(part);
+        }
+    }
+    head.extend_from_slice(b"x-forwarded-for: 127.0.0.1\r\nx-forwarded-proto: http\r\n\r\n");
+    Ok(())
+}
+
+/// The `Content-Length` of the response head `response`.
+fn body_length(response: &[u8]) -> Result<usize, Error> {
+    let mut headers = [httparse::EMPTY_HEADER; 64];
+    let mut parsed = httparse::Response::new(&mut headers);
+    parsed.parse(response)?;
+    let header = parsed
+        .headers
+        .iter()
+        .find(|header| header.name.eq_ignore_ascii_case("content-length"))
+        .ok_or("no content-length")?;
+    Ok(std::str::from_utf8(header.value)?.trim().parse()?)
+}
+
 /// Reads until `buffer` holds a whole head; returns its length.
 async fn read_head(stream: &mut TcpStream, buffer: &mut Vec<u8>) -> Result<usize, Error> {
     loop {
@@ -317,15 +331,7 @@ async fn read_head(stream: &mut TcpStream, buffer: &mut Vec<u8>) -> Result<usize
 /// Reads a response with a `Content-Length` into `buffer`; returns the length of head and body.
 async fn read_response(stream: &mut TcpStream, buffer: &mut Vec<u8>) -> Result<usize, Error> {
     let end = read_head(stream, buffer).await?;
-    let mut headers = [httparse::EMPTY_HEADER; 64];
-    let mut parsed = httparse::Response::new(&mut headers);
-    parsed.parse(&buffer[..end])?;
-    let header = parsed
-        .headers
-        .iter()
-        .find(|header| header.name.eq_ignore_ascii_case("content-length"))
-        .ok_or("no content-length")?;
-    let length: usize = std::str::from_utf8(header.value)?.trim().parse()?;
+    let length = body_length(&buffer[..end])?;
     while buffer.len() < end + length {
         if stream.read_buf(buffer).await? == 0 {
             return Err("closed".into());
@@ -354,24 +360,7 @@ async fn parse_heads(mut client: TcpStream, mut backend: Backend) -> Result<(), 
     let (mut request, mut response, mut head) = (Vec::new(), Vec::new(), Vec::new());
     loop {
         let end = read_head(&mut client, &mut request).await?;
-        head.clear();
-        let mut headers = [httparse::EMPTY_HEADER; 64];
-        let mut parsed = httparse::Request::new(&mut headers);
-        parsed.parse(&request[..end])?;
-        for part in [
-            parsed.method.unwrap_or("GET"),
-            " ",
-            parsed.path.unwrap_or("/"),
-        ] {
-            head.extend_from_slice(part.as_bytes());
-        }
-        head.extend_from_slice(b" HTTP/1.1\r\n");
-        for header in parsed.headers.iter() {
-            for part in [header.name.as_bytes(), b": ", header.value, b"\r\n"] {
-                head.extend_from_slice(part);
-            }
-        }
-        head.extend_from_slice(b"x-forwarded-for: 127.0.0.1\r\nx-forwarded-proto: http\r\n\r\n");
+        forward_head(&request[..end], &mut head)?;
         request.drain(..end);
         let length = match &mut backend {
             Backend::Own(server) => {
