@@ -40,6 +40,7 @@ pub(crate) struct ProxyResponse {
     pub(crate) body: ProxyBody,
 }
 
+/// The headers of a response for the client, other than its framing.
 pub(crate) enum ResponseHeaders {
     /// The proxy's own answer, in plain text.
     Local,
@@ -97,6 +98,9 @@ impl ResponseHeaders {
     }
 }
 
+/// Routes `request`, sends it to a member of its cluster, trying another when nothing of it
+/// reached the first or it can be sent again, and returns the answer for the client: the
+/// member's, or the proxy's own when no member can give one.
 pub(crate) async fn handle(
     context: &ConnContext,
     request: &ClientRequest,
