@@ -137,10 +137,8 @@ impl ClientRequest {
     /// The host the request asks for, as written: the authority of an absolute-form target,
     /// else the `Host` header.
     pub(crate) fn host(&self) -> Option<&str> {
-        match self.authority() {
-            Some(authority) => Some(authority),
-            None => std::str::from_utf8(self.head.value(Name::Host)?).ok(),
-        }
+        self.authority()
+            .or_else(|| std::str::from_utf8(self.head.value(Name::Host)?).ok())
     }
 
     /// The authority of an absolute-form target, which becomes the request's `Host`.

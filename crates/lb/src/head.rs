@@ -176,7 +176,7 @@ fn options<'a>(values: impl Iterator<Item = &'a [u8]>) -> impl Iterator<Item = &
 }
 
 /// Where `part`, a slice of `read`, lies in it.
-pub(crate) fn span_of(read: &[u8], part: &[u8]) -> Range<usize> {
+fn span_of(read: &[u8], part: &[u8]) -> Range<usize> {
     let start = part.as_ptr() as usize - read.as_ptr() as usize;
     start..start + part.len()
 }
