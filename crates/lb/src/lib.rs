@@ -290,6 +290,9 @@ impl Inner {
     fn listen(&self, port: u16) -> Result<Vec<RunningListener>, (io::Error, Vec<RunningListener>)> {
         let runtimes = self.runtimes();
         let shared = runtimes.len() > 1;
+        if shared {
+            listener::check_free(self.bind, port).map_err(|error| (error, Vec::new()))?;
+        }
         let mut opened = Vec::with_capacity(runtimes.len());
         for runtime in runtimes {
             // The listening socket belongs to the runtime that serves it.

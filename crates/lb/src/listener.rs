@@ -45,17 +45,30 @@ impl RunningListener {
 /// same port, one per proxy thread, with the kernel spreading connections over them.
 pub(crate) fn bind(ip: IpAddr, port: u16, shared: bool) -> io::Result<TcpListener> {
     let addr = SocketAddr::new(ip, port);
+    let socket = unbound_socket(addr)?;
+    if shared {
+        socket.set_reuseport(true)?;
+    }
+    socket.bind(addr)?;
+    socket.listen(ACCEPT_BACKLOG)
+}
+
+/// Fails as binding would when another socket listens on `port`. Sockets that share a port
+/// (`SO_REUSEPORT`) would share it with any other program of the same user that asks to,
+/// so the port is checked with an exclusive bind before they take it.
+pub(crate) fn check_free(ip: IpAddr, port: u16) -> io::Result<()> {
+    let addr = SocketAddr::new(ip, port);
+    unbound_socket(addr)?.bind(addr)
+}
+
+fn unbound_socket(addr: SocketAddr) -> io::Result<TcpSocket> {
     let socket = match addr {
         SocketAddr::V4(_) => TcpSocket::new_v4()?,
         SocketAddr::V6(_) => TcpSocket::new_v6()?,
     };
     // A port released by an earlier table can be bound again while its old connections linger.
     socket.set_reuseaddr(true)?;
-    if shared {
-        socket.set_reuseport(true)?;
-    }
-    socket.bind(addr)?;
-    socket.listen(ACCEPT_BACKLOG)
+    Ok(socket)
 }
 
 pub(crate) fn spawn(

@@ -807,46 +807,70 @@ async fn unreachable_members_give_bad_gateway() {
     .await;
 }
 
+/// A socket another program holds a port with; `shared` sets `SO_REUSEPORT`, with which the
+/// kernel would let a socket of the same user that sets it too share the port.
+fn occupy_port(shared: bool) -> tokio::net::TcpListener {
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket.set_reuseport(shared).expect("SO_REUSEPORT");
+    socket
+        .bind((Ipv4Addr::LOCALHOST, 0).into())
+        .expect("bind a free port");
+    socket.listen(16).expect("listen")
+}
+
 #[tokio::test]
 async fn a_port_that_cannot_be_bound_is_reported_and_the_rest_serves() {
     bounded(async {
-        let backend = TestBackend::start("a").await;
-        let taken = StdListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("occupy a port");
-        let taken_port = taken.local_addr().expect("taken address").port();
-        let port = free_port();
-        let balancer = LoadBalancer::new(Ipv4Addr::LOCALHOST.into());
-        let routes = table(vec![
-            (
-                taken_port,
-                vec![cluster("web", &[], vec![backend.backend()])],
-            ),
-            (port, vec![cluster("web", &[], vec![backend.backend()])]),
-        ]);
-        let error = balancer
-            .publish(routes.clone())
-            .await
-            .expect_err("the taken port fails");
-        assert!(
-            matches!(error, LbError::Bind { port, .. } if port == taken_port),
-            "{error}"
-        );
-        assert!(
-            error
-                .to_string()
-                .starts_with(&format!("cannot listen on port {taken_port}: ")),
-            "{error}"
-        );
-        assert_eq!(balancer.listening_ports(), [port]);
-        assert_eq!(get_member(&new_client(), port).await, "a");
+        for (holder_shares, threads) in [(false, 0), (true, 0), (false, 2), (true, 2)] {
+            let case =
+                format!("holder with SO_REUSEPORT: {holder_shares}, proxy threads: {threads}");
+            let backend = TestBackend::start("a").await;
+            let taken = occupy_port(holder_shares);
+            let taken_port = taken.local_addr().expect("taken address").port();
+            let port = free_port();
+            let balancer = match NonZeroUsize::new(threads) {
+                None => LoadBalancer::new(Ipv4Addr::LOCALHOST.into()),
+                Some(threads) => LoadBalancer::on_own_threads(
+                    Ipv4Addr::LOCALHOST.into(),
+                    Duration::from_secs(1),
+                    threads,
+                )
+                .expect("proxy threads"),
+            };
+            let routes = table(vec![
+                (
+                    taken_port,
+                    vec![cluster("web", &[], vec![backend.backend()])],
+                ),
+                (port, vec![cluster("web", &[], vec![backend.backend()])]),
+            ]);
+            let error = balancer
+                .publish(routes.clone())
+                .await
+                .expect_err(&format!("{case}: the taken port fails"));
+            assert!(
+                matches!(error, LbError::Bind { port, .. } if port == taken_port),
+                "{case}: {error}"
+            );
+            assert!(
+                error
+                    .to_string()
+                    .starts_with(&format!("cannot listen on port {taken_port}: ")),
+                "{case}: {error}"
+            );
+            assert_eq!(balancer.listening_ports(), [port], "{case}");
+            assert_eq!(get_member(&new_client(), port).await, "a", "{case}");
 
-        drop(taken);
-        balancer
-            .publish(routes)
-            .await
-            .expect("the port is free now");
-        let mut expected = vec![port, taken_port];
-        expected.sort();
-        assert_eq!(balancer.listening_ports(), expected);
+            drop(taken);
+            balancer
+                .publish(routes)
+                .await
+                .unwrap_or_else(|error| panic!("{case}: the port is free now: {error}"));
+            let mut expected = vec![port, taken_port];
+            expected.sort();
+            assert_eq!(balancer.listening_ports(), expected, "{case}");
+            assert_eq!(get_member(&new_client(), taken_port).await, "a", "{case}");
+        }
     })
     .await;
 }
