@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 use hyper::{Method, StatusCode, Uri, Version};
 use tokio::io::{AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
@@ -21,9 +21,9 @@ use tokio::time::Instant;
 use crate::deadline::Deadline;
 use crate::framing::{
     BodyDecoder, Decoded, FramingError, MAX_HEAD, MAX_HEADERS, has_no_body, keeps_alive,
-    push_chunk, push_header,
+    push_chunk, push_content_length, push_header,
 };
-use crate::head::{Head, Name};
+use crate::head::{Head, Layout, Name, span_of};
 use crate::proxy::{
     ConnContext, ProxyBody, ProxyResponse, ResponseHeaders, handle, local_response,
 };
@@ -354,7 +354,7 @@ impl ClientIo {
         out.clear();
         encode_head(&mut out, status, &headers, bodiless);
         if let Some(length) = length {
-            push_header(&mut out, b"content-length", length.to_string().as_bytes());
+            push_content_length(&mut out, length);
         }
         if chunked {
             push_header(&mut out, b"transfer-encoding", b"chunked");
@@ -622,14 +622,18 @@ fn parse_request(buffer: &mut BytesMut) -> Result<Option<RequestHead>, BadReques
         Some(0) => Version::HTTP_10,
         _ => Version::HTTP_11,
     };
-    let target_text = request.path.unwrap_or_default();
+    let target = span_of(buffer, request.path.unwrap_or_default().as_bytes());
+    let layout = Layout::of(buffer, request.headers);
+    let head = Head::take(buffer, length, layout);
+    let target = head.slice(target);
     // An authority alone names a target only for CONNECT, refused above.
-    let target = Uri::try_from(target_text)
+    let target = Uri::from_maybe_shared(target.clone())
         .ok()
         .filter(|uri| uri.path_and_query().is_some())
-        .ok_or_else(|| bad(format!("the request target {target_text:?} is not a URI")))?;
-    let head = Head::new(buffer, length, request.headers);
-    buffer.advance(length);
+        .ok_or_else(|| {
+            let target = String::from_utf8_lossy(&target);
+            bad(format!("the request target {target:?} is not a URI"))
+        })?;
     // RFC 9112 section 3.2: routing by one Host while the member reads another is unsafe.
     match head.values(Name::Host).count() {
         0 if version == Version::HTTP_11 => {

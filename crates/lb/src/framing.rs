@@ -1,6 +1,8 @@
 //! HTTP/1.1 message framing shared by both sides of the proxy: how long a body is (RFC 9112
 //! section 6), whether the connection stays open, and decoding a body out of the bytes read.
 
+use std::io::Write as _;
+
 use bytes::{Bytes, BytesMut};
 use hyper::{StatusCode, Version};
 
@@ -59,9 +61,15 @@ pub(crate) fn push_header(head: &mut Vec<u8>, name: &[u8], value: &[u8]) {
     head.extend_from_slice(b"\r\n");
 }
 
+/// Appends a `content-length` header line, formatted in place.
+pub(crate) fn push_content_length(head: &mut Vec<u8>, length: u64) {
+    // Writing to a `Vec` cannot fail.
+    let _ = write!(head, "content-length: {length}\r\n");
+}
+
 /// Appends `data` as one chunk of a chunked body.
 pub(crate) fn push_chunk(out: &mut Vec<u8>, data: &[u8]) {
-    out.extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
+    let _ = write!(out, "{:x}\r\n", data.len());
     out.extend_from_slice(data);
     out.extend_from_slice(b"\r\n");
 }

@@ -4,16 +4,22 @@
 
 use std::ops::Range;
 
-/// A parsed head (start line and headers), copied out of the read buffer so the buffer can
-/// take the body and the next message.
+use bytes::{Bytes, BytesMut};
+
+/// A parsed head (start line and headers), split off the read buffer, whose memory it shares,
+/// so the buffer can take the body and the next message.
 #[derive(Debug)]
 pub(crate) struct Head {
-    bytes: Box<[u8]>,
+    bytes: Bytes,
     fields: Vec<Field>,
     /// Whether a `Connection` header names options other than `close`, `keep-alive` and
     /// `upgrade`: headers it names are hop-by-hop too.
     names_headers: bool,
 }
+
+/// Where the headers httparse found lie in the bytes it read, ready to make a [`Head`] of
+/// once those bytes are taken off the buffer.
+pub(crate) struct Layout(Vec<Field>);
 
 /// Where one header's name and value lie in the head's bytes.
 #[derive(Debug)]
@@ -99,20 +105,29 @@ impl Name {
     }
 }
 
+impl Layout {
+    /// Where `headers`, found by httparse in `read`, lie in it.
+    pub(crate) fn of(read: &[u8], headers: &[httparse::Header<'_>]) -> Layout {
+        Layout(
+            headers
+                .iter()
+                .map(|header| Field {
+                    name: span_of(read, header.name.as_bytes()),
+                    value: span_of(read, header.value),
+                    known: Name::of(header.name.as_bytes()),
+                })
+                .collect(),
+        )
+    }
+}
+
 impl Head {
-    /// Copies the head, the first `length` bytes of `read`, in which httparse found `headers`.
-    pub(crate) fn new(read: &[u8], length: usize, headers: &[httparse::Header<'_>]) -> Head {
-        let fields = headers
-            .iter()
-            .map(|header| Field {
-                name: span_of(read, header.name.as_bytes()),
-                value: span_of(read, header.value),
-                known: Name::of(header.name.as_bytes()),
-            })
-            .collect();
+    /// Takes the head, the first `length` bytes of `buffer`, off it, with its headers where
+    /// `layout` found them in the buffer.
+    pub(crate) fn take(buffer: &mut BytesMut, length: usize, layout: Layout) -> Head {
         let mut head = Head {
-            bytes: read[..length].into(),
-            fields,
+            bytes: buffer.split_to(length).freeze(),
+            fields: layout.0,
             names_headers: false,
         };
         let names_headers = options(head.values(Name::Connection)).any(|option| {
@@ -122,6 +137,11 @@ impl Head {
         });
         head.names_headers = names_headers;
         head
+    }
+
+    /// The bytes at `range` of the head, sharing its memory.
+    pub(crate) fn slice(&self, range: Range<usize>) -> Bytes {
+        self.bytes.slice(range)
     }
 
     /// Every header, in the order it came.
@@ -176,7 +196,7 @@ fn options<'a>(values: impl Iterator<Item = &'a [u8]>) -> impl Iterator<Item = &
 }
 
 /// Where `part`, a slice of `read`, lies in it.
-fn span_of(read: &[u8], part: &[u8]) -> Range<usize> {
+pub(crate) fn span_of(read: &[u8], part: &[u8]) -> Range<usize> {
     let start = part.as_ptr() as usize - read.as_ptr() as usize;
     start..start + part.len()
 }
@@ -191,7 +211,8 @@ mod tests {
         let Ok(httparse::Status::Complete(length)) = response.parse(text.as_bytes()) else {
             panic!("complete head");
         };
-        Head::new(text.as_bytes(), length, response.headers)
+        let layout = Layout::of(text.as_bytes(), response.headers);
+        Head::take(&mut BytesMut::from(text), length, layout)
     }
 
     #[test]

@@ -14,7 +14,7 @@ use tokio::net::TcpStream;
 
 use crate::downstream::{ClientBody, ClientRequest};
 use crate::flight::{ClusterFlight, MemberFlight};
-use crate::framing::{BodyDecoder, Decoded, push_header};
+use crate::framing::{BodyDecoder, Decoded, push_content_length, push_header};
 use crate::head::{Head, Name};
 use crate::pool::{ConnectError, Pool};
 use crate::rewrite::{self, ClientOrigin};
@@ -88,7 +88,7 @@ impl ResponseHeaders {
             }
         }
         if let Some(length) = member.length.filter(|_| keeps_length) {
-            push_header(out, b"content-length", length.to_string().as_bytes());
+            push_content_length(out, length);
         }
         if member.switching
             && let Some(protocol) = head.value(Name::Upgrade)

@@ -10,7 +10,7 @@ use std::pin::{Pin, pin};
 use std::task::{Context, Poll, Waker, ready};
 use std::time::Duration;
 
-use bytes::{Buf, BytesMut};
+use bytes::BytesMut;
 use hyper::{StatusCode, Version};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -21,9 +21,9 @@ use crate::deadline::Deadline;
 use crate::downstream::{ClientBody, ClientBodyError};
 use crate::framing::{
     BodyDecoder, Decoded, FramingError, MAX_HEAD, MAX_HEADERS, content_length, keeps_alive,
-    push_chunk, push_header,
+    push_chunk, push_content_length, push_header,
 };
-use crate::head::{Head, Name};
+use crate::head::{Head, Layout, Name};
 
 /// Bytes asked of a member's socket per read.
 const READ_CHUNK: usize = 16 * 1024;
@@ -319,7 +319,7 @@ impl<'a> OutgoingRequest<'a> {
         };
         match (&body, length) {
             (_, Some(length)) => {
-                push_header(&mut head, b"content-length", length.to_string().as_bytes());
+                push_content_length(&mut head, length);
             }
             (RequestBody::Chunked(_), None) => {
                 push_header(&mut head, b"transfer-encoding", b"chunked");
@@ -428,8 +428,8 @@ pub(crate) fn parse_head(
         Some(0) => Version::HTTP_10,
         _ => Version::HTTP_11,
     };
-    let head = Head::new(buffer, length, response.headers);
-    buffer.advance(length);
+    let layout = Layout::of(buffer, response.headers);
+    let head = Head::take(buffer, length, layout);
     let coded = head.contains(Name::TransferEncoding);
     // The transfer coding frames the body, so a length beside it would mislead the client.
     let length = match coded {
