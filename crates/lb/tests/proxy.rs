@@ -324,14 +324,19 @@ async fn spreads_requests_over_all_members() {
         assert_eq!(answer.body, "a body that streams through");
         assert_eq!(answer.forwarded_for, "127.0.0.1");
         assert_eq!(answer.forwarded_proto, "http");
-        balancer.shutdown().await;
-        assert!(balancer.listening_ports().is_empty());
-        assert!(
-            send(&new_client(), port, "/", None, "").await.is_err(),
-            "nothing listens after shutdown"
-        );
+        shut_down_and_check(&balancer, port).await;
     })
     .await;
+}
+
+/// Shuts `balancer` down and checks that nothing listens on `port` any more.
+async fn shut_down_and_check(balancer: &LoadBalancer, port: u16) {
+    balancer.shutdown().await;
+    assert!(balancer.listening_ports().is_empty());
+    assert!(
+        send(&new_client(), port, "/", None, "").await.is_err(),
+        "nothing listens after shutdown"
+    );
 }
 
 #[tokio::test]
@@ -383,12 +388,7 @@ async fn a_proxy_on_threads_of_its_own_serves_and_shuts_down() {
             get_member(&new_client(), port).await;
         }
 
-        balancer.shutdown().await;
-        assert!(balancer.listening_ports().is_empty());
-        assert!(
-            send(&new_client(), port, "/", None, "").await.is_err(),
-            "nothing listens after shutdown"
-        );
+        shut_down_and_check(&balancer, port).await;
     })
     .await;
 }
