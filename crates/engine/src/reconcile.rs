@@ -25,8 +25,11 @@ const SILENCE_MS: u64 = 15_000;
 /// How long a stop may go unanswered before it is sent again.
 const RESTOP_MS: u64 = 30_000;
 /// The first and the longest wait before replacing members that fail to start.
-const RETRY_BASE_MS: u64 = 50;
+const RETRY_BASE_MS: u64 = 100;
 const RETRY_MAX_MS: u64 = 30_000;
+/// A member that faults sooner than this after becoming Active has failed to start, and a
+/// cluster with no failed start for this long past its last retry forgets the earlier ones.
+const STABLE_MS: u64 = 10_000;
 
 pub(crate) struct Ctx<'a> {
     pub now: Millis,
@@ -903,31 +906,45 @@ fn endpoints_of(spec: &ComponentSpec, state: &ChildState, into: &mut Vec<Depende
     }
 }
 
+/// Whether a member that ended never became Active, or ended soon after it did.
+fn failed_to_start(m: &Member) -> bool {
+    m.active_at
+        .is_none_or(|active| m.since.saturating_sub(active) < STABLE_MS)
+}
+
 /// Drops terminated members and faults members that took too long to start.
 fn housekeep_cluster(app: &str, spec: &ClusterSpec, c: &mut ClusterState, ctx: &mut Ctx<'_>) {
-    // Members that failed before ever serving back off their replacements: a command that
-    // cannot start must not be respawned in a tight loop.
+    // Members that failed before they served for long back off their replacements: a command
+    // that cannot start, or exits as soon as it has, must not be respawned in a tight loop.
     let failed_starts = c
         .members
         .iter()
-        .filter(|m| m.status == MemberStatus::Terminated && m.faulted && m.active_at.is_none())
+        .filter(|m| m.status == MemberStatus::Terminated && m.faulted && failed_to_start(m))
         .count() as u32;
+    if c.retry_at
+        .is_some_and(|t| ctx.now.saturating_sub(t) >= STABLE_MS)
+    {
+        c.failed_starts = 0;
+        c.retry_at = None;
+    }
     if failed_starts > 0 {
         c.failed_starts = c.failed_starts.saturating_add(failed_starts);
-        let delay = (RETRY_BASE_MS << c.failed_starts.min(16)).min(RETRY_MAX_MS);
+        // A single failure is replaced at once, so a killed member heals without delay.
+        let delay = match c.failed_starts {
+            0 | 1 => 0,
+            n => (RETRY_BASE_MS << (n - 2).min(16)).min(RETRY_MAX_MS),
+        };
         c.retry_at = Some(Millis(ctx.now.0.saturating_add(delay)));
         ctx.event(
             app,
             format!("cluster {}", spec.alias),
             format!(
-                "{} failed starts in a row: next member in {} ms",
-                c.failed_starts, delay
+                "{} failed start{} in a row: next member in {} ms",
+                c.failed_starts,
+                if c.failed_starts == 1 { "" } else { "s" },
+                delay
             ),
         );
-    }
-    if c.members.iter().any(|m| m.status == MemberStatus::Active) {
-        c.failed_starts = 0;
-        c.retry_at = None;
     }
     c.members.retain(|m| m.status != MemberStatus::Terminated);
     let timeout = ctx.config.start_timeout_ms;

@@ -658,40 +658,78 @@ fn a_member_started_after_it_was_stopped_is_stopped_again() {
     );
 }
 
-#[test]
-fn members_that_fail_to_start_are_replaced_with_backoff() {
+/// Runs a one-cluster application for `seconds` of 10 ms ticks; each member, once started,
+/// dies `lifetime_ms` later, after becoming Active if `healthy`. Returns when each member was
+/// started.
+fn starts_of_members_that_die(seconds: u64, healthy: bool, lifetime_ms: u64) -> Vec<Millis> {
     let root = flat(vec![cluster("web", 1)]);
     let mut engine = Engine::new(EngineConfig::default());
     let mut out = engine.deploy(app(root), Millis(0)).expect("deploys");
     let mut starts = Vec::new();
-    // Every member dies at once; ten seconds of ticks every 10 ms.
-    for t in 1..=1_000u64 {
+    let mut dying: Vec<(Millis, String)> = Vec::new();
+    for t in 1..=seconds * 100 {
         let now = Millis(t * 10);
         for action in std::mem::take(&mut out.actions) {
             if let Action::StartMember(s) = action {
                 starts.push(now);
-                let died = engine.observe(
-                    Observation::Exited {
-                        member_id: s.member_id,
-                        reason: "exit 1".into(),
-                    },
-                    now,
-                );
-                out.actions.extend(died.actions);
+                let started = Observation::Started {
+                    member_id: s.member_id.clone(),
+                    pid: 1,
+                    host: "127.0.0.1".into(),
+                    ports: BTreeMap::new(),
+                };
+                out.actions.extend(engine.observe(started, now).actions);
+                if healthy {
+                    let member_id = s.member_id.clone();
+                    let up = engine.observe(Observation::Healthy { member_id }, now);
+                    out.actions.extend(up.actions);
+                }
+                dying.push((Millis(now.0 + lifetime_ms), s.member_id));
             }
         }
-        let tick = engine.tick(now);
-        out.actions.extend(tick.actions);
+        let (due, later) = dying.into_iter().partition(|(at, _)| *at <= now);
+        dying = later;
+        for (_, member_id) in due {
+            let reason = "exit 1".into();
+            let died = engine.observe(Observation::Exited { member_id, reason }, now);
+            out.actions.extend(died.actions);
+        }
+        out.actions.extend(engine.tick(now).actions);
     }
-    assert!(
-        starts.len() < 15,
-        "backed off, not respawned in a loop: {} starts",
-        starts.len()
-    );
+    starts
+}
+
+#[test]
+fn members_that_fail_to_start_are_replaced_with_backoff() {
+    // (becomes Active, lives for ms, at most this many starts in ten seconds)
+    let cases = [(false, 0, 12), (true, 0, 12), (true, 500, 14)];
+    for (healthy, lifetime_ms, most) in cases {
+        let starts = starts_of_members_that_die(10, healthy, lifetime_ms);
+        let case = format!("healthy {healthy}, lifetime {lifetime_ms} ms");
+        assert!(
+            (2..=most).contains(&starts.len()),
+            "{case}: backed off, not respawned in a loop: {} starts",
+            starts.len()
+        );
+        let gaps: Vec<u64> = starts.windows(2).map(|w| w[1].0 - w[0].0).collect();
+        assert!(
+            gaps.windows(2).all(|g| g[1] >= g[0]),
+            "{case}: waits grow: {gaps:?}"
+        );
+        assert!(
+            gaps[0] <= 20 + lifetime_ms,
+            "{case}: first replaced at once: {gaps:?}"
+        );
+    }
+}
+
+#[test]
+fn members_that_served_for_long_are_replaced_at_once_every_time() {
+    let starts = starts_of_members_that_die(40, true, 12_000);
     let gaps: Vec<u64> = starts.windows(2).map(|w| w[1].0 - w[0].0).collect();
     assert!(
-        gaps.windows(2).all(|g| g[1] >= g[0]),
-        "waits grow: {gaps:?}"
+        gaps.len() >= 2 && gaps.iter().all(|g| *g <= 12_020),
+        "no backoff: {gaps:?}"
     );
 }
 
