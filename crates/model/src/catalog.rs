@@ -1,6 +1,7 @@
 //! Registered artifacts by id, and resolution of an application against them.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
@@ -249,13 +250,35 @@ fn application_names(application: &Application, kind: ArtifactKind, id: &str) ->
         })
 }
 
+/// The artifact a resolution problem is in, as its diagnostics name it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Source<'a> {
+    Application(&'a str),
+    ApplicationPolicy(&'a str),
+    DomainMappings(&'a str),
+    CartridgeGroup(&'a str),
+    DeploymentPolicy(&'a str),
+}
+
+impl fmt::Display for Source<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Source::Application(id) => write!(f, "application {id}"),
+            Source::ApplicationPolicy(id) => write!(f, "application policy {id}"),
+            Source::DomainMappings(id) => write!(f, "domain mappings of {id}"),
+            Source::CartridgeGroup(name) => write!(f, "cartridge group {name}"),
+            Source::DeploymentPolicy(id) => write!(f, "deployment policy {id}"),
+        }
+    }
+}
+
 /// Follows every reference of the application and fills in every default.
 pub fn resolve(
     catalog: &Catalog,
     application_id: &str,
     application_policy_id: &str,
 ) -> Result<AppSpec, Diagnostics> {
-    let app_source = format!("application {application_id}");
+    let app_source = Source::Application(application_id).to_string();
     let Some(application) = catalog.applications.get(application_id) else {
         return Err(single(
             &app_source,
@@ -278,7 +301,7 @@ pub fn resolve(
         aliases: BTreeSet::new(),
         checked_policies: BTreeSet::new(),
     };
-    let policy_source = format!("application policy {}", policy.id);
+    let policy_source = Source::ApplicationPolicy(&policy.id).to_string();
     for (i, np) in policy.network_partitions.iter().enumerate() {
         if !catalog.network_partitions.contains_key(np) {
             r.report(
@@ -315,7 +338,7 @@ pub fn resolve(
         startup_orders: deps.startup_orders.clone(),
         scaling_dependents: deps.scaling_dependents.clone(),
     };
-    let mappings_source = format!("domain mappings of {application_id}");
+    let mappings_source = Source::DomainMappings(application_id).to_string();
     let mappings = catalog
         .domain_mappings
         .get(application_id)
@@ -482,7 +505,7 @@ impl<'c> Resolver<'c> {
             path,
         );
         let definition = definition?;
-        let source = format!("cartridge group {}", definition.name);
+        let source = Source::CartridgeGroup(&definition.name).to_string();
         let deps = &definition.dependencies;
         self.dependencies(
             deps,
@@ -626,7 +649,7 @@ impl<'c> Resolver<'c> {
         if !self.checked_policies.insert(policy.id.clone()) {
             return;
         }
-        let source = format!("deployment policy {}", policy.id);
+        let source = Source::DeploymentPolicy(&policy.id).to_string();
         for (i, placement) in policy.network_partitions.iter().enumerate() {
             let Some(network) = self.catalog.network_partitions.get(&placement.id) else {
                 self.report(

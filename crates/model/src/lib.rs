@@ -5,6 +5,7 @@
 //! their errors share wording and always name the source, the line and the path.
 
 mod catalog;
+mod check;
 pub mod diagnostic;
 mod json;
 mod reader;
@@ -18,12 +19,15 @@ mod yaml;
 mod yaml_tree;
 
 pub use catalog::{Catalog, resolve};
+pub use check::CheckedFile;
 pub use diagnostic::{Diagnostic, Diagnostics, Location};
 pub use spec::{AppSpec, ClusterSpec, ComponentSpec, GroupSpec};
-pub use stratos::{detect_stratos_kind, parse_domain_mappings, parse_stratos, parse_stratos_any};
+pub use stratos::{
+    check_stratos, detect_stratos_kind, parse_domain_mappings, parse_stratos, parse_stratos_any,
+};
 pub use types::*;
 pub use validate::validate_bundle;
-pub use yaml::parse_yaml;
+pub use yaml::{check_yaml, parse_yaml};
 
 /// The JSON value of a document as Stratos accepts it (trailing commas allowed), to hand back as written.
 pub fn lenient_json(text: &str) -> Option<serde_json::Value> {

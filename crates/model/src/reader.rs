@@ -6,8 +6,10 @@
 
 use std::collections::BTreeMap;
 
+use crate::check::CheckedFile;
 use crate::diagnostic::{Diagnostic, Location};
 use crate::tree::{Node, Value};
+use crate::types::Bundle;
 
 /// A node and its path from the document root, like `$.portMapping[1].port`.
 #[derive(Debug, Clone)]
@@ -91,20 +93,22 @@ impl Origins {
 
     /// The origin of `key`, or of its nearest recorded ancestor; without any, the key itself.
     pub fn locate(&self, key: &Key) -> Location {
-        let mut probe = key.0.as_str();
-        loop {
-            if let Some(location) = self.places.get(&Key(probe.to_string())) {
-                return location.clone();
-            }
-            match probe.rfind(['.', '[']) {
-                Some(cut) => probe = &probe[..cut],
-                None => break,
-            }
-        }
-        Location {
+        self.find(key).unwrap_or_else(|| Location {
             source: self.source.clone(),
             line: None,
             path: format!("$.{}", key.0),
+        })
+    }
+
+    /// The origin of `key`, or of its nearest recorded ancestor.
+    pub fn find(&self, key: &Key) -> Option<Location> {
+        let mut probe = key.0.as_str();
+        loop {
+            if let Some(location) = self.places.get(&Key(probe.to_string())) {
+                return Some(location.clone());
+            }
+            let cut = probe.rfind(['.', '['])?;
+            probe = &probe[..cut];
         }
     }
 }
@@ -418,11 +422,9 @@ impl Reader {
             .collect()
     }
 
-    pub fn into_result<T>(self, value: T) -> Result<(T, Origins), Vec<Diagnostic>> {
-        if self.problems.is_empty() {
-            Ok((value, self.origins))
-        } else {
-            Err(self.problems)
-        }
+    /// The bundle read, unless reading it found problems, with those problems and the origins.
+    pub fn finish(self, bundle: Bundle) -> CheckedFile {
+        let bundle = self.problems.is_empty().then_some(bundle);
+        CheckedFile::new(bundle, self.problems, self.origins)
     }
 }

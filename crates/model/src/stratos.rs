@@ -4,11 +4,11 @@
 //! fields Cairn has no use for (`iaasProvider`, `artifactRepository`, ...): both are accepted.
 //! A field Cairn reads must still have a sensible type.
 
+use crate::check::CheckedFile;
 use crate::diagnostic::{Diagnostic, Diagnostics, Location};
-use crate::reader::{At, Key, Origins, Reader};
+use crate::reader::{At, Key, Reader};
 use crate::tree::{Node, Value};
 use crate::types::*;
-use crate::validate;
 
 /// Parses one Stratos JSON artifact of the given kind and checks it on its own.
 ///
@@ -16,23 +16,36 @@ use crate::validate;
 /// (see [`parse_domain_mappings`]).
 pub fn parse_stratos(kind: ArtifactKind, source: &str, text: &str) -> Result<Bundle, Diagnostics> {
     let root = read_json(source, text)?;
-    convert(kind, source, &root, "")
+    read_artifact(kind, source, &root, "").into_result()
 }
 
 /// Parses a file of any Stratos artifact kind, guessing the kind from its keys.
 pub fn parse_stratos_any(source: &str, text: &str) -> Result<(ArtifactKind, Bundle), Diagnostics> {
     let root = read_json(source, text)?;
-    let Some(kind) = detect_kind(&root) else {
-        return Err(Diagnostics(vec![Diagnostic {
+    let kind = kind_of(source, &root)?;
+    Ok((kind, read_artifact(kind, source, &root, "").into_result()?))
+}
+
+/// Checks a file of any Stratos artifact kind on its own, keeping what could be read of it.
+pub fn check_stratos(source: &str, text: &str) -> CheckedFile {
+    let read = read_json(source, text).and_then(|root| {
+        let kind = kind_of(source, &root)?;
+        Ok(read_artifact(kind, source, &root, ""))
+    });
+    read.unwrap_or_else(|problems| CheckedFile::failed(source, problems))
+}
+
+fn kind_of(source: &str, root: &Node) -> Result<ArtifactKind, Diagnostics> {
+    detect_kind(root).ok_or_else(|| {
+        Diagnostics(vec![Diagnostic {
             location: Location {
                 source: source.to_string(),
                 line: Some(root.position),
                 path: "$".into(),
             },
             message: "cannot tell which kind of Stratos artifact this is".into(),
-        }]));
-    };
-    Ok((kind, convert(kind, source, &root, "")?))
+        }])
+    })
 }
 
 /// Parses Stratos' `{"domainMappings": [...]}` for the application it was posted to.
@@ -42,7 +55,7 @@ pub fn parse_domain_mappings(
     text: &str,
 ) -> Result<Bundle, Diagnostics> {
     let root = read_json(source, text)?;
-    convert(ArtifactKind::DomainMappings, source, &root, application_id)
+    read_artifact(ArtifactKind::DomainMappings, source, &root, application_id).into_result()
 }
 
 /// Guesses an artifact's kind from its keys, for files of unknown kind.
@@ -99,34 +112,19 @@ fn read_json(source: &str, text: &str) -> Result<Node, Diagnostics> {
     })
 }
 
-fn convert(
+fn read_artifact(
     kind: ArtifactKind,
     source: &str,
     root: &Node,
     application_id: &str,
-) -> Result<Bundle, Diagnostics> {
+) -> CheckedFile {
     let mut r = Reader::new(source);
     let at = At::root(root);
     let mut bundle = Bundle::default();
     if r.object(&at) {
         fill(&mut r, &at, kind, application_id, &mut bundle);
     }
-    finish(r, bundle)
-}
-
-/// Runs the bundle's own checks with the reader's origins, so they point at lines too.
-pub(crate) fn finish(r: Reader, bundle: Bundle) -> Result<Bundle, Diagnostics> {
-    let (bundle, origins) = r.into_result(bundle).map_err(Diagnostics)?;
-    checked(bundle, &origins)
-}
-
-pub(crate) fn checked(bundle: Bundle, origins: &Origins) -> Result<Bundle, Diagnostics> {
-    let problems = validate::check_bundle(&bundle, origins);
-    if problems.is_empty() {
-        Ok(bundle)
-    } else {
-        Err(Diagnostics(problems))
-    }
+    r.finish(bundle)
 }
 
 fn fill(r: &mut Reader, at: &At, kind: ArtifactKind, application_id: &str, bundle: &mut Bundle) {

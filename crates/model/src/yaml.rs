@@ -7,11 +7,12 @@
 
 use std::collections::BTreeMap;
 
+use crate::check::CheckedFile;
 use crate::diagnostic::{Diagnostic, Diagnostics, Location};
 use crate::reader::{At, Key, Reader};
 use crate::stratos::{
     HealthFields, NETWORK_PARTITION_ALGORITHMS, PARTITION_ALGORITHMS, PROTOCOLS,
-    TERMINATION_BEHAVIOURS, build_health, finish,
+    TERMINATION_BEHAVIOURS, build_health,
 };
 use crate::tree::Value;
 use crate::types::*;
@@ -86,10 +87,17 @@ const GROUP_COMPONENT_KEYS: &[&str] = &[
 
 /// Parses a blueprint and checks it on its own; `deploy_with` names the application policy.
 pub fn parse_yaml(source: &str, text: &str) -> Result<Bundle, Diagnostics> {
+    check_yaml(source, text).into_result()
+}
+
+/// Checks a blueprint on its own, keeping what could be read of it.
+pub fn check_yaml(source: &str, text: &str) -> CheckedFile {
     let root = match crate::yaml_tree::parse(text) {
         Ok(Some(root)) => root,
-        Ok(None) => return Err(one(source, (1, 1), "the blueprint is empty")),
-        Err(e) => return Err(one(source, e.position, e.message)),
+        Ok(None) => {
+            return CheckedFile::failed(source, one(source, (1, 1), "the blueprint is empty"));
+        }
+        Err(e) => return CheckedFile::failed(source, one(source, e.position, e.message)),
     };
     let mut r = Reader::new(source);
     let at = At::root(&root);
@@ -97,7 +105,7 @@ pub fn parse_yaml(source: &str, text: &str) -> Result<Bundle, Diagnostics> {
     if r.object(&at) {
         blueprint(&mut r, &at, &mut bundle);
     }
-    finish(r, bundle)
+    r.finish(bundle)
 }
 
 fn one(source: &str, position: (usize, usize), message: impl Into<String>) -> Diagnostics {

@@ -1,0 +1,94 @@
+//! A file checked on its own, and the problems of resolving its applications traced back to it.
+
+use crate::catalog::Source;
+use crate::diagnostic::{Diagnostic, Diagnostics};
+use crate::reader::{Key, Origins};
+use crate::types::Bundle;
+use crate::validate;
+
+/// What one file holds, what is wrong with it on its own, and where each part of it came from.
+#[derive(Debug, Clone)]
+pub struct CheckedFile {
+    /// The artifacts read, unless the text could not be read as artifacts at all.
+    pub bundle: Option<Bundle>,
+    /// Its own problems: syntax, types, and the checks its artifacts pass alone.
+    pub problems: Vec<Diagnostic>,
+    origins: Origins,
+}
+
+impl CheckedFile {
+    pub(crate) fn new(
+        bundle: Option<Bundle>,
+        mut problems: Vec<Diagnostic>,
+        origins: Origins,
+    ) -> Self {
+        if let Some(bundle) = &bundle {
+            problems.extend(validate::check_bundle(bundle, &origins));
+        }
+        CheckedFile {
+            bundle,
+            problems,
+            origins,
+        }
+    }
+
+    pub(crate) fn failed(source: &str, Diagnostics(problems): Diagnostics) -> Self {
+        CheckedFile {
+            bundle: None,
+            problems,
+            origins: Origins::new(source),
+        }
+    }
+
+    /// Its artifacts if it has no problems, else all its problems.
+    pub fn into_result(self) -> Result<Bundle, Diagnostics> {
+        match self.bundle {
+            Some(bundle) if self.problems.is_empty() => Ok(bundle),
+            _ => Err(Diagnostics(self.problems)),
+        }
+    }
+
+    /// A problem that [`resolve`](crate::resolve) found in an artifact of this file, pointed at
+    /// its line and path here; `None` when the artifact is not from this file.
+    pub fn place(&self, problem: &Diagnostic) -> Option<Diagnostic> {
+        let bundle = self.bundle.as_ref()?;
+        let (key, prefix) = artifact_keys(bundle)
+            .into_iter()
+            .find(|(source, ..)| *source == problem.location.source)
+            .map(|(_, key, prefix)| (key, prefix))?;
+        let rest = problem.location.path.strip_prefix(prefix)?;
+        let location = self.origins.find(&Key::new(format!("{}{rest}", key.0)))?;
+        Some(Diagnostic {
+            location,
+            message: problem.message.clone(),
+        })
+    }
+}
+
+/// Each artifact of a bundle as resolution names it, its place in the bundle, and the part of
+/// resolution's paths that place stands for.
+fn artifact_keys(bundle: &Bundle) -> Vec<(String, Key, &'static str)> {
+    let mut keys = Vec::new();
+    for (i, application) in bundle.applications.iter().enumerate() {
+        let source = Source::Application(&application.id).to_string();
+        keys.push((source, Key::new("applications").index(i), "$"));
+    }
+    for (i, policy) in bundle.application_policies.iter().enumerate() {
+        let source = Source::ApplicationPolicy(&policy.id).to_string();
+        keys.push((source, Key::new("application_policies").index(i), "$"));
+    }
+    for (i, policy) in bundle.deployment_policies.iter().enumerate() {
+        let source = Source::DeploymentPolicy(&policy.id).to_string();
+        keys.push((source, Key::new("deployment_policies").index(i), "$"));
+    }
+    for (i, group) in bundle.cartridge_groups.iter().enumerate() {
+        let source = Source::CartridgeGroup(&group.name).to_string();
+        keys.push((source, Key::new("cartridge_groups").index(i), "$"));
+    }
+    for application in bundle.domain_mappings.keys() {
+        let source = Source::DomainMappings(application).to_string();
+        let key = Key::new(format!("domain_mappings[{application}]"));
+        keys.push((source, key, "$.domain_mappings"));
+    }
+    keys
+}
