@@ -180,6 +180,9 @@ const PROPERTY_RULES: [PropertyRule; 3] = [
     ),
 ];
 
+/// The longest name: member ids add an alias and a number to an application id.
+const MAX_NAME: usize = 100;
+
 struct Checks<'o> {
     origins: &'o Origins,
     problems: Vec<Diagnostic>,
@@ -196,6 +199,19 @@ impl Checks<'_> {
     fn non_empty(&mut self, value: &str, key: &Key, what: &str) {
         if value.trim().is_empty() {
             self.report(key, format!("{what} is empty"));
+        }
+    }
+
+    /// A name that becomes part of member ids, file names and URL paths.
+    fn name(&mut self, value: &str, key: &Key, what: &str) {
+        let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
+        if value.is_empty() {
+            self.report(key, format!("{what} is empty"));
+        } else if value.len() > MAX_NAME || value.starts_with('.') || !value.chars().all(allowed) {
+            self.report(
+                key,
+                format!("{what} `{value}` is not a name: up to {MAX_NAME} letters, digits, `.`, `_` or `-`, not starting with `.`"),
+            );
         }
     }
 
@@ -219,7 +235,7 @@ impl Checks<'_> {
     }
 
     fn cartridge(&mut self, cartridge: &Cartridge, key: &Key) {
-        self.non_empty(&cartridge.kind, &key.field("kind"), "the cartridge type");
+        self.name(&cartridge.kind, &key.field("kind"), "the cartridge type");
         let mut names = BTreeSet::new();
         for (j, mapping) in cartridge.port_mappings.iter().enumerate() {
             let key = key.field("port_mappings").index(j);
@@ -284,7 +300,7 @@ impl Checks<'_> {
     }
 
     fn group(&mut self, group: &CartridgeGroup, key: &Key) {
-        self.non_empty(&group.name, &key.field("name"), "the group name");
+        self.name(&group.name, &key.field("name"), "the group name");
         self.unique_ids(
             &key.field("groups"),
             group.groups.iter().map(|g| &g.name),
@@ -298,7 +314,7 @@ impl Checks<'_> {
     }
 
     fn application(&mut self, application: &Application, key: &Key) {
-        self.non_empty(&application.id, &key.field("id"), "the application id");
+        self.name(&application.id, &key.field("id"), "the application id");
         let components = &application.components;
         let components_key = key.field("components");
         if components.groups.is_empty() && components.cartridges.is_empty() {
@@ -378,7 +394,7 @@ impl Checks<'_> {
         }
         for (j, group) in groups.iter().enumerate() {
             let key = key.field("groups").index(j);
-            self.non_empty(&group.name, &key.field("name"), "the group name");
+            self.name(&group.name, &key.field("name"), "the group name");
             self.alias(&group.alias, &key, aliases);
             if group.max_instances == 0 {
                 self.report(
@@ -400,7 +416,7 @@ impl Checks<'_> {
 
     fn alias(&mut self, alias: &str, key: &Key, aliases: &mut BTreeSet<String>) {
         let key = key.field("alias");
-        self.non_empty(alias, &key, "the alias");
+        self.name(alias, &key, "the alias");
         if !alias.is_empty() && !aliases.insert(alias.to_string()) {
             self.report(
                 &key,

@@ -245,6 +245,14 @@ fn yaml_blueprint_errors() {
     );
     check(
         Yaml,
+        "application: ../etc\ncartridges:\n  web:\n    ports: [8000]\ncomponents:\n  \"web site\": {cartridge: web}\n",
+        &[
+            "t:1:14 at $.application: the application id `../etc` is not a name: up to 100 letters, digits, `.`, `_` or `-`, not starting with `.`",
+            "t:6:15 at $.components.web site: the alias `web site` is not a name: up to 100 letters, digits, `.`, `_` or `-`, not starting with `.`",
+        ],
+    );
+    check(
+        Yaml,
         "application: a\ncartridges: [1, 2\n",
         &["t:2:13: unclosed bracket '['"],
     );
