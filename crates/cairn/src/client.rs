@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use cairn_model::{Bundle, Catalog, Diagnostic, Diagnostics};
+use cairn_model::{Catalog, CheckedFile, Diagnostic, Diagnostics};
 use serde_json::Value;
 
 use crate::render;
@@ -126,6 +126,9 @@ async fn wait_until(
             .with_context(|| format!("cannot reach Cairn at {}", client.url))?;
         if response.status() == reqwest::StatusCode::NOT_FOUND {
             if goal == Goal::Gone {
+                if bar.is_hidden() {
+                    println!("{app} undeployed");
+                }
                 bar.finish_with_message("undeployed");
                 return Ok(());
             }
@@ -137,27 +140,48 @@ async fn wait_until(
             let status = view.get("status").and_then(Value::as_str).unwrap_or("?");
             bar.set_message(status.to_string());
             if goal == Goal::Active && status == "Active" {
-                bar.finish_with_message(format!(
-                    "Active in {:.1} s",
-                    started.elapsed().as_secs_f64()
-                ));
+                let done = format!("Active in {:.1} s", started.elapsed().as_secs_f64());
+                if bar.is_hidden() {
+                    println!("{app} {done}");
+                }
+                bar.finish_with_message(done);
                 return Ok(());
             }
         }
         if started.elapsed() > timeout {
             bar.abandon();
+            let goal = if goal == Goal::Active {
+                "Active"
+            } else {
+                "undeployed"
+            };
+            let fault = latest_fault(client, app)
+                .await
+                .map(|f| format!("; the latest fault: {f}"))
+                .unwrap_or_default();
             bail!(
-                "{app} did not become {} within {} s",
-                if goal == Goal::Active {
-                    "Active"
-                } else {
-                    "undeployed"
-                },
+                "{app} did not become {goal} within {} s{fault}",
                 timeout.as_secs()
             );
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+/// The newest event of the application that says something faulted, as `subject: message`.
+async fn latest_fault(client: &ClientArgs, app: &str) -> Option<String> {
+    let request = http()
+        .ok()?
+        .get(format!("{}/v1/events", client.url))
+        .query(&[("application", app)]);
+    let events = call(request, &client.url).await.ok()?;
+    events.as_array()?.iter().rev().find_map(|e| {
+        let message = e.get("message")?.as_str()?;
+        let subject = e.get("subject")?.as_str()?;
+        message
+            .starts_with("faulted")
+            .then(|| format!("{subject} {message}"))
+    })
 }
 
 pub async fn apps(client: &ClientArgs) -> anyhow::Result<ExitCode> {
@@ -276,6 +300,7 @@ async fn stream_to_stdout(request: reqwest::RequestBuilder, url: &str) -> anyhow
 /// Parses and checks files locally; all problems of all files are reported together.
 pub fn validate(files: &[PathBuf], output: Output) -> ExitCode {
     let mut problems: Vec<Diagnostic> = Vec::new();
+    let mut checked: Vec<CheckedFile> = Vec::new();
     let mut catalog = Catalog::default();
     let mut policies: Vec<(String, Option<String>)> = Vec::new();
     // Stratos files name no policy to deploy with; exactly one given alongside is taken as it.
@@ -289,39 +314,57 @@ pub fn validate(files: &[PathBuf], output: Output) -> ExitCode {
                 continue;
             }
         };
-        match parse_file(&source, &text) {
-            Ok(bundle) => {
-                problems.extend(cairn_model::validate_bundle(&bundle).0);
-                if bundle.deploy_with.is_none() {
-                    stratos_policies
-                        .extend(bundle.application_policies.iter().map(|p| p.id.clone()));
-                }
-                policies.extend(
-                    bundle
-                        .applications
-                        .iter()
-                        .map(|a| (a.id.clone(), bundle.deploy_with.clone())),
-                );
-                catalog.add_bundle(bundle);
+        let file = check_file(&source, &text);
+        problems.extend(file.problems.iter().cloned());
+        if let Some(bundle) = &file.bundle {
+            if bundle.deploy_with.is_none() {
+                stratos_policies.extend(bundle.application_policies.iter().map(|p| p.id.clone()));
             }
-            Err(Diagnostics(found)) => problems.extend(found),
+            policies.extend(
+                bundle
+                    .applications
+                    .iter()
+                    .map(|a| (a.id.clone(), bundle.deploy_with.clone())),
+            );
+            catalog.add_bundle(bundle.clone());
         }
+        checked.push(file);
     }
-    // Cross-references can be checked once the application policy is known.
-    if problems.is_empty() {
-        let only_policy = if stratos_policies.len() == 1 {
-            stratos_policies.pop()
-        } else {
-            None
+    // Cross-references are checked once the application policy is known, and each problem is
+    // pointed at the file its artifact came from, the last file to define it winning.
+    let only_policy = if stratos_policies.len() == 1 {
+        stratos_policies.pop()
+    } else {
+        None
+    };
+    for (app, policy) in policies {
+        let Some(policy) = policy.or_else(|| only_policy.clone()) else {
+            continue;
         };
-        for (app, policy) in policies {
-            if let Some(policy) = policy.or_else(|| only_policy.clone())
-                && let Err(Diagnostics(found)) = cairn_model::resolve(&catalog, &app, &policy)
-            {
-                problems.extend(found);
+        let Err(Diagnostics(found)) = cairn_model::resolve(&catalog, &app, &policy) else {
+            continue;
+        };
+        for problem in found {
+            let placed = checked
+                .iter()
+                .rev()
+                .find_map(|file| file.place(&problem))
+                .unwrap_or(problem);
+            if !problems.contains(&placed) {
+                problems.push(placed);
             }
         }
     }
+    // Each file's problems in the order of its lines.
+    problems.sort_by(|a, b| {
+        let line = |d: &Diagnostic| d.location.line.unwrap_or((usize::MAX, 0));
+        let file = |d: &Diagnostic| {
+            files
+                .iter()
+                .position(|f| f.display().to_string() == d.location.source)
+        };
+        (file(a).is_none(), file(a), line(a)).cmp(&(file(b).is_none(), file(b), line(b)))
+    });
     match output {
         Output::Json => println!(
             "{}",
@@ -346,12 +389,12 @@ pub fn validate(files: &[PathBuf], output: Output) -> ExitCode {
     }
 }
 
-fn parse_file(source: &str, text: &str) -> Result<Bundle, Diagnostics> {
+fn check_file(source: &str, text: &str) -> CheckedFile {
     let json = source.ends_with(".json") || text.trim_start().starts_with('{');
     if json {
-        cairn_model::parse_stratos_any(source, text).map(|(_, bundle)| bundle)
+        cairn_model::check_stratos(source, text)
     } else {
-        cairn_model::parse_yaml(source, text)
+        cairn_model::check_yaml(source, text)
     }
 }
 

@@ -38,13 +38,56 @@ fn validate_accepts_the_samples_and_points_at_problems() {
     let bad = dir.0.join("bad.yaml");
     std::fs::write(
         &bad,
-        "application: x\ncomponents:\n  web:\n    cartridge: nope\n    min: 3\n    max: 1\n",
+        "application: x\ncomponents:\n  web:\n    cartridge: nope\n    min: 3\n    max: 1\n    autoscaling_policy: none\n",
     )
     .expect("write");
-    let (code, _, err) = cairn(&["validate", bad.to_str().unwrap_or("")], None);
+    let bad = bad.to_str().unwrap_or("");
+    let (code, _, err) = cairn(&["validate", bad], None);
     assert_eq!(code, 1, "{err}");
-    assert!(err.contains("bad.yaml:"), "names the file and line: {err}");
-    assert!(err.contains("problem"), "{err}");
+    // The file's own problems and those of its references, all at once, in line order.
+    let expected = [
+        format!("{bad}:4:16 at $.components.web.cartridge: unknown cartridge type `nope`"),
+        format!("{bad}:6:10 at $.components.web.max: min (3) is greater than max (1)"),
+        format!(
+            "{bad}:7:25 at $.components.web.autoscaling_policy: unknown autoscaling policy `none`"
+        ),
+        "3 problems".to_string(),
+    ];
+    assert_eq!(err.lines().collect::<Vec<_>>(), expected);
+}
+
+#[test]
+fn a_refused_blueprint_leaves_nothing_behind_and_an_unchanged_one_deploys_again() {
+    let server = Cairn::start("cli-redeploy", &[8080]);
+    let url = format!("http://{}", server.api);
+    let dir = support::TempDir::new("cli-redeploy");
+    let refused = dir.0.join("refused.yaml");
+    std::fs::write(
+        &refused,
+        "application: refused\ncartridges:\n  web:\n    ports: [8000]\ncomponents:\n  web: {}\n  db:\n    cartridge: nope\n",
+    )
+    .expect("write");
+    let refused = refused.to_str().unwrap_or("");
+    let (code, _, err) = cairn(&["deploy", refused], Some(&url));
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains(&format!(
+            "{refused}:8:16 at $.components.db.cartridge: unknown cartridge type `nope`"
+        )),
+        "{err}"
+    );
+    let (code, out, err) = cairn(&["apps", "--output", "json"], Some(&url));
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out.trim(), "[]", "nothing registered");
+
+    let examples = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples");
+    let blueprint = examples.join("minimal.yaml");
+    let blueprint = blueprint.to_str().unwrap_or("");
+    for round in ["first", "again"] {
+        let (code, out, err) = cairn(&["deploy", blueprint, "--timeout", "30"], Some(&url));
+        assert_eq!(code, 0, "{round}: {out}{err}");
+        assert!(out.starts_with("hello Active in "), "{round}: {out}");
+    }
 }
 
 #[test]

@@ -227,6 +227,7 @@ impl Platform {
         if let Some(id) = bundle
             .applications
             .iter()
+            .filter(|a| catalog.applications.get(&a.id) != Some(*a))
             .map(|a| &a.id)
             .find(|id| deployed.contains(*id))
         {
@@ -424,7 +425,8 @@ impl Platform {
         self.read_snapshot().views.contains_key(application)
     }
 
-    fn deployed(&self) -> std::collections::BTreeSet<String> {
+    /// The ids of the applications that are deployed.
+    pub fn deployed(&self) -> std::collections::BTreeSet<String> {
         self.read_snapshot().views.keys().cloned().collect()
     }
 

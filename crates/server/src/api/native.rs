@@ -151,20 +151,53 @@ async fn post_blueprint(
 ) -> ApiResult<(StatusCode, Json<BlueprintAccepted>)> {
     let source = query.source.unwrap_or_else(|| "request body".into());
     let text = body_text(&body)?;
-    let bundle = cairn_model::parse_yaml(&source, text).map_err(PlatformError::Invalid)?;
+    let checked = cairn_model::check_yaml(&source, text);
+    let bundle = checked
+        .clone()
+        .into_result()
+        .map_err(PlatformError::Invalid)?;
     let applications: Vec<String> = bundle.applications.iter().map(|a| a.id.clone()).collect();
-    let policy = bundle.deploy_with.clone();
-    platform.add(bundle, true)?;
-    let mut deployed = Vec::new();
-    if query.deploy.unwrap_or(true) {
-        let Some(policy) = policy else {
+    let deploy = query.deploy.unwrap_or(true) && !applications.is_empty();
+    // Whatever would stop the deployment stops the registration too, so a refused blueprint
+    // leaves nothing behind.
+    let policy = match (&bundle.deploy_with, deploy) {
+        (_, false) => None,
+        (Some(policy), true) => Some(policy.clone()),
+        (None, true) => {
             return Err(PlatformError::Conflict(format!(
                 "{source}: the blueprint names no application policy to deploy with"
             ))
             .into());
-        };
+        }
+    };
+    if let Some(policy) = &policy {
+        let mut catalog = platform.catalog();
+        catalog.add_bundle(bundle.clone());
+        let mut problems = Vec::new();
         for app in &applications {
-            platform.deploy(app, &policy).await?;
+            if let Err(cairn_model::Diagnostics(found)) =
+                cairn_model::resolve(&catalog, app, policy)
+            {
+                problems.extend(
+                    found
+                        .iter()
+                        .map(|p| checked.place(p).unwrap_or_else(|| p.clone())),
+                );
+            }
+        }
+        if !problems.is_empty() {
+            return Err(PlatformError::Invalid(cairn_model::Diagnostics(problems)).into());
+        }
+    }
+    platform.add(bundle, true)?;
+    let mut deployed = Vec::new();
+    if let Some(policy) = policy {
+        // An application deployed already was not changed (`add` refuses that): it stays as it is.
+        let running = platform.deployed();
+        for app in &applications {
+            if !running.contains(app) {
+                platform.deploy(app, &policy).await?;
+            }
             deployed.push(app.clone());
         }
     }
