@@ -20,24 +20,39 @@ fn http() -> anyhow::Result<reqwest::Client> {
 
 /// Sends a request and returns the JSON body, or the server's error in words.
 async fn call(request: reqwest::RequestBuilder, url: &str) -> anyhow::Result<Value> {
+    let response = send(request, url).await?;
+    let text = response.text().await.unwrap_or_default();
+    Ok(if text.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_str(&text).unwrap_or(Value::String(text))
+    })
+}
+
+/// Sends a request; a response that is not a success becomes the server's error in words.
+async fn send(request: reqwest::RequestBuilder, url: &str) -> anyhow::Result<reqwest::Response> {
     let response = request.send().await.with_context(|| {
         format!("cannot reach Cairn at {url} (is `cairn up` running? CAIRN_URL selects the server)")
     })?;
     let status = response.status();
-    let text = response.text().await.unwrap_or_default();
-    let body: Value = if text.is_empty() {
-        Value::Null
-    } else {
-        serde_json::from_str(&text).unwrap_or(Value::String(text))
-    };
     if status.is_success() {
-        return Ok(body);
+        return Ok(response);
     }
-    let mut message = body
-        .get("error")
-        .and_then(Value::as_str)
-        .map(str::to_string)
-        .unwrap_or_else(|| body.to_string());
+    let path = response.url().path().to_string();
+    let text = response.text().await.unwrap_or_default();
+    let body: Value = serde_json::from_str(&text).unwrap_or(Value::String(text));
+    let mut message = match &body {
+        // Plain text is the server's own words; markup or nothing means another server.
+        Value::String(text) if text.trim().is_empty() || text.trim_start().starts_with('<') => {
+            format!("{url} has nothing at {path}: is it Cairn's native API?")
+        }
+        Value::String(text) => text.trim().to_string(),
+        body => body
+            .get("error")
+            .and_then(Value::as_str)
+            .map(str::to_string)
+            .unwrap_or_else(|| body.to_string()),
+    };
     if let Some(diagnostics) = body.get("diagnostics").and_then(Value::as_array)
         && !diagnostics.is_empty()
     {
@@ -126,7 +141,7 @@ async fn wait_until(
             .with_context(|| format!("cannot reach Cairn at {}", client.url))?;
         if response.status() == reqwest::StatusCode::NOT_FOUND {
             if goal == Goal::Gone {
-                if bar.is_hidden() {
+                if bar.is_hidden() && client.output == Output::Text {
                     println!("{app} undeployed");
                 }
                 bar.finish_with_message("undeployed");
@@ -141,7 +156,7 @@ async fn wait_until(
             bar.set_message(status.to_string());
             if goal == Goal::Active && status == "Active" {
                 let done = format!("Active in {:.1} s", started.elapsed().as_secs_f64());
-                if bar.is_hidden() {
+                if bar.is_hidden() && client.output == Output::Text {
                     println!("{app} {done}");
                 }
                 bar.finish_with_message(done);
@@ -221,11 +236,19 @@ pub async fn undeploy(
         &client.url,
     )
     .await?;
-    if no_wait {
-        println!("undeploying {app}");
-        return Ok(ExitCode::SUCCESS);
+    if !no_wait {
+        wait_until(client, app, Duration::from_secs(timeout), Goal::Gone).await?;
     }
-    wait_until(client, app, Duration::from_secs(timeout), Goal::Gone).await?;
+    let status = if no_wait { "undeploying" } else { "undeployed" };
+    match client.output {
+        Output::Json => println!(
+            "{}",
+            serde_json::json!({ "application": app, "status": status })
+        ),
+        Output::Text if no_wait => println!("{app} {status}"),
+        // Waiting printed the outcome already.
+        Output::Text => {}
+    }
     Ok(ExitCode::SUCCESS)
 }
 
@@ -242,7 +265,21 @@ pub async fn scale(
         client.url
     );
     call(http()?.post(&url).json(&body), &client.url).await?;
-    println!("{app}/{alias}: {action} {body}");
+    match client.output {
+        Output::Json => println!(
+            "{}",
+            serde_json::json!({ "application": app, "cluster": alias, action: body })
+        ),
+        Output::Text => match (body.get("size"), body.get("enabled")) {
+            (Some(size), _) => {
+                println!(
+                    "{app}/{alias}: {size} member(s) per group instance, autoscaling suspended"
+                )
+            }
+            (_, Some(Value::Bool(true))) => println!("{app}/{alias}: autoscaling on"),
+            _ => println!("{app}/{alias}: autoscaling off, holding its size"),
+        },
+    }
     Ok(ExitCode::SUCCESS)
 }
 
@@ -276,21 +313,13 @@ pub async fn events(client: &ClientArgs, app: &str, follow: bool) -> anyhow::Res
 
 async fn stream_to_stdout(request: reqwest::RequestBuilder, url: &str) -> anyhow::Result<ExitCode> {
     use std::io::Write;
-    let mut response = request
-        .send()
-        .await
-        .with_context(|| format!("cannot reach Cairn at {url}"))?;
-    if !response.status().is_success() {
-        let status = response.status();
-        let text = response.text().await.unwrap_or_default();
-        let message = serde_json::from_str::<Value>(&text)
-            .ok()
-            .and_then(|v| v.get("error").and_then(Value::as_str).map(str::to_string))
-            .unwrap_or(text);
-        bail!("{message} (HTTP {status})");
-    }
+    let mut response = send(request, url).await?;
     let mut stdout = std::io::stdout();
-    while let Some(chunk) = response.chunk().await? {
+    while let Some(chunk) = response
+        .chunk()
+        .await
+        .with_context(|| format!("lost the connection to Cairn at {url}"))?
+    {
         stdout.write_all(&chunk)?;
         stdout.flush()?;
     }

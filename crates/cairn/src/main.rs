@@ -63,8 +63,10 @@ enum Command {
     /// Stop every member of an application, in reverse dependency order
     Undeploy {
         application: String,
+        /// Return once the undeploy is accepted instead of waiting until every member stopped
         #[arg(long)]
         no_wait: bool,
+        /// Give up waiting after this many seconds
         #[arg(long, default_value_t = 120)]
         timeout: u64,
         #[command(flatten)]
@@ -86,6 +88,7 @@ enum Command {
     /// Show what happened to an application, and why
     Events {
         application: String,
+        /// Keep following new events
         #[arg(short, long)]
         follow: bool,
         #[command(flatten)]
@@ -112,7 +115,8 @@ enum Command {
     Validate {
         #[arg(required = true)]
         files: Vec<PathBuf>,
-        #[arg(long, value_enum, default_value_t = Output::Text)]
+        /// Print the problems as text, or as JSON
+        #[arg(long, short, value_enum, default_value_t = Output::Text)]
         output: Output,
     },
     /// Run the built-in workload: a small HTTP server configured by its environment
@@ -126,8 +130,9 @@ enum Command {
 #[derive(Args, Clone)]
 struct ClientArgs {
     /// The Cairn server's native API
-    #[arg(long, env = "CAIRN_URL", default_value = "http://127.0.0.1:7070")]
+    #[arg(long, env = "CAIRN_URL", default_value = "http://127.0.0.1:7070", value_parser = server_url)]
     url: String,
+    /// Print as text, or as JSON (logs always print their lines as written)
     #[arg(long, short, value_enum, default_value_t = Output::Text)]
     output: Output,
 }
@@ -142,6 +147,16 @@ enum Switch {
 enum Output {
     Text,
     Json,
+}
+
+/// The server's base URL, without a trailing `/`.
+fn server_url(text: &str) -> Result<String, String> {
+    let url = reqwest::Url::parse(text)
+        .map_err(|e| format!("{e}: expected a URL like http://127.0.0.1:7070"))?;
+    if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
+        return Err("expected a URL like http://127.0.0.1:7070".into());
+    }
+    Ok(text.trim_end_matches('/').to_string())
 }
 
 fn main() -> ExitCode {
@@ -162,11 +177,21 @@ fn main() -> ExitCode {
     let result = runtime.block_on(run(cli.command));
     match result {
         Ok(code) => code,
+        // A reader that stopped reading (`| head`) is not a failure.
+        Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
         }
     }
+}
+
+fn is_broken_pipe(error: &anyhow::Error) -> bool {
+    error.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
+    })
 }
 
 async fn run(command: Command) -> anyhow::Result<ExitCode> {

@@ -123,9 +123,10 @@ fn manual_scale_holds_the_size_until_autoscaling_resumes() {
             .expect("API answers")
     };
     let refused = scale(9);
-    assert_eq!(refused.status(), 409);
+    assert_eq!(refused.status(), 400);
     let text = refused.text().unwrap_or_default();
-    assert!(text.contains("between 1 and 4"), "{text}");
+    assert!(text.contains("takes 1 to 4 members, not 9"), "{text}");
+    assert!(text.contains(r#""path":"$.size""#), "{text}");
     assert_eq!(scale(3).status(), 202);
     let view = cairn.wait_for(
         "scaling",

@@ -135,13 +135,21 @@ pub enum EngineError {
     NotDeployed(String),
     #[error("application {application} has no cluster {alias}")]
     NoCluster { application: String, alias: String },
-    #[error("cluster {alias} takes between {min} and {max} members, not {asked}")]
+    #[error("cluster {alias} takes {}, not {asked}", member_range(*.min, *.max))]
     OutOfRange {
         alias: String,
         min: u32,
         max: u32,
         asked: u32,
     },
+}
+
+fn member_range(min: u32, max: u32) -> String {
+    match (min, max) {
+        (1, 1) => "1 member".into(),
+        (min, max) if min == max => format!("{min} members"),
+        (min, max) => format!("{min} to {max} members"),
+    }
 }
 
 /// A member with where it belongs.

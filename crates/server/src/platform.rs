@@ -111,7 +111,16 @@ impl From<EngineError> for PlatformError {
             EngineError::AlreadyDeployed(_) => PlatformError::Conflict(e.to_string()),
             EngineError::NotDeployed(_) => PlatformError::Conflict(e.to_string()),
             EngineError::NoCluster { .. } => PlatformError::NotFound(e.to_string()),
-            EngineError::OutOfRange { .. } => PlatformError::Conflict(e.to_string()),
+            EngineError::OutOfRange { .. } => {
+                PlatformError::Invalid(cairn_model::Diagnostics(vec![cairn_model::Diagnostic {
+                    location: cairn_model::Location {
+                        source: "request body".into(),
+                        line: None,
+                        path: "$.size".into(),
+                    },
+                    message: e.to_string(),
+                }]))
+            }
         }
     }
 }

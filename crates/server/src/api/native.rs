@@ -241,13 +241,16 @@ pub struct DeployRequest {
     path = "/v1/applications/{id}/deploy",
     params(("id" = String, Path)),
     request_body = DeployRequest,
-    responses((status = 202), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody))
+    responses((status = 202), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody))
 )]
 async fn deploy_application(
     State(platform): State<Arc<Platform>>,
     Path(id): Path<String>,
     body: Bytes,
 ) -> ApiResult<StatusCode> {
+    if !platform.catalog().applications.contains_key(&id) {
+        return Err(PlatformError::unknown_application(&id).into());
+    }
     let request: DeployRequest = if body.is_empty() {
         DeployRequest::default()
     } else {
@@ -288,12 +291,15 @@ fn invalid_body(message: String) -> PlatformError {
     post,
     path = "/v1/applications/{id}/undeploy",
     params(("id" = String, Path)),
-    responses((status = 202), (status = 409, body = ErrorBody))
+    responses((status = 202), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody))
 )]
 async fn undeploy_application(
     State(platform): State<Arc<Platform>>,
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
+    if !platform.catalog().applications.contains_key(&id) {
+        return Err(PlatformError::unknown_application(&id).into());
+    }
     platform.undeploy(&id).await?;
     Ok(StatusCode::ACCEPTED)
 }
@@ -464,6 +470,12 @@ async fn list_events(
     State(platform): State<Arc<Platform>>,
     Query(query): Query<EventQuery>,
 ) -> Response {
+    if let Some(app) = &query.application
+        && !platform.catalog().applications.contains_key(app)
+        && platform.events().recent(Some(app)).is_empty()
+    {
+        return ApiError::from(PlatformError::unknown_application(app)).into_response();
+    }
     if !query.follow.unwrap_or(false) {
         return Json(platform.events().recent(query.application.as_deref())).into_response();
     }
