@@ -130,3 +130,45 @@ fn killing_a_member_under_steady_load_fails_no_request() {
         "load kept flowing after the kill: {before} then {total}"
     );
 }
+
+#[test]
+fn a_taken_proxy_port_is_told_in_the_events_and_served_once_it_is_free() {
+    let cairn = Cairn::start("lb-taken", &[8080]);
+    let port = 8080 + cairn.offset;
+    let holder = std::net::TcpListener::bind(("127.0.0.1", port)).expect("take the proxy port");
+    let (status, body) = cairn.post_blueprint(BLUEPRINT);
+    assert_eq!(status, 201, "{body}");
+    cairn.wait_active("lb");
+    let said = |what: &str| {
+        let (_, events) = cairn.get("/v1/events?application=lb");
+        events.as_array().is_some_and(|events| {
+            events.iter().any(|e| {
+                e["subject"] == "load balancer"
+                    && e["message"].as_str().is_some_and(|m| m.starts_with(what))
+            })
+        })
+    };
+    let taken = format!("cannot listen on port {port}");
+    wait_until("the taken port in the events", || said(&taken));
+    drop(holder);
+    wait_until("the port served again", || {
+        client()
+            .get(proxy(&cairn))
+            .header("Host", "lb.web.example.test")
+            .send()
+            .is_ok_and(|r| r.status() == 200)
+    });
+    assert!(said(&format!("resolved: {taken}")), "the end is told too");
+}
+
+/// Polls `check` for up to 15 s (the proxy retries a taken port every 5 s).
+fn wait_until(what: &str, check: impl Fn() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while !check() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what}: not within 15 s"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

@@ -1,7 +1,7 @@
 //! The control plane's core: the catalog, the engine's loop, and the wiring to the agent and
 //! the load balancer. The APIs call into it; nothing else changes state.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock};
@@ -22,7 +22,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::ServerError;
 use crate::events::EventLog;
-use crate::routes::route_table;
+use crate::routes::{REBIND, RoutingProblem, bind_failed, lb_problems, route_table};
 
 const CATALOG_KEY: &str = "catalog";
 const ENGINE_KEY: &str = "engine/state";
@@ -196,6 +196,8 @@ impl Platform {
             agent,
             persisted: Vec::new(),
             published: None,
+            routing_problems: BTreeSet::new(),
+            republish_at: None,
         };
         looped.persisted = serde_json::to_vec(looped.engine.state()).unwrap_or_default();
         let recovered = looped.recover().await;
@@ -435,7 +437,7 @@ impl Platform {
     }
 
     /// The ids of the applications that are deployed.
-    pub fn deployed(&self) -> std::collections::BTreeSet<String> {
+    pub fn deployed(&self) -> BTreeSet<String> {
         self.read_snapshot().views.keys().cloned().collect()
     }
 
@@ -627,6 +629,10 @@ struct EngineLoop {
     /// The state as last written, to skip writing what did not change.
     persisted: Vec<u8>,
     published: Option<cairn_lb::RouteTable>,
+    /// What of the published table is not served, as last reported in events.
+    routing_problems: BTreeSet<RoutingProblem>,
+    /// When to publish the same table again, for ports that could not be bound.
+    republish_at: Option<std::time::Instant>,
 }
 
 impl EngineLoop {
@@ -830,26 +836,44 @@ impl EngineLoop {
             self.platform.config.proxy_port_offset,
             &partition_offsets,
         );
-        if self.published.as_ref() == Some(&table) {
+        let retry = self
+            .republish_at
+            .is_some_and(|t| std::time::Instant::now() >= t);
+        if self.published.as_ref() == Some(&table) && !retry {
             return;
         }
-        for problem in problems {
-            tracing::warn!("{problem}");
-        }
+        let mut found: BTreeSet<RoutingProblem> = problems.into_iter().collect();
+        self.republish_at = None;
         if let Err(e) = self.platform.lb.publish(table.clone()).await {
-            tracing::error!("load balancer: {e}");
-            let event = Event {
-                at: now(),
-                application: String::new(),
-                subject: "load balancer".into(),
-                message: e.to_string(),
-                decision: None,
-            };
+            if bind_failed(&e) {
+                self.republish_at = Some(std::time::Instant::now() + REBIND);
+            }
+            found.extend(lb_problems(&e, &table));
+        }
+        // Each problem is told once when it starts and once when it ends.
+        let at = now();
+        let event = |problem: &RoutingProblem, message: String| Event {
+            at,
+            application: problem.application.clone(),
+            subject: "load balancer".into(),
+            message,
+            decision: None,
+        };
+        let mut events = Vec::new();
+        for problem in found.difference(&self.routing_problems) {
+            tracing::warn!("load balancer: {}", problem.message);
+            events.push(event(problem, problem.message.clone()));
+        }
+        for problem in self.routing_problems.difference(&found) {
+            events.push(event(problem, format!("resolved: {}", problem.message)));
+        }
+        if !events.is_empty() {
             let store = self.platform.store.as_ref();
-            if let Err(e) = self.platform.events.store_and_record(store, vec![event]) {
+            if let Err(e) = self.platform.events.store_and_record(store, events) {
                 tracing::error!("cannot store an event: {e}");
             }
         }
+        self.routing_problems = found;
         self.published = Some(table);
     }
 

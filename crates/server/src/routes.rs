@@ -3,8 +3,17 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
-use cairn_lb::{Backend, ClusterKey, ClusterRoute, ListenerProtocol, ListenerRoute, RouteTable};
+use cairn_lb::{
+    Backend, ClusterKey, ClusterRoute, LbError, ListenerProtocol, ListenerRoute, RouteTable,
+};
 use cairn_model::Protocol;
+
+/// Something of an application's routes that the load balancer does not serve.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct RoutingProblem {
+    pub application: String,
+    pub message: String,
+}
 
 /// The table for the engine's routes, each proxy port moved by `offset` and by its network
 /// partition's own offset; also what could not be routed.
@@ -12,7 +21,7 @@ pub fn route_table(
     routes: &[cairn_engine::ClusterRoute],
     offset: u16,
     partition_offsets: &BTreeMap<String, u16>,
-) -> (RouteTable, Vec<String>) {
+) -> (RouteTable, Vec<RoutingProblem>) {
     let mut table = RouteTable::default();
     let mut problems = Vec::new();
     for route in routes {
@@ -28,10 +37,13 @@ pub fn route_table(
                 .checked_add(offset)
                 .and_then(|p| p.checked_add(own))
             else {
-                problems.push(format!(
-                    "{}/{}: proxy port {proxy_port} plus offsets {offset} and {own} is beyond 65535",
-                    route.application, route.alias
-                ));
+                problems.push(RoutingProblem {
+                    application: route.application.clone(),
+                    message: format!(
+                        "{}/{}: proxy port {proxy_port} plus offsets {offset} and {own} is beyond 65535, so it is not served",
+                        route.application, route.alias
+                    ),
+                });
                 continue;
             };
             let backend = |draining: bool| {
@@ -62,10 +74,13 @@ pub fn route_table(
                     ..ListenerRoute::default()
                 });
             if listener.protocol != protocol {
-                problems.push(format!(
-                    "{key}: port {} is {protocol} but proxy port {listen} already serves {}, so it is not served there",
-                    mapping.name, listener.protocol
-                ));
+                problems.push(RoutingProblem {
+                    application: route.application.clone(),
+                    message: format!(
+                        "{key}: port {} is {protocol} but proxy port {listen} already serves {}, so it is not served there",
+                        mapping.name, listener.protocol
+                    ),
+                });
                 continue;
             }
             // Partitions that share entry points share one route per cluster.
@@ -80,6 +95,62 @@ pub fn route_table(
         }
     }
     (table, problems)
+}
+
+/// What the load balancer refused of `table`, by the applications it concerns.
+pub fn lb_problems(error: &LbError, table: &RouteTable) -> Vec<RoutingProblem> {
+    let of = |key: &ClusterKey| vec![key.application.clone()];
+    let applications = match error {
+        LbError::Several(errors) => {
+            return errors.iter().flat_map(|e| lb_problems(e, table)).collect();
+        }
+        LbError::Bind { port, .. } => {
+            let mut applications: Vec<String> = table
+                .listeners
+                .get(port)
+                .map(|l| {
+                    l.clusters
+                        .iter()
+                        .map(|c| c.key.application.clone())
+                        .collect()
+                })
+                .unwrap_or_default();
+            applications.dedup();
+            applications
+        }
+        LbError::DuplicateHost { first, second, .. } => {
+            let mut both = of(first);
+            both.extend(of(second));
+            both.dedup();
+            both
+        }
+        LbError::NoHostNames { cluster, .. } | LbError::ContextPath { cluster, .. } => of(cluster),
+        LbError::SharedTcpPort { refused, .. } => of(refused),
+        LbError::ShutDown => Vec::new(),
+    };
+    let message = match error {
+        LbError::Bind { .. } => format!("{error}; trying again every {} s", REBIND.as_secs()),
+        _ => error.to_string(),
+    };
+    applications
+        .into_iter()
+        .map(|application| RoutingProblem {
+            application,
+            message: message.clone(),
+        })
+        .collect()
+}
+
+/// How long after a port could not be bound it is tried again.
+pub const REBIND: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Whether some port of the table could not be bound.
+pub fn bind_failed(error: &LbError) -> bool {
+    match error {
+        LbError::Bind { .. } => true,
+        LbError::Several(errors) => errors.iter().any(bind_failed),
+        _ => false,
+    }
 }
 
 #[cfg(test)]
@@ -137,9 +208,10 @@ mod tests {
         assert_eq!(web.clusters[0].backends[0].addr.port(), 4000);
         assert_eq!(
             problems,
-            [
-                "app/c: port redis is tcp but proxy port 10080 already serves http, so it is not served there"
-            ]
+            [RoutingProblem {
+                application: "app".into(),
+                message: "app/c: port redis is tcp but proxy port 10080 already serves http, so it is not served there".into(),
+            }]
         );
     }
 }
