@@ -1,11 +1,13 @@
-//! The CLI against a real server: validation, the JSON runtime view's shape, bad arguments.
+//! The CLI against a real server: validation, deploys, the JSON runtime view's shape, logs,
+//! bad arguments.
 
 mod support;
 
 use std::process::Command;
+use std::time::Duration;
 
 use serde_json::Value;
-use support::{BIN, Cairn, samples};
+use support::{BIN, Cairn, members, samples};
 
 fn cairn(args: &[&str], url: Option<&str>) -> (i32, String, String) {
     let mut command = Command::new(BIN);
@@ -206,4 +208,66 @@ fn an_unreachable_server_is_named() {
         err.contains("cannot reach Cairn at http://127.0.0.1:9"),
         "{err}"
     );
+}
+
+#[test]
+fn logs_follow_takes_in_new_members_and_ends_with_the_cluster() {
+    let server = Cairn::start("cli-logs", &[8080, 8081]);
+    let url = format!("http://{}", server.api);
+    let examples = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples");
+    let blueprint = examples.join("three-tier.yaml");
+    let (code, out, err) = cairn(
+        &[
+            "deploy",
+            blueprint.to_str().unwrap_or(""),
+            "--timeout",
+            "30",
+        ],
+        Some(&url),
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    let follow = Command::new(BIN)
+        .args(["logs", "shop", "web", "-f"])
+        .env("CAIRN_URL", &url)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("cairn logs runs");
+    let (code, _, err) = cairn(&["scale", "shop", "web", "2"], Some(&url));
+    assert_eq!(code, 0, "{err}");
+    server.wait_for(
+        "shop",
+        "2 web members Active",
+        Duration::from_secs(20),
+        |v| {
+            members(v)
+                .iter()
+                .filter(|(alias, m)| alias == "web" && m["status"] == "Active")
+                .count()
+                == 2
+        },
+    );
+    // Its first lines reach the log a moment after it is Active.
+    std::thread::sleep(Duration::from_millis(500));
+    let (code, _, err) = cairn(&["undeploy", "shop", "--timeout", "30"], Some(&url));
+    assert_eq!(code, 0, "{err}");
+    let output = wait_with_timeout(follow, Duration::from_secs(10));
+    let senders: std::collections::BTreeSet<&str> = output
+        .lines()
+        .filter_map(|line| line.split(" | ").next())
+        .collect();
+    assert_eq!(senders.len(), 2, "both members' lines: {output}");
+}
+
+/// The stdout of a child that must end by itself within `timeout`.
+fn wait_with_timeout(mut child: std::process::Child, timeout: Duration) -> String {
+    let deadline = std::time::Instant::now() + timeout;
+    while child.try_wait().expect("wait").is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("still running after {timeout:?}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let output = child.wait_with_output().expect("output");
+    String::from_utf8_lossy(&output.stdout).to_string()
 }

@@ -363,24 +363,36 @@ async fn cluster_logs(
     }
     let head =
         futures_util::stream::once(async move { Ok::<_, std::io::Error>(Bytes::from(text)) });
-    let follow = futures_util::stream::unfold((dir, offsets), |(dir, mut offsets)| async move {
-        loop {
-            tokio::time::sleep(Duration::from_millis(200)).await;
-            let mut chunk = String::new();
-            for (member, offset) in offsets.iter_mut() {
-                let Ok(read) = cairn_runtime::follow_log(&dir, member, *offset) else {
-                    continue;
-                };
-                *offset = read.next_offset;
-                for line in String::from_utf8_lossy(&read.data).lines() {
-                    chunk.push_str(&format!("{member} | {line}\n"));
+    let state = (platform, id, alias, dir, offsets);
+    let follow = futures_util::stream::unfold(
+        state,
+        |(platform, id, alias, dir, mut offsets)| async move {
+            loop {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                // Members that come later are followed from their first line; the stream ends with
+                // the cluster.
+                let current = platform.cluster_members(&id, &alias)?;
+                for member in current {
+                    if !offsets.iter().any(|(known, _)| *known == member) {
+                        offsets.push((member, 0));
+                    }
+                }
+                let mut chunk = String::new();
+                for (member, offset) in offsets.iter_mut() {
+                    let Ok(read) = cairn_runtime::follow_log(&dir, member, *offset) else {
+                        continue;
+                    };
+                    *offset = read.next_offset;
+                    for line in String::from_utf8_lossy(&read.data).lines() {
+                        chunk.push_str(&format!("{member} | {line}\n"));
+                    }
+                }
+                if !chunk.is_empty() {
+                    return Some((Ok(Bytes::from(chunk)), (platform, id, alias, dir, offsets)));
                 }
             }
-            if !chunk.is_empty() {
-                return Some((Ok(Bytes::from(chunk)), (dir, offsets)));
-            }
-        }
-    });
+        },
+    );
     let body = Body::from_stream(head.chain(follow));
     Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], body).into_response())
 }
