@@ -127,6 +127,39 @@ fn manual_scale_holds_the_size_until_autoscaling_resumes() {
     let text = refused.text().unwrap_or_default();
     assert!(text.contains("takes 1 to 4 members, not 9"), "{text}");
     assert!(text.contains(r#""path":"$.size""#), "{text}");
+    // Bodies that are not {"size": N} are named by place and reason.
+    let cases = [
+        (
+            r#"{"size": "x"}"#,
+            "$.size",
+            [1, 12],
+            "invalid type: string \"x\", expected u32",
+        ),
+        (
+            r#"{"size": 2, "instance": "i"}"#,
+            "$.instance",
+            [1, 22],
+            "unknown field `instance`, expected `size`",
+        ),
+    ];
+    for (body, path, line, reason) in cases {
+        let refused = http
+            .post(cairn.url("/v1/applications/scaling/clusters/web/scale"))
+            .body(body)
+            .send()
+            .expect("API answers");
+        assert_eq!(refused.status(), 400, "{body}");
+        let answer: serde_json::Value = refused.json().expect("JSON");
+        let problem = &answer["diagnostics"][0];
+        assert_eq!(problem["location"]["path"], path, "{body}: {answer}");
+        assert_eq!(
+            problem["location"]["line"],
+            serde_json::json!(line),
+            "{body}: {answer}"
+        );
+        let message = problem["message"].as_str().unwrap_or("");
+        assert!(message.starts_with(reason), "{body}: {answer}");
+    }
     assert_eq!(scale(3).status(), 202);
     let view = cairn.wait_for(
         "scaling",

@@ -231,6 +231,7 @@ async fn get_application(
 }
 
 #[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct DeployRequest {
     /// The application policy; may be left out when exactly one is registered.
     pub application_policy: Option<String>,
@@ -254,8 +255,7 @@ async fn deploy_application(
     let request: DeployRequest = if body.is_empty() {
         DeployRequest::default()
     } else {
-        serde_json::from_slice(&body)
-            .map_err(|e| invalid_body(format!("expected {{\"application_policy\": \"…\"}}: {e}")))?
+        request_body(&body, r#"{"application_policy": "…"}"#)?
     };
     let policy = match request.application_policy {
         Some(p) => p,
@@ -277,14 +277,43 @@ async fn deploy_application(
 }
 
 fn invalid_body(message: String) -> PlatformError {
+    body_problem(None, "$".into(), message)
+}
+
+fn body_problem(line: Option<(usize, usize)>, path: String, message: String) -> PlatformError {
     PlatformError::Invalid(cairn_model::Diagnostics(vec![cairn_model::Diagnostic {
         location: cairn_model::Location {
             source: "request body".into(),
-            line: None,
-            path: "$".into(),
+            line,
+            path,
         },
         message,
     }]))
+}
+
+/// A JSON request body of the given `shape`, or a problem naming its place and the reason.
+fn request_body<T: serde::de::DeserializeOwned>(
+    body: &[u8],
+    shape: &str,
+) -> Result<T, PlatformError> {
+    if body.trim_ascii().is_empty() {
+        return Err(invalid_body(format!("the body is empty; expected {shape}")));
+    }
+    let mut deserializer = serde_json::Deserializer::from_slice(body);
+    serde_path_to_error::deserialize(&mut deserializer).map_err(|e| {
+        let path = match e.path().to_string().as_str() {
+            "." => "$".to_string(),
+            field => format!("$.{field}"),
+        };
+        let error = e.into_inner();
+        let line = (error.line() > 0).then(|| (error.line(), error.column()));
+        let text = error.to_string();
+        // The line and column are in the location already.
+        let reason = text
+            .rsplit_once(" at line ")
+            .map_or(text.as_str(), |(reason, _)| reason);
+        body_problem(line, path, format!("{reason}; expected {shape}"))
+    })
 }
 
 #[utoipa::path(
@@ -398,6 +427,7 @@ async fn cluster_logs(
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct ScaleRequest {
     /// Members to keep, within the cluster's [min, max]; autoscaling stays off until resumed.
     pub size: u32,
@@ -416,13 +446,13 @@ async fn scale_cluster(
     Path((id, alias)): Path<(String, String)>,
     body: Bytes,
 ) -> ApiResult<StatusCode> {
-    let request: ScaleRequest = serde_json::from_slice(&body)
-        .map_err(|e| invalid_body(format!("expected {{\"size\": N}}: {e}")))?;
+    let request: ScaleRequest = request_body(&body, r#"{"size": N}"#)?;
     platform.scale(&id, &alias, Some(request.size)).await?;
     Ok(StatusCode::ACCEPTED)
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct AutoscaleRequest {
     /// True hands the cluster back to the autoscaler; false holds it at its current size.
     pub enabled: bool,
@@ -440,8 +470,7 @@ async fn autoscale_cluster(
     Path((id, alias)): Path<(String, String)>,
     body: Bytes,
 ) -> ApiResult<StatusCode> {
-    let request: AutoscaleRequest = serde_json::from_slice(&body)
-        .map_err(|e| invalid_body(format!("expected {{\"enabled\": true|false}}: {e}")))?;
+    let request: AutoscaleRequest = request_body(&body, r#"{"enabled": true|false}"#)?;
     let size = if request.enabled {
         None
     } else {
