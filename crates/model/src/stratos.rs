@@ -378,6 +378,13 @@ pub(crate) fn build_health(
     }
     let named = fields.port.clone();
     let probe = if let Some(path) = fields.http {
+        if !path.starts_with('/') {
+            let place = at.get("http").unwrap_or_else(|| at.clone());
+            r.error(
+                &place,
+                format!("the health check path `{path}` does not start with `/`"),
+            );
+        }
         let port = named.or_else(|| {
             ports
                 .iter()

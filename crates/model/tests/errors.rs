@@ -253,6 +253,13 @@ fn yaml_blueprint_errors() {
     );
     check(
         Yaml,
+        "cartridges:\n  w:\n    ports: [8000]\n    health: {http: healthz}\n",
+        &[
+            "t:4:20 at $.cartridges.w.health.http: the health check path `healthz` does not start with `/`",
+        ],
+    );
+    check(
+        Yaml,
         "application: a\ncartridges: [1, 2\n",
         &["t:2:13: unclosed bracket '['"],
     );
