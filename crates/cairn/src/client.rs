@@ -75,6 +75,14 @@ pub async fn deploy(
     let text =
         std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
     let source = file.display().to_string();
+    if let Ok(value) = serde_json::from_str::<Value>(&text)
+        && let Some(kind) = cairn_model::detect_stratos_kind(&value)
+    {
+        bail!(
+            "{source} is a Stratos {} artifact, not a blueprint: post it to the Stratos API (`cairn up --stratos-api ADDRESS`), or check it with `cairn validate`",
+            kind.name()
+        );
+    }
     let url = format!("{}/v1/blueprints", client.url);
     let body = call(
         http()?
@@ -123,12 +131,14 @@ async fn wait_until(
 ) -> anyhow::Result<()> {
     let http = http()?;
     let bar = indicatif::ProgressBar::new(0);
-    bar.set_style(
-        indicatif::ProgressStyle::with_template(
-            "{spinner} {prefix} [{bar:30}] {pos}/{len} members active {msg}",
-        )
-        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-    );
+    let style = |template: &str| {
+        indicatif::ProgressStyle::with_template(template)
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+    };
+    // A bar of no members would show full: until members exist, only a spinner.
+    let waiting = style("{spinner} {prefix} no members yet {msg}");
+    let counting = style("{spinner} {prefix} [{bar:30}] {pos}/{len} members active {msg}");
+    bar.set_style(waiting.clone());
     bar.set_prefix(app.to_string());
     bar.enable_steady_tick(Duration::from_millis(100));
     let started = Instant::now();
@@ -150,6 +160,11 @@ async fn wait_until(
         } else {
             let view: Value = response.json().await.unwrap_or(Value::Null);
             let (active, total) = render::member_counts(&view);
+            bar.set_style(if total == 0 {
+                waiting.clone()
+            } else {
+                counting.clone()
+            });
             bar.set_length(total as u64);
             bar.set_position(active as u64);
             let status = view.get("status").and_then(Value::as_str).unwrap_or("?");
@@ -248,6 +263,22 @@ pub async fn undeploy(
         Output::Text if no_wait => println!("{app} {status}"),
         // Waiting printed the outcome already.
         Output::Text => {}
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn delete(client: &ClientArgs, app: &str) -> anyhow::Result<ExitCode> {
+    call(
+        http()?.delete(format!("{}/v1/applications/{app}", client.url)),
+        &client.url,
+    )
+    .await?;
+    match client.output {
+        Output::Json => println!(
+            "{}",
+            serde_json::json!({ "application": app, "status": "deleted" })
+        ),
+        Output::Text => println!("{app} deleted"),
     }
     Ok(ExitCode::SUCCESS)
 }

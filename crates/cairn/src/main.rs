@@ -72,6 +72,12 @@ enum Command {
         #[command(flatten)]
         client: ClientArgs,
     },
+    /// Forget an undeployed application (its cartridges and policies stay registered)
+    Delete {
+        application: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
     /// Show the output of a cluster's members
     Logs {
         application: String,
@@ -220,6 +226,10 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             timeout,
             client,
         } => client::undeploy(&client, &application, no_wait, timeout).await,
+        Command::Delete {
+            application,
+            client,
+        } => client::delete(&client, &application).await,
         Command::Logs {
             application,
             alias,

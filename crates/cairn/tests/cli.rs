@@ -59,7 +59,7 @@ fn validate_accepts_the_samples_and_points_at_problems() {
 }
 
 #[test]
-fn a_refused_blueprint_leaves_nothing_behind_and_an_unchanged_one_deploys_again() {
+fn deploys_are_all_or_nothing_repeatable_and_deletable() {
     let server = Cairn::start("cli-redeploy", &[8080]);
     let url = format!("http://{}", server.api);
     let dir = support::TempDir::new("cli-redeploy");
@@ -90,6 +90,21 @@ fn a_refused_blueprint_leaves_nothing_behind_and_an_unchanged_one_deploys_again(
         assert_eq!(code, 0, "{round}: {out}{err}");
         assert!(out.starts_with("hello Active in "), "{round}: {out}");
     }
+    let (code, out, err) = cairn(&["undeploy", "hello"], Some(&url));
+    assert_eq!((code, out.as_str()), (0, "hello undeployed\n"), "{err}");
+    let (code, out, err) = cairn(&["delete", "hello"], Some(&url));
+    assert_eq!((code, out.as_str()), (0, "hello deleted\n"), "{err}");
+    let (code, out, err) = cairn(&["apps", "--output", "json"], Some(&url));
+    assert_eq!((code, out.trim()), (0, "[]"), "{err}");
+
+    let stratos =
+        samples().join("applications/nested/complex-app-with-lb/artifacts/application.json");
+    let (code, _, err) = cairn(&["deploy", stratos.to_str().unwrap_or("")], Some(&url));
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("is a Stratos application artifact, not a blueprint"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -162,7 +177,11 @@ fn status_json_has_the_documented_shape() {
 #[test]
 fn bad_arguments_are_named() {
     // Arguments, and what the error says of them.
-    let cases: [(&[&str], &str); 8] = [
+    let cases: [(&[&str], &str); 9] = [
+        (
+            &["apps", "--url", "notaurl"],
+            "invalid value 'notaurl' for '--url <URL>'",
+        ),
         (
             &["up", "--proxy-threads", "0"],
             "invalid value '0' for '--proxy-threads",
