@@ -95,9 +95,12 @@ async fn start(args: UpArgs, data_dir: PathBuf) -> anyhow::Result<cairn_server::
 fn init_tracing(default: &str) {
     let filter =
         tracing_subscriber::EnvFilter::try_from_env("CAIRN_LOG").unwrap_or_else(|_| default.into());
+    // Colours only for a terminal, not for a file the output goes to.
+    let colours = std::io::IsTerminal::is_terminal(&std::io::stdout());
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_target(false)
+        .with_ansi(colours)
         .init();
 }
 
