@@ -1,15 +1,17 @@
 //! The event log: the last events, stored with the engine's state so they outlive a crash, kept
 //! in memory for readers, and a feed for followers.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Mutex;
 
 use cairn_engine::Event;
 use cairn_store::{Store, StoreError, Txn};
 use tokio::sync::broadcast;
 
-/// Events kept for readers that ask for history.
-const RETAINED: u64 = 10_000;
+/// Events kept for readers that ask for history, in all.
+const RETAINED: usize = 10_000;
+/// Events kept of one application, so a busy one cannot push out the history of the others.
+const RETAINED_PER_APPLICATION: usize = 2_000;
 /// Stored events are `events/<sequence number, zero-padded>`, so keys sort as they happened.
 const PREFIX: &str = "events/";
 
@@ -19,13 +21,46 @@ pub struct EventLog {
 }
 
 struct Recent {
-    events: VecDeque<Event>,
+    /// Each kept event with its sequence number, oldest first.
+    events: VecDeque<(u64, Event)>,
     /// The sequence number the next event is stored under.
     next: u64,
+    /// Stored events that fell out of retention when the log was loaded, deleted with the next write.
+    dropped: Vec<u64>,
 }
 
 fn key(sequence: u64) -> String {
     format!("{PREFIX}{sequence:020}")
+}
+
+/// Which of `events` (oldest first) fall out of retention: the oldest beyond the limit of
+/// their application, then the oldest beyond the limit in all.
+fn expired<'a>(events: impl DoubleEndedIterator<Item = (u64, &'a str)>) -> BTreeSet<u64> {
+    let mut per_application: BTreeMap<&str, usize> = BTreeMap::new();
+    let mut kept = 0;
+    let mut out = BTreeSet::new();
+    for (sequence, application) in events.rev() {
+        let count = per_application.entry(application).or_default();
+        if *count >= RETAINED_PER_APPLICATION || kept >= RETAINED {
+            out.insert(sequence);
+        } else {
+            *count += 1;
+            kept += 1;
+        }
+    }
+    out
+}
+
+impl Recent {
+    /// What falls out of retention once `events` are added under the next sequence numbers.
+    fn expired_with(&self, events: &[Event]) -> BTreeSet<u64> {
+        let kept = self
+            .events
+            .iter()
+            .map(|(s, e)| (*s, e.application.as_str()));
+        let added = (self.next..).zip(events.iter().map(|e| e.application.as_str()));
+        expired(kept.chain(added).collect::<Vec<_>>().into_iter())
+    }
 }
 
 impl EventLog {
@@ -34,20 +69,27 @@ impl EventLog {
         let mut events = VecDeque::new();
         let mut next = 0;
         for entry in store.list(PREFIX)?.entries {
-            if let Some(sequence) = entry
+            let Some(sequence) = entry
                 .key
                 .strip_prefix(PREFIX)
                 .and_then(|s| s.parse::<u64>().ok())
-            {
-                next = next.max(sequence + 1);
-            }
+            else {
+                continue;
+            };
+            next = next.max(sequence + 1);
             match entry.decode_json::<Event>() {
-                Ok(event) => events.push_back(event),
+                Ok(event) => events.push_back((sequence, event)),
                 Err(e) => tracing::warn!("event log: {e}; left out"),
             }
         }
+        let dropped = expired(events.iter().map(|(s, e)| (*s, e.application.as_str())));
+        events.retain(|(s, _)| !dropped.contains(s));
         Ok(EventLog {
-            recent: Mutex::new(Recent { events, next }),
+            recent: Mutex::new(Recent {
+                events,
+                next,
+                dropped: dropped.into_iter().collect(),
+            }),
             feed: broadcast::channel(4096).0,
         })
     }
@@ -55,11 +97,16 @@ impl EventLog {
     /// Adds to `txn` the writes that store `events` after the ones recorded so far, and the
     /// deletes of what falls out of retention; [`EventLog::record`] follows once it committed.
     pub fn stage(&self, mut txn: Txn, events: &[Event]) -> Result<Txn, StoreError> {
-        let next = self.lock().next;
-        for (sequence, event) in (next..).zip(events) {
-            txn = txn.put_json(&key(sequence), event)?;
-            if let Some(expired) = sequence.checked_sub(RETAINED) {
-                txn = txn.delete(&key(expired));
+        let recent = self.lock();
+        let expired = recent.expired_with(events);
+        for (sequence, event) in (recent.next..).zip(events) {
+            if !expired.contains(&sequence) {
+                txn = txn.put_json(&key(sequence), event)?;
+            }
+        }
+        for sequence in expired.iter().chain(&recent.dropped) {
+            if *sequence < recent.next {
+                txn = txn.delete(&key(*sequence));
             }
         }
         Ok(txn)
@@ -67,17 +114,19 @@ impl EventLog {
 
     /// Takes stored `events` into memory and sends them to followers.
     pub fn record(&self, events: impl IntoIterator<Item = Event>) {
+        let events: Vec<Event> = events.into_iter().collect();
         let mut recent = self.lock();
+        let expired = recent.expired_with(&events);
+        recent.dropped.clear();
         for event in events {
             tracing::info!(application = %event.application, subject = %event.subject, "{}", event.message);
-            if recent.events.len() as u64 >= RETAINED {
-                recent.events.pop_front();
-            }
-            recent.events.push_back(event.clone());
+            let sequence = recent.next;
+            recent.events.push_back((sequence, event.clone()));
             recent.next += 1;
             // Nobody following is not an error.
             let _ = self.feed.send(event);
         }
+        recent.events.retain(|(s, _)| !expired.contains(s));
     }
 
     /// Stores `events` on their own, then records them.
@@ -96,6 +145,7 @@ impl EventLog {
         self.lock()
             .events
             .iter()
+            .map(|(_, e)| e)
             .filter(|e| application.is_none_or(|a| e.application == a))
             .cloned()
             .collect()
@@ -116,49 +166,78 @@ mod tests {
     use cairn_engine::Millis;
     use cairn_store::MemoryStore;
 
-    fn event(n: u64) -> Event {
+    fn event(application: &str, n: usize) -> Event {
         Event {
-            at: Millis(n),
-            application: "app".into(),
+            at: Millis(n as u64),
+            application: application.into(),
             subject: "application".into(),
             message: format!("event {n}"),
             decision: None,
         }
     }
 
+    /// Per application: how many events are kept, and the oldest and newest message.
+    fn kept(log: &EventLog, application: &str) -> (usize, String, String) {
+        let recent = log.recent(Some(application));
+        let message = |e: Option<&Event>| e.map(|e| e.message.clone()).unwrap_or_default();
+        (
+            recent.len(),
+            message(recent.first()),
+            message(recent.last()),
+        )
+    }
+
     #[test]
-    fn stored_events_come_back_and_retention_holds() {
+    fn retention_keeps_each_application_its_share_and_survives_a_reload() {
         let store = MemoryStore::new();
         let log = EventLog::load(&store).expect("empty log");
-        let first: Vec<Event> = (0..RETAINED).map(event).collect();
-        log.store_and_record(&store, first).expect("store");
-        log.store_and_record(&store, vec![event(RETAINED), event(RETAINED + 1)])
+        log.store_and_record(&store, (0..10).map(|n| event("quiet", n)).collect())
             .expect("store");
-        let again = EventLog::load(&store).expect("load");
-        let messages = |log: &EventLog| {
-            let recent = log.recent(Some("app"));
-            (
-                recent.len() as u64,
-                recent[0].message.clone(),
-                recent.last().unwrap().message.clone(),
-            )
-        };
-        let expected = (
-            RETAINED,
-            "event 2".to_string(),
-            format!("event {}", RETAINED + 1),
+        // A busy application writes in batches, more than all retention holds.
+        for batch in 0..6 {
+            let events = (batch * 2_000..(batch + 1) * 2_000)
+                .map(|n| event("busy", n))
+                .collect();
+            log.store_and_record(&store, events).expect("store");
+        }
+        let busy = (
+            RETAINED_PER_APPLICATION,
+            format!("event {}", 12_000 - RETAINED_PER_APPLICATION),
+            "event 11999".to_string(),
         );
-        assert_eq!(messages(&log), expected);
-        assert_eq!(messages(&again), expected);
+        let quiet = (10, "event 0".to_string(), "event 9".to_string());
+        assert_eq!(
+            (kept(&log, "busy"), kept(&log, "quiet")),
+            (busy.clone(), quiet.clone())
+        );
+        let again = EventLog::load(&store).expect("load");
+        assert_eq!((kept(&again, "busy"), kept(&again, "quiet")), (busy, quiet));
+        assert_eq!(
+            store.list(PREFIX).expect("list").entries.len(),
+            RETAINED_PER_APPLICATION + 10,
+            "what falls out is deleted from the store too"
+        );
+
+        // Many applications together keep at most RETAINED in all, the newest.
+        for app in 0..6 {
+            let events = (0..RETAINED_PER_APPLICATION)
+                .map(|n| event(&format!("app{app}"), n))
+                .collect();
+            again.store_and_record(&store, events).expect("store");
+        }
+        assert_eq!(again.recent(None).len(), RETAINED);
+        assert_eq!(store.list(PREFIX).expect("list").entries.len(), RETAINED);
+        assert_eq!(kept(&again, "quiet").0, 0, "the oldest went first");
         again
-            .store_and_record(&store, vec![event(7)])
+            .store_and_record(&store, vec![event("late", 7)])
             .expect("store");
+        let next = 10 + 12_000 + 6 * RETAINED_PER_APPLICATION as u64;
         assert_eq!(
             store
-                .get(&key(RETAINED + 2))
+                .get(&key(next))
                 .expect("get")
                 .map(|e| e.decode_json::<Event>().unwrap()),
-            Some(event(7)),
+            Some(event("late", 7)),
             "a reloaded log goes on after the last stored event"
         );
     }
