@@ -23,6 +23,21 @@ fn cairn(args: &[&str], url: Option<&str>) -> (i32, String, String) {
     )
 }
 
+/// Deploys one of `examples/` and waits for Active; returns what the CLI printed.
+fn deploy_example(name: &str, url: &str) -> String {
+    let examples = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples");
+    let blueprint = examples.join(name);
+    let args = [
+        "deploy",
+        blueprint.to_str().unwrap_or(""),
+        "--timeout",
+        "30",
+    ];
+    let (code, out, err) = cairn(&args, Some(url));
+    assert_eq!(code, 0, "{name}: {out}{err}");
+    out
+}
+
 #[test]
 fn validate_accepts_the_samples_and_points_at_problems() {
     let examples = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples");
@@ -82,12 +97,8 @@ fn deploys_are_all_or_nothing_repeatable_and_deletable() {
     assert_eq!(code, 0, "{err}");
     assert_eq!(out.trim(), "[]", "nothing registered");
 
-    let examples = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples");
-    let blueprint = examples.join("minimal.yaml");
-    let blueprint = blueprint.to_str().unwrap_or("");
     for round in ["first", "again"] {
-        let (code, out, err) = cairn(&["deploy", blueprint, "--timeout", "30"], Some(&url));
-        assert_eq!(code, 0, "{round}: {out}{err}");
+        let out = deploy_example("minimal.yaml", &url);
         assert!(out.starts_with("hello Active in "), "{round}: {out}");
     }
     let (code, out, err) = cairn(&["undeploy", "hello"], Some(&url));
@@ -111,18 +122,7 @@ fn deploys_are_all_or_nothing_repeatable_and_deletable() {
 fn status_json_has_the_documented_shape() {
     let server = Cairn::start("cli", &[8080]);
     let url = format!("http://{}", server.api);
-    let examples = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples");
-    let blueprint = examples.join("minimal.yaml");
-    let (code, out, err) = cairn(
-        &[
-            "deploy",
-            blueprint.to_str().unwrap_or(""),
-            "--timeout",
-            "30",
-        ],
-        Some(&url),
-    );
-    assert_eq!(code, 0, "{out}{err}");
+    deploy_example("minimal.yaml", &url);
 
     let (code, out, err) = cairn(&["status", "hello", "--output", "json"], Some(&url));
     assert_eq!(code, 0, "{err}");
@@ -233,18 +233,7 @@ fn an_unreachable_server_is_named() {
 fn logs_follow_takes_in_new_members_and_ends_with_the_cluster() {
     let server = Cairn::start("cli-logs", &[8080, 8081]);
     let url = format!("http://{}", server.api);
-    let examples = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples");
-    let blueprint = examples.join("three-tier.yaml");
-    let (code, out, err) = cairn(
-        &[
-            "deploy",
-            blueprint.to_str().unwrap_or(""),
-            "--timeout",
-            "30",
-        ],
-        Some(&url),
-    );
-    assert_eq!(code, 0, "{out}{err}");
+    deploy_example("three-tier.yaml", &url);
     let follow = Command::new(BIN)
         .args(["logs", "shop", "web", "-f"])
         .env("CAIRN_URL", &url)
