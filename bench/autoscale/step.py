@@ -43,7 +43,7 @@ def first_scale_up(native, app, cluster, since_ms):
     for event in json.loads(body):
         decision = event.get("decision")
         if (decision and event.get("subject") == f"cluster {cluster}"
-                and event.get("at", 0) >= since_ms and decision["to"] > decision["from"]):
+                and epoch_ms(event.get("at")) >= since_ms and decision["to"] > decision["from"]):
             return event
     return None
 
@@ -105,7 +105,7 @@ def measure(args, native, load, spawned, before, baseline):
             view = native.view(args.app) or {}
             created = [m for alias, m in members(view)
                        if alias == args.cluster and m["id"] not in before
-                       and epoch_ms(m.get("created_at")) >= decision["at"] - 1.0]
+                       and epoch_ms(m.get("created_at")) >= epoch_ms(decision["at"]) - 1.0]
             created.sort(key=lambda m: (epoch_ms(m.get("created_at")), m["id"]))
             if created and created[0].get("active_at"):
                 new_member = created[0]
@@ -144,7 +144,7 @@ def measure(args, native, load, spawned, before, baseline):
                    if m["id"] not in before and m.get("active_at")]
     result.update({
         "at_proxy_after_spawn_ms": round((start - spawned) * 1000.0, 1),
-        "decision_ms": round(decision["at"] - start_ms, 1),
+        "decision_ms": round(epoch_ms(decision["at"]) - start_ms, 1),
         "from": decision["decision"]["from"],
         "to": decision["decision"]["to"],
         "reason": decision["decision"]["reason"],

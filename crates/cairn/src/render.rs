@@ -43,26 +43,18 @@ pub fn events_table(events: &Value) -> Table {
     table.load_preset(UTF8_FULL_CONDENSED);
     table.set_header(["AT", "SUBJECT", "WHAT"]);
     for e in events.as_array().map(Vec::as_slice).unwrap_or(&[]) {
-        let at = e.get("at").and_then(Value::as_u64).unwrap_or(0);
+        // Time of day is what a reader scans for; the date is in the JSON output.
+        let at = str_of(e, "at");
+        let time_of_day = at
+            .split_once('T')
+            .map_or(at, |(_, time)| time.trim_end_matches('Z'));
         table.add_row([
-            cairn_engine_time(at),
+            time_of_day.to_string(),
             str_of(e, "subject").to_string(),
             str_of(e, "message").to_string(),
         ]);
     }
     table
-}
-
-fn cairn_engine_time(ms: u64) -> String {
-    // Time of day is what a reader scans for; the date is in the JSON output.
-    let secs = ms / 1000;
-    format!(
-        "{:02}:{:02}:{:02}.{:03}",
-        secs / 3600 % 24,
-        secs / 60 % 60,
-        secs % 60,
-        ms % 1000
-    )
 }
 
 /// Active and total members anywhere in a runtime view.

@@ -501,6 +501,15 @@ struct EventQuery {
     follow: Option<bool>,
 }
 
+/// An event as the API shows it: its time in RFC 3339 with milliseconds, like the runtime view's.
+fn event_json(event: &cairn_engine::Event) -> serde_json::Value {
+    let mut json = serde_json::to_value(event).unwrap_or_default();
+    if let Some(object) = json.as_object_mut() {
+        object.insert("at".into(), cairn_engine::view::rfc3339(event.at).into());
+    }
+    json
+}
+
 #[utoipa::path(
     get,
     path = "/v1/events",
@@ -518,11 +527,17 @@ async fn list_events(
         return ApiError::from(PlatformError::unknown_application(app)).into_response();
     }
     if !query.follow.unwrap_or(false) {
-        return Json(platform.events().recent(query.application.as_deref())).into_response();
+        let events: Vec<serde_json::Value> = platform
+            .events()
+            .recent(query.application.as_deref())
+            .iter()
+            .map(event_json)
+            .collect();
+        return Json(events).into_response();
     }
     let mut lines = String::new();
     for event in platform.events().recent(query.application.as_deref()) {
-        lines.push_str(&serde_json::to_string(&event).unwrap_or_default());
+        lines.push_str(&event_json(&event).to_string());
         lines.push('\n');
     }
     let head =
@@ -539,7 +554,7 @@ async fn list_events(
                             .as_deref()
                             .is_none_or(|a| a == event.application) =>
                     {
-                        let mut line = serde_json::to_string(&event).unwrap_or_default();
+                        let mut line = event_json(&event).to_string();
                         line.push('\n');
                         return Some((Ok(Bytes::from(line)), feed));
                     }
