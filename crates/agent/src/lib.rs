@@ -88,6 +88,7 @@ impl<R: Runtime> Agent<R> {
                 forward.report(Observation::Exited {
                     member_id: exit.member_id.clone(),
                     reason: exit.status.to_string(),
+                    killed: exit.status.is_sigkill(),
                 });
             }
         });
@@ -119,6 +120,7 @@ impl<R: Runtime> Agent<R> {
                 Err(e) => agent.report(Observation::Exited {
                     member_id: id,
                     reason: format!("could not start: {e}"),
+                    killed: false,
                 }),
             }
         });
@@ -144,6 +146,7 @@ impl<R: Runtime> Agent<R> {
                 agent.report(Observation::Exited {
                     member_id: action.member_id.clone(),
                     reason: "not running when asked to stop".into(),
+                    killed: false,
                 });
                 return;
             }

@@ -102,7 +102,9 @@ async fn watch_load(
                 entry.0 = cpu_percent.or(entry.0);
                 entry.1 = memory_percent.or(entry.1);
             }
-            Ok(Some(Observation::Exited { member_id, reason })) => {
+            Ok(Some(Observation::Exited {
+                member_id, reason, ..
+            })) => {
                 panic!("{member_id} exited: {reason}")
             }
             Ok(Some(_)) => {}

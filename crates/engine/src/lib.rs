@@ -84,8 +84,13 @@ pub enum Observation {
     Healthy { member_id: String },
     /// Its health check failed past the threshold, or it could not be started.
     Unhealthy { member_id: String, reason: String },
-    /// Its process is gone.
-    Exited { member_id: String, reason: String },
+    /// Its process is gone; `killed` when SIGKILL ended it, which only the kernel or a person
+    /// sends, so its death says nothing of whether its program can run.
+    Exited {
+        member_id: String,
+        reason: String,
+        killed: bool,
+    },
     /// Load figures; each source reports the ones it measures.
     Load {
         member_id: String,

@@ -61,6 +61,7 @@ mod tests {
                 load: Default::default(),
                 stop_at: None,
                 faulted: false,
+                killed: false,
             })
             .collect();
         assert_eq!(choose(&placement, &members).as_deref(), expected);

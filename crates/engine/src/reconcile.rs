@@ -906,10 +906,11 @@ fn endpoints_of(spec: &ComponentSpec, state: &ChildState, into: &mut Vec<Depende
     }
 }
 
-/// Whether a member that ended never became Active, or ended soon after it did.
+/// Whether a member that ended failed by itself before it became Active or soon after.
 fn failed_to_start(m: &Member) -> bool {
-    m.active_at
-        .is_none_or(|active| m.since.saturating_sub(active) < STABLE_MS)
+    !m.killed
+        && m.active_at
+            .is_none_or(|active| m.since.saturating_sub(active) < STABLE_MS)
 }
 
 /// Drops terminated members and faults members that took too long to start.
@@ -1053,6 +1054,7 @@ fn size_cluster(
             load: Default::default(),
             stop_at: None,
             faulted: false,
+            killed: false,
         });
         ctx.event(
             app,
@@ -1401,9 +1403,10 @@ fn apply_to_member(
         }
         // Taken before the match, without the allocations lifecycle news needs.
         Observation::Load { .. } => {}
-        Observation::Exited { reason, .. } => {
+        Observation::Exited { reason, killed, .. } => {
             if member.status.is_live() {
                 member.faulted = true;
+                member.killed = *killed;
                 ctx_event(format!("faulted: {reason}"));
             } else if member.status != MemberStatus::Terminated {
                 ctx_event("terminated".into());

@@ -80,6 +80,9 @@ pub struct Member {
     /// It ended without being asked to.
     #[serde(default)]
     pub faulted: bool,
+    /// SIGKILL ended it: something outside killed it, its program did not fail.
+    #[serde(default)]
+    pub killed: bool,
 }
 
 /// The latest value of each load figure and when it was taken; `None` until one is reported.

@@ -177,6 +177,7 @@ impl Sim {
                         queue.push(Observation::Exited {
                             member_id: s.member_id,
                             reason: "stopped".into(),
+                            killed: false,
                         });
                     }
                 }
@@ -196,6 +197,7 @@ impl Sim {
             Observation::Exited {
                 member_id: member.into(),
                 reason: "killed".into(),
+                killed: true,
             },
             Millis(self.now),
         );
@@ -659,9 +661,14 @@ fn a_member_started_after_it_was_stopped_is_stopped_again() {
 }
 
 /// Runs a one-cluster application for `seconds` of 10 ms ticks; each member, once started,
-/// dies `lifetime_ms` later, after becoming Active if `healthy`. Returns when each member was
-/// started.
-fn starts_of_members_that_die(seconds: u64, healthy: bool, lifetime_ms: u64) -> Vec<Millis> {
+/// dies `lifetime_ms` later (by SIGKILL if `killed`), after becoming Active if `healthy`.
+/// Returns when each member was started.
+fn starts_of_members_that_die(
+    seconds: u64,
+    healthy: bool,
+    lifetime_ms: u64,
+    killed: bool,
+) -> Vec<Millis> {
     let root = flat(vec![cluster("web", 1)]);
     let mut engine = Engine::new(EngineConfig::default());
     let mut out = engine.deploy(app(root), Millis(0)).expect("deploys");
@@ -691,7 +698,12 @@ fn starts_of_members_that_die(seconds: u64, healthy: bool, lifetime_ms: u64) -> 
         dying = later;
         for (_, member_id) in due {
             let reason = "exit 1".into();
-            let died = engine.observe(Observation::Exited { member_id, reason }, now);
+            let exited = Observation::Exited {
+                member_id,
+                reason,
+                killed,
+            };
+            let died = engine.observe(exited, now);
             out.actions.extend(died.actions);
         }
         out.actions.extend(engine.tick(now).actions);
@@ -704,7 +716,7 @@ fn members_that_fail_to_start_are_replaced_with_backoff() {
     // (becomes Active, lives for ms, at most this many starts in ten seconds)
     let cases = [(false, 0, 12), (true, 0, 12), (true, 500, 14)];
     for (healthy, lifetime_ms, most) in cases {
-        let starts = starts_of_members_that_die(10, healthy, lifetime_ms);
+        let starts = starts_of_members_that_die(10, healthy, lifetime_ms, false);
         let case = format!("healthy {healthy}, lifetime {lifetime_ms} ms");
         assert!(
             (2..=most).contains(&starts.len()),
@@ -724,13 +736,17 @@ fn members_that_fail_to_start_are_replaced_with_backoff() {
 }
 
 #[test]
-fn members_that_served_for_long_are_replaced_at_once_every_time() {
-    let starts = starts_of_members_that_die(40, true, 12_000);
-    let gaps: Vec<u64> = starts.windows(2).map(|w| w[1].0 - w[0].0).collect();
-    assert!(
-        gaps.len() >= 2 && gaps.iter().all(|g| *g <= 12_020),
-        "no backoff: {gaps:?}"
-    );
+fn members_that_served_for_long_or_were_killed_are_replaced_at_once_every_time() {
+    // (run for s, lives for ms, killed)
+    let cases = [(40, 12_000, false), (10, 0, true), (10, 300, true)];
+    for (seconds, lifetime_ms, killed) in cases {
+        let starts = starts_of_members_that_die(seconds, true, lifetime_ms, killed);
+        let gaps: Vec<u64> = starts.windows(2).map(|w| w[1].0 - w[0].0).collect();
+        assert!(
+            gaps.len() >= 2 && gaps.iter().all(|g| *g <= lifetime_ms + 20),
+            "lifetime {lifetime_ms} ms, killed {killed}: no backoff: {gaps:?}"
+        );
+    }
 }
 
 #[test]

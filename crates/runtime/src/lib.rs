@@ -84,6 +84,13 @@ pub enum ExitStatus {
     Unknown,
 }
 
+impl ExitStatus {
+    /// SIGKILL ended it: only the kernel or a person sends that, never a failing program.
+    pub fn is_sigkill(self) -> bool {
+        self == ExitStatus::Signal(nix::libc::SIGKILL)
+    }
+}
+
 impl std::fmt::Display for ExitStatus {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match *self {

@@ -958,6 +958,7 @@ impl EngineLoop {
             let observation = Observation::Exited {
                 member_id: id,
                 reason: "gone while the control plane was down".into(),
+                killed: false,
             };
             extend(&mut out, self.engine.observe(observation, now()));
         }

@@ -150,6 +150,7 @@ impl World<'_> {
             due.push(Observation::Exited {
                 member_id: id,
                 reason: "stopped".into(),
+                killed: false,
             });
         }
         for observation in due {
