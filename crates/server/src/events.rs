@@ -25,8 +25,6 @@ struct Recent {
     events: VecDeque<(u64, Event)>,
     /// The sequence number the next event is stored under.
     next: u64,
-    /// Stored events that fell out of retention when the log was loaded, deleted with the next write.
-    dropped: Vec<u64>,
 }
 
 fn key(sequence: u64) -> String {
@@ -54,6 +52,10 @@ fn expired<'a>(events: impl DoubleEndedIterator<Item = (u64, &'a str)>) -> BTree
 impl Recent {
     /// What falls out of retention once `events` are added under the next sequence numbers.
     fn expired_with(&self, events: &[Event]) -> BTreeSet<u64> {
+        // What is kept is within retention already.
+        if events.is_empty() {
+            return BTreeSet::new();
+        }
         let kept = self
             .events
             .iter()
@@ -64,7 +66,8 @@ impl Recent {
 }
 
 impl EventLog {
-    /// The log as stored; an event that no longer decodes is left out with a warning.
+    /// The log as stored, less what is beyond retention (deleted, as an older version kept
+    /// more); an event that no longer decodes is left out with a warning.
     pub fn load(store: &dyn Store) -> Result<EventLog, StoreError> {
         let mut events = VecDeque::new();
         let mut next = 0;
@@ -83,13 +86,15 @@ impl EventLog {
             }
         }
         let dropped = expired(events.iter().map(|(s, e)| (*s, e.application.as_str())));
-        events.retain(|(s, _)| !dropped.contains(s));
+        if !dropped.is_empty() {
+            let txn = dropped
+                .iter()
+                .fold(Txn::new(), |txn, s| txn.delete(&key(*s)));
+            store.txn(txn)?;
+            events.retain(|(s, _)| !dropped.contains(s));
+        }
         Ok(EventLog {
-            recent: Mutex::new(Recent {
-                events,
-                next,
-                dropped: dropped.into_iter().collect(),
-            }),
+            recent: Mutex::new(Recent { events, next }),
             feed: broadcast::channel(4096).0,
         })
     }
@@ -104,10 +109,8 @@ impl EventLog {
                 txn = txn.put_json(&key(sequence), event)?;
             }
         }
-        for sequence in expired.iter().chain(&recent.dropped) {
-            if *sequence < recent.next {
-                txn = txn.delete(&key(*sequence));
-            }
+        for sequence in expired.iter().filter(|s| **s < recent.next) {
+            txn = txn.delete(&key(*sequence));
         }
         Ok(txn)
     }
@@ -117,7 +120,6 @@ impl EventLog {
         let events: Vec<Event> = events.into_iter().collect();
         let mut recent = self.lock();
         let expired = recent.expired_with(&events);
-        recent.dropped.clear();
         for event in events {
             tracing::info!(application = %event.application, subject = %event.subject, "{}", event.message);
             let sequence = recent.next;
@@ -239,6 +241,28 @@ mod tests {
                 .map(|e| e.decode_json::<Event>().unwrap()),
             Some(event("late", 7)),
             "a reloaded log goes on after the last stored event"
+        );
+    }
+
+    #[test]
+    fn loading_more_than_retention_deletes_the_rest() {
+        let store = MemoryStore::new();
+        let stored = RETAINED_PER_APPLICATION + 100;
+        let txn = (0..stored).fold(Txn::new(), |txn, n| {
+            txn.put_json(&key(n as u64), &event("old", n))
+                .expect("encode")
+        });
+        store.txn(txn).expect("store");
+        let log = EventLog::load(&store).expect("load");
+        let kept_from = format!("event {}", stored - RETAINED_PER_APPLICATION);
+        let last = format!("event {}", stored - 1);
+        assert_eq!(
+            kept(&log, "old"),
+            (RETAINED_PER_APPLICATION, kept_from, last)
+        );
+        assert_eq!(
+            store.list(PREFIX).expect("list").entries.len(),
+            RETAINED_PER_APPLICATION
         );
     }
 }

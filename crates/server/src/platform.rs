@@ -760,6 +760,8 @@ impl EngineLoop {
             }
             return;
         }
+        // Recorded before anything else is stored, so the next events take the next numbers.
+        self.platform.events.record(out.events);
         // Routes first: a member being stopped gets no new request once its stop is sent.
         self.refresh().await;
         for action in out.actions {
@@ -768,7 +770,6 @@ impl EngineLoop {
                 Action::StopMember(stop) => self.agent.stop(stop),
             }
         }
-        self.platform.events.record(out.events);
     }
 
     /// Stores the engine's state, when it changed, and the step's events in one transaction.
