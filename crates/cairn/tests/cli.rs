@@ -101,6 +101,18 @@ fn deploys_are_all_or_nothing_repeatable_and_deletable() {
         let out = deploy_example("minimal.yaml", &url);
         assert!(out.starts_with("hello Active in "), "{round}: {out}");
     }
+    // A change to what the deployed application uses is refused, not silently registered.
+    let changed = dir.0.join("changed.yaml");
+    let minimal =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/minimal.yaml");
+    let text = std::fs::read_to_string(minimal).expect("read the example");
+    std::fs::write(&changed, text.replace("port: 8000", "port: 8001")).expect("write");
+    let (code, _, err) = cairn(&["deploy", changed.to_str().unwrap_or("")], Some(&url));
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("application hello is deployed: undeploy it before changing it or what it uses (HTTP 409"),
+        "{err}"
+    );
     let (code, out, err) = cairn(&["undeploy", "hello"], Some(&url));
     assert_eq!((code, out.as_str()), (0, "hello undeployed\n"), "{err}");
     let (code, out, err) = cairn(&["delete", "hello"], Some(&url));

@@ -235,19 +235,22 @@ impl Platform {
             )));
         }
         let deployed = self.deployed();
-        if let Some(id) = bundle
+        let deployed_here: Vec<String> = bundle
             .applications
             .iter()
-            .filter(|a| catalog.applications.get(&a.id) != Some(*a))
-            .map(|a| &a.id)
-            .find(|id| deployed.contains(*id))
-        {
-            return Err(PlatformError::Conflict(format!(
-                "application {id} is deployed: undeploy it before changing it"
-            )));
-        }
+            .map(|a| a.id.clone())
+            .filter(|id| deployed.contains(id))
+            .collect();
         let mut next = catalog.clone();
         next.add_bundle(bundle);
+        // A deployed application's artifacts may be given again as they are, not changed.
+        if let Some(id) = deployed_here.first()
+            && next != *catalog
+        {
+            return Err(PlatformError::Conflict(format!(
+                "application {id} is deployed: undeploy it before changing it or what it uses"
+            )));
+        }
         self.store_catalog(&mut catalog, next)?;
         Ok(())
     }

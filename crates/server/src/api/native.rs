@@ -170,6 +170,16 @@ async fn post_blueprint(
             .into());
         }
     };
+    if let Some(app) = applications.iter().find(|app| {
+        platform
+            .view(app)
+            .is_some_and(|view| view.status == cairn_engine::Status::Terminating)
+    }) {
+        return Err(PlatformError::Conflict(format!(
+            "application {app} is being undeployed: deploy it once it is gone"
+        ))
+        .into());
+    }
     if let Some(policy) = &policy {
         let mut catalog = platform.catalog();
         catalog.add_bundle(bundle.clone());
