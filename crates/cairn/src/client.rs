@@ -11,6 +11,13 @@ use serde_json::Value;
 use crate::render;
 use crate::{ClientArgs, Output};
 
+/// Prints a command's answer; a reader gone (`| head`) is an error the caller can tell apart,
+/// where `println!` would panic.
+fn print_out(text: impl std::fmt::Display) -> std::io::Result<()> {
+    use std::io::Write;
+    writeln!(std::io::stdout().lock(), "{text}")
+}
+
 fn http() -> anyhow::Result<reqwest::Client> {
     reqwest::Client::builder()
         .connect_timeout(Duration::from_secs(5))
@@ -75,7 +82,7 @@ pub async fn deploy(
     let text =
         std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
     let source = file.display().to_string();
-    if let Ok(value) = serde_json::from_str::<Value>(&text)
+    if let Some(value) = cairn_model::lenient_json(&text)
         && let Some(kind) = cairn_model::detect_stratos_kind(&value)
     {
         bail!(
@@ -221,8 +228,8 @@ pub async fn apps(client: &ClientArgs) -> anyhow::Result<ExitCode> {
     )
     .await?;
     match client.output {
-        Output::Json => println!("{}", serde_json::to_string_pretty(&body)?),
-        Output::Text => println!("{}", render::apps_table(&body)),
+        Output::Json => print_out(serde_json::to_string_pretty(&body)?)?,
+        Output::Text => print_out(render::apps_table(&body))?,
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -234,8 +241,8 @@ pub async fn status(client: &ClientArgs, app: &str) -> anyhow::Result<ExitCode> 
     )
     .await?;
     match client.output {
-        Output::Json => println!("{}", serde_json::to_string_pretty(&body)?),
-        Output::Text => print!("{}", render::tree(&body)),
+        Output::Json => print_out(serde_json::to_string_pretty(&body)?)?,
+        Output::Text => print_out(render::tree(&body).trim_end())?,
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -338,7 +345,7 @@ pub async fn events(client: &ClientArgs, app: &str, follow: bool) -> anyhow::Res
         return stream_to_stdout(request, &client.url).await;
     }
     let body = call(request, &client.url).await?;
-    println!("{}", render::events_table(&body));
+    print_out(render::events_table(&body))?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -361,6 +368,9 @@ async fn stream_to_stdout(request: reqwest::RequestBuilder, url: &str) -> anyhow
 pub fn validate(files: &[PathBuf], output: Output) -> ExitCode {
     let mut problems: Vec<Diagnostic> = Vec::new();
     let mut checked: Vec<CheckedFile> = Vec::new();
+    // References are followed only when every file could be read, lest an artifact that did
+    // not read be reported missing.
+    let mut read_whole = true;
     let mut catalog = Catalog::default();
     let mut policies: Vec<(String, Option<String>)> = Vec::new();
     // Stratos files name no policy to deploy with; exactly one given alongside is taken as it.
@@ -371,11 +381,13 @@ pub fn validate(files: &[PathBuf], output: Output) -> ExitCode {
             Ok(text) => text,
             Err(e) => {
                 problems.push(file_problem(&source, format!("cannot read: {e}")));
+                read_whole = false;
                 continue;
             }
         };
         let file = check_file(&source, &text);
         problems.extend(file.problems.iter().cloned());
+        read_whole &= file.bundle.is_some();
         if let Some(bundle) = &file.bundle {
             if bundle.deploy_with.is_none() {
                 stratos_policies.extend(bundle.application_policies.iter().map(|p| p.id.clone()));
@@ -397,7 +409,7 @@ pub fn validate(files: &[PathBuf], output: Output) -> ExitCode {
     } else {
         None
     };
-    for (app, policy) in policies {
+    for (app, policy) in policies.into_iter().filter(|_| read_whole) {
         let Some(policy) = policy.or_else(|| only_policy.clone()) else {
             continue;
         };

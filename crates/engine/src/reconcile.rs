@@ -917,19 +917,20 @@ fn failed_to_start(m: &Member) -> bool {
 fn housekeep_cluster(app: &str, spec: &ClusterSpec, c: &mut ClusterState, ctx: &mut Ctx<'_>) {
     // Members that failed before they served for long back off their replacements: a command
     // that cannot start, or exits as soon as it has, must not be respawned in a tight loop.
-    let failed_starts = c
+    let failed = c
         .members
         .iter()
-        .filter(|m| m.status == MemberStatus::Terminated && m.faulted && failed_to_start(m))
-        .count() as u32;
+        .any(|m| m.status == MemberStatus::Terminated && m.faulted && failed_to_start(m));
     if c.retry_at
         .is_some_and(|t| ctx.now.saturating_sub(t) >= STABLE_MS)
     {
         c.failed_starts = 0;
         c.retry_at = None;
     }
-    if failed_starts > 0 {
-        c.failed_starts = c.failed_starts.saturating_add(failed_starts);
+    // Members failing together are one failure: a cluster whose members all crash at once
+    // is replaced at once the first time.
+    if failed {
+        c.failed_starts = c.failed_starts.saturating_add(1);
         // A single failure is replaced at once, so a killed member heals without delay.
         let delay = match c.failed_starts {
             0 | 1 => 0,

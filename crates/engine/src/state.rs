@@ -127,7 +127,8 @@ pub struct ClusterState {
     /// The largest factor among the clusters it scales together with, set by its group.
     #[serde(skip)]
     pub dependency_factor: Option<f64>,
-    /// Members in a row that failed before they ever became Active.
+    /// Rounds of failed starts in a row: members that failed by themselves before they became
+    /// Active or soon after.
     #[serde(default)]
     pub failed_starts: u32,
     /// No new member before this time: failing starts back off.

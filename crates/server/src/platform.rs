@@ -103,6 +103,22 @@ impl PlatformError {
     pub fn unknown_application(id: &str) -> PlatformError {
         PlatformError::NotFound(format!("application {id} not found"))
     }
+
+    /// A request body that cannot be taken, and where in it.
+    pub fn invalid_body(
+        line: Option<(usize, usize)>,
+        path: &str,
+        message: String,
+    ) -> PlatformError {
+        PlatformError::Invalid(cairn_model::Diagnostics(vec![cairn_model::Diagnostic {
+            location: cairn_model::Location {
+                source: "request body".into(),
+                line,
+                path: path.into(),
+            },
+            message,
+        }]))
+    }
 }
 
 impl From<EngineError> for PlatformError {
@@ -112,14 +128,7 @@ impl From<EngineError> for PlatformError {
             EngineError::NotDeployed(_) => PlatformError::Conflict(e.to_string()),
             EngineError::NoCluster { .. } => PlatformError::NotFound(e.to_string()),
             EngineError::OutOfRange { .. } => {
-                PlatformError::Invalid(cairn_model::Diagnostics(vec![cairn_model::Diagnostic {
-                    location: cairn_model::Location {
-                        source: "request body".into(),
-                        line: None,
-                        path: "$.size".into(),
-                    },
-                    message: e.to_string(),
-                }]))
+                PlatformError::invalid_body(None, "$.size", e.to_string())
             }
         }
     }
@@ -433,6 +442,11 @@ impl Platform {
 
     pub fn view(&self, application: &str) -> Option<AppView> {
         self.read_snapshot().views.get(application).cloned()
+    }
+
+    /// Whether the application is registered, deployed or not.
+    pub fn has_application(&self, application: &str) -> bool {
+        self.lock_catalog().applications.contains_key(application)
     }
 
     pub fn is_deployed(&self, application: &str) -> bool {
@@ -852,7 +866,11 @@ impl EngineLoop {
             if bind_failed(&e) {
                 self.republish_at = Some(std::time::Instant::now() + REBIND);
             }
-            found.extend(lb_problems(&e, &table));
+            let problems = lb_problems(&e, &table);
+            if problems.is_empty() {
+                tracing::warn!("load balancer: {e}");
+            }
+            found.extend(problems);
         }
         // Each problem is told once when it starts and once when it ends.
         let at = now();
@@ -868,8 +886,12 @@ impl EngineLoop {
             tracing::warn!("load balancer: {}", problem.message);
             events.push(event(problem, problem.message.clone()));
         }
+        // An application gone has nothing left to resolve.
+        let apps = &self.engine.state().apps;
         for problem in self.routing_problems.difference(&found) {
-            events.push(event(problem, format!("resolved: {}", problem.message)));
+            if apps.contains_key(&problem.application) {
+                events.push(event(problem, format!("resolved: {}", problem.message)));
+            }
         }
         if !events.is_empty() {
             let store = self.platform.store.as_ref();

@@ -19,14 +19,6 @@ pub fn status_of(error: &PlatformError) -> StatusCode {
 
 /// A request body as text; anything but UTF-8 is refused with the reason.
 pub fn body_text(body: &[u8]) -> Result<&str, PlatformError> {
-    std::str::from_utf8(body).map_err(|e| {
-        PlatformError::Invalid(cairn_model::Diagnostics(vec![cairn_model::Diagnostic {
-            location: cairn_model::Location {
-                source: "request body".into(),
-                line: None,
-                path: String::new(),
-            },
-            message: format!("not UTF-8 text: {e}"),
-        }]))
-    })
+    std::str::from_utf8(body)
+        .map_err(|e| PlatformError::invalid_body(None, "", format!("not UTF-8 text: {e}")))
 }

@@ -233,7 +233,7 @@ async fn get_application(
 ) -> ApiResult<Response> {
     match platform.view(&id) {
         Some(view) => Ok(Json(view).into_response()),
-        None if platform.catalog().applications.contains_key(&id) => {
+        None if platform.has_application(&id) => {
             Err(PlatformError::NotFound(format!("application {id} is not deployed")).into())
         }
         None => Err(PlatformError::unknown_application(&id).into()),
@@ -259,10 +259,10 @@ async fn deploy_application(
     Path(id): Path<String>,
     body: Bytes,
 ) -> ApiResult<StatusCode> {
-    if !platform.catalog().applications.contains_key(&id) {
+    if !platform.has_application(&id) {
         return Err(PlatformError::unknown_application(&id).into());
     }
-    let request: DeployRequest = if body.is_empty() {
+    let request: DeployRequest = if body.trim_ascii().is_empty() {
         DeployRequest::default()
     } else {
         request_body(&body, r#"{"application_policy": "…"}"#)?
@@ -275,9 +275,12 @@ async fn deploy_application(
             match (ids.next(), ids.next()) {
                 (Some(only), None) => only.clone(),
                 _ => {
-                    return Err(
-                        invalid_body("name the application_policy to deploy with".into()).into(),
-                    );
+                    return Err(PlatformError::invalid_body(
+                        None,
+                        "$",
+                        "name the application_policy to deploy with".into(),
+                    )
+                    .into());
                 }
             }
         }
@@ -286,28 +289,17 @@ async fn deploy_application(
     Ok(StatusCode::ACCEPTED)
 }
 
-fn invalid_body(message: String) -> PlatformError {
-    body_problem(None, "$".into(), message)
-}
-
-fn body_problem(line: Option<(usize, usize)>, path: String, message: String) -> PlatformError {
-    PlatformError::Invalid(cairn_model::Diagnostics(vec![cairn_model::Diagnostic {
-        location: cairn_model::Location {
-            source: "request body".into(),
-            line,
-            path,
-        },
-        message,
-    }]))
-}
-
 /// A JSON request body of the given `shape`, or a problem naming its place and the reason.
 fn request_body<T: serde::de::DeserializeOwned>(
     body: &[u8],
     shape: &str,
 ) -> Result<T, PlatformError> {
     if body.trim_ascii().is_empty() {
-        return Err(invalid_body(format!("the body is empty; expected {shape}")));
+        return Err(PlatformError::invalid_body(
+            None,
+            "$",
+            format!("the body is empty; expected {shape}"),
+        ));
     }
     let mut deserializer = serde_json::Deserializer::from_slice(body);
     serde_path_to_error::deserialize(&mut deserializer).map_err(|e| {
@@ -322,7 +314,7 @@ fn request_body<T: serde::de::DeserializeOwned>(
         let reason = text
             .rsplit_once(" at line ")
             .map_or(text.as_str(), |(reason, _)| reason);
-        body_problem(line, path, format!("{reason}; expected {shape}"))
+        PlatformError::invalid_body(line, &path, format!("{reason}; expected {shape}"))
     })
 }
 
@@ -336,7 +328,7 @@ async fn undeploy_application(
     State(platform): State<Arc<Platform>>,
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
-    if !platform.catalog().applications.contains_key(&id) {
+    if !platform.has_application(&id) {
         return Err(PlatformError::unknown_application(&id).into());
     }
     platform.undeploy(&id).await?;
@@ -402,16 +394,20 @@ async fn cluster_logs(
     }
     let head =
         futures_util::stream::once(async move { Ok::<_, std::io::Error>(Bytes::from(text)) });
-    let state = (platform, id, alias, dir, offsets);
+    let state = (platform, id, alias, dir, offsets, false);
     let follow = futures_util::stream::unfold(
         state,
-        |(platform, id, alias, dir, mut offsets)| async move {
+        |(platform, id, alias, dir, mut offsets, ended)| async move {
+            if ended {
+                return None;
+            }
             loop {
                 tokio::time::sleep(Duration::from_millis(200)).await;
-                // Members that come later are followed from their first line; the stream ends with
-                // the cluster.
-                let current = platform.cluster_members(&id, &alias)?;
-                for member in current {
+                // Members that come later are followed from their first line; once the cluster
+                // is gone, what its members wrote last is read and the stream ends.
+                let current = platform.cluster_members(&id, &alias);
+                let ended = current.is_none();
+                for member in current.into_iter().flatten() {
                     if !offsets.iter().any(|(known, _)| *known == member) {
                         offsets.push((member, 0));
                     }
@@ -426,8 +422,13 @@ async fn cluster_logs(
                         chunk.push_str(&format!("{member} | {line}\n"));
                     }
                 }
-                if !chunk.is_empty() {
-                    return Some((Ok(Bytes::from(chunk)), (platform, id, alias, dir, offsets)));
+                match (chunk.is_empty(), ended) {
+                    (true, true) => return None,
+                    (true, false) => continue,
+                    (false, ended) => {
+                        let state = (platform, id, alias, dir, offsets, ended);
+                        return Some((Ok(Bytes::from(chunk)), state));
+                    }
                 }
             }
         },
@@ -531,7 +532,7 @@ async fn list_events(
     Query(query): Query<EventQuery>,
 ) -> Response {
     if let Some(app) = &query.application
-        && !platform.catalog().applications.contains_key(app)
+        && !platform.has_application(app)
         && platform.events().recent(Some(app)).is_empty()
     {
         return ApiError::from(PlatformError::unknown_application(app)).into_response();
