@@ -485,13 +485,14 @@ async fn autoscale_cluster(
     let size = if request.enabled {
         None
     } else {
+        // One size holds every group instance: the largest keeps each at least where it is.
         let desired = platform
             .view(&id)
             .and_then(|view| {
                 let mut found = None;
                 crate::platform::visit_view_clusters(&view, &mut |c| {
                     if c.alias == alias {
-                        found = Some(found.unwrap_or(0) + c.desired);
+                        found = Some(found.unwrap_or(0).max(c.desired));
                     }
                 });
                 found
