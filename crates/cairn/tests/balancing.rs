@@ -159,6 +159,21 @@ fn a_taken_proxy_port_is_told_in_the_events_and_served_once_it_is_free() {
             .is_ok_and(|r| r.status() == 200)
     });
     assert!(said(&format!("resolved: {taken}")), "the end is told too");
+
+    // What was told is stored as it was told, none of it written over: it survives a crash.
+    let events = |cairn: &Cairn| {
+        let (_, events) = cairn.get("/v1/events?application=lb");
+        events.as_array().cloned().unwrap_or_default()
+    };
+    let before = events(&cairn);
+    let mut cairn = cairn;
+    cairn.kill9();
+    cairn.launch();
+    let after = events(&cairn);
+    assert!(
+        after.len() >= before.len() && after[..before.len()] == before[..],
+        "before the crash:\n{before:#?}\nafter it:\n{after:#?}"
+    );
 }
 
 /// Polls `check` for up to 15 s (the proxy retries a taken port every 5 s).
