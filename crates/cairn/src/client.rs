@@ -111,7 +111,7 @@ pub async fn deploy(
         .unwrap_or_default();
     if no_wait || client.output == Output::Json {
         if client.output == Output::Json {
-            println!("{}", serde_json::to_string_pretty(&body)?);
+            print_out(serde_json::to_string_pretty(&body)?)?;
         } else {
             println!("deploying {}", deployed.join(", "));
         }
@@ -438,10 +438,10 @@ pub fn validate(files: &[PathBuf], output: Output) -> ExitCode {
         (file(a).is_none(), file(a), line(a)).cmp(&(file(b).is_none(), file(b), line(b)))
     });
     match output {
-        Output::Json => println!(
-            "{}",
-            serde_json::to_string_pretty(&problems).unwrap_or_default()
-        ),
+        // A reader gone (`| head`) has what it wanted.
+        Output::Json => {
+            let _ = print_out(serde_json::to_string_pretty(&problems).unwrap_or_default());
+        }
         Output::Text if problems.is_empty() => println!("{} valid", files.len()),
         Output::Text => {
             for p in &problems {

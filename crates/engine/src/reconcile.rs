@@ -906,11 +906,13 @@ fn endpoints_of(spec: &ComponentSpec, state: &ChildState, into: &mut Vec<Depende
     }
 }
 
-/// Whether a member that ended failed by itself before it became Active or soon after.
+/// Whether a member that ended failed to start: it never became Active (whatever ended it,
+/// the kernel's OOM killer included), or its program failed soon after it did.
 fn failed_to_start(m: &Member) -> bool {
-    !m.killed
-        && m.active_at
-            .is_none_or(|active| m.since.saturating_sub(active) < STABLE_MS)
+    match m.active_at {
+        None => true,
+        Some(active) => !m.killed && m.since.saturating_sub(active) < STABLE_MS,
+    }
 }
 
 /// Drops terminated members and faults members that took too long to start.

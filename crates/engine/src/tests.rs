@@ -713,11 +713,17 @@ fn starts_of_members_that_die(
 
 #[test]
 fn members_that_fail_to_start_are_replaced_with_backoff() {
-    // (becomes Active, lives for ms, at most this many starts in ten seconds)
-    let cases = [(false, 0, 12), (true, 0, 12), (true, 500, 14)];
-    for (healthy, lifetime_ms, most) in cases {
-        let starts = starts_of_members_that_die(10, healthy, lifetime_ms, false);
-        let case = format!("healthy {healthy}, lifetime {lifetime_ms} ms");
+    // (becomes Active, lives for ms, ended by SIGKILL, at most this many starts in ten seconds)
+    // A member killed before it became Active (the OOM killer at start) failed to start too.
+    let cases = [
+        (false, 0, false, 12),
+        (true, 0, false, 12),
+        (true, 500, false, 14),
+        (false, 0, true, 12),
+    ];
+    for (healthy, lifetime_ms, killed, most) in cases {
+        let starts = starts_of_members_that_die(10, healthy, lifetime_ms, killed);
+        let case = format!("healthy {healthy}, lifetime {lifetime_ms} ms, killed {killed}");
         assert!(
             (2..=most).contains(&starts.len()),
             "{case}: backed off, not respawned in a loop: {} starts",

@@ -761,7 +761,13 @@ impl EngineLoop {
 
     /// Persists, then answers, then acts: nothing is acknowledged or started before it is stored.
     async fn finish_step(&mut self, out: Output, replies: Vec<Reply>) {
-        let stored = self.persist(&out.events);
+        let Output { actions, events } = out;
+        let stored = self.persist(&events);
+        if stored.is_ok() {
+            // Recorded before anything else is stored, so the next events take the next
+            // numbers, and before the replies, so a caller reads its own step's events.
+            self.platform.events.record(events);
+        }
         for (reply, result) in replies {
             let result = match (&stored, result) {
                 (Err(e), Ok(())) => Err(PlatformError::Internal(e.clone())),
@@ -777,11 +783,9 @@ impl EngineLoop {
             }
             return;
         }
-        // Recorded before anything else is stored, so the next events take the next numbers.
-        self.platform.events.record(out.events);
         // Routes first: a member being stopped gets no new request once its stop is sent.
         self.refresh().await;
-        for action in out.actions {
+        for action in actions {
             match action {
                 Action::StartMember(start) => self.agent.start(*start),
                 Action::StopMember(stop) => self.agent.stop(stop),

@@ -413,13 +413,20 @@ async fn cluster_logs(
                     }
                 }
                 let mut chunk = String::new();
-                for (member, offset) in offsets.iter_mut() {
-                    let Ok(read) = cairn_runtime::follow_log(&dir, member, *offset) else {
-                        continue;
-                    };
-                    *offset = read.next_offset;
-                    for line in String::from_utf8_lossy(&read.data).lines() {
-                        chunk.push_str(&format!("{member} | {line}\n"));
+                loop {
+                    let before = chunk.len();
+                    for (member, offset) in offsets.iter_mut() {
+                        let Ok(read) = cairn_runtime::follow_log(&dir, member, *offset) else {
+                            continue;
+                        };
+                        *offset = read.next_offset;
+                        for line in String::from_utf8_lossy(&read.data).lines() {
+                            chunk.push_str(&format!("{member} | {line}\n"));
+                        }
+                    }
+                    // A read takes a bounded part; once the cluster is gone, read to the end.
+                    if !ended || chunk.len() == before {
+                        break;
                     }
                 }
                 match (chunk.is_empty(), ended) {
