@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use cairn_model::{Catalog, CheckedFile, Diagnostic, Diagnostics};
+use cairn_model::{Catalog, CheckedFile, Diagnostic};
 use serde_json::Value;
 
 use crate::render;
@@ -16,6 +16,15 @@ use crate::{ClientArgs, Output};
 fn print_out(text: impl std::fmt::Display) -> std::io::Result<()> {
     use std::io::Write;
     writeln!(std::io::stdout().lock(), "{text}")
+}
+
+/// Prints what a command did: its JSON object with `--output json`, else its sentence, if any.
+fn print_outcome(output: Output, json: Value, sentence: Option<String>) -> std::io::Result<()> {
+    match (output, sentence) {
+        (Output::Json, _) => print_out(json),
+        (Output::Text, Some(sentence)) => print_out(sentence),
+        (Output::Text, None) => Ok(()),
+    }
 }
 
 fn http() -> anyhow::Result<reqwest::Client> {
@@ -262,15 +271,10 @@ pub async fn undeploy(
         wait_until(client, app, Duration::from_secs(timeout), Goal::Gone).await?;
     }
     let status = if no_wait { "undeploying" } else { "undeployed" };
-    match client.output {
-        Output::Json => println!(
-            "{}",
-            serde_json::json!({ "application": app, "status": status })
-        ),
-        Output::Text if no_wait => println!("{app} {status}"),
-        // Waiting printed the outcome already.
-        Output::Text => {}
-    }
+    // Waiting printed the outcome already.
+    let sentence = no_wait.then(|| format!("{app} {status}"));
+    let json = serde_json::json!({ "application": app, "status": status });
+    print_outcome(client.output, json, sentence)?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -280,13 +284,8 @@ pub async fn delete(client: &ClientArgs, app: &str) -> anyhow::Result<ExitCode> 
         &client.url,
     )
     .await?;
-    match client.output {
-        Output::Json => println!(
-            "{}",
-            serde_json::json!({ "application": app, "status": "deleted" })
-        ),
-        Output::Text => println!("{app} deleted"),
-    }
+    let json = serde_json::json!({ "application": app, "status": "deleted" });
+    print_outcome(client.output, json, Some(format!("{app} deleted")))?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -303,21 +302,15 @@ pub async fn scale(
         client.url
     );
     call(http()?.post(&url).json(&body), &client.url).await?;
-    match client.output {
-        Output::Json => println!(
-            "{}",
-            serde_json::json!({ "application": app, "cluster": alias, action: body })
-        ),
-        Output::Text => match (body.get("size"), body.get("enabled")) {
-            (Some(size), _) => {
-                println!(
-                    "{app}/{alias}: {size} member(s) per group instance, autoscaling suspended"
-                )
-            }
-            (_, Some(Value::Bool(true))) => println!("{app}/{alias}: autoscaling on"),
-            _ => println!("{app}/{alias}: autoscaling off, holding its size"),
-        },
-    }
+    let sentence = match (body.get("size"), body.get("enabled")) {
+        (Some(size), _) => {
+            format!("{app}/{alias}: {size} member(s) per group instance, autoscaling suspended")
+        }
+        (_, Some(Value::Bool(true))) => format!("{app}/{alias}: autoscaling on"),
+        _ => format!("{app}/{alias}: autoscaling off, holding its size"),
+    };
+    let json = serde_json::json!({ "application": app, "cluster": alias, action: body });
+    print_outcome(client.output, json, Some(sentence))?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -402,8 +395,7 @@ pub fn validate(files: &[PathBuf], output: Output) -> ExitCode {
         }
         checked.push(file);
     }
-    // Cross-references are checked once the application policy is known, and each problem is
-    // pointed at the file its artifact came from, the last file to define it winning.
+    // Cross-references are checked once the application policy is known.
     let only_policy = if stratos_policies.len() == 1 {
         stratos_policies.pop()
     } else {
@@ -413,17 +405,9 @@ pub fn validate(files: &[PathBuf], output: Output) -> ExitCode {
         let Some(policy) = policy.or_else(|| only_policy.clone()) else {
             continue;
         };
-        let Err(Diagnostics(found)) = cairn_model::resolve(&catalog, &app, &policy) else {
-            continue;
-        };
-        for problem in found {
-            let placed = checked
-                .iter()
-                .rev()
-                .find_map(|file| file.place(&problem))
-                .unwrap_or(problem);
-            if !problems.contains(&placed) {
-                problems.push(placed);
+        for problem in cairn_model::resolve_in_files(&catalog, &app, &policy, &checked) {
+            if !problems.contains(&problem) {
+                problems.push(problem);
             }
         }
     }

@@ -1,6 +1,6 @@
 //! A file checked on its own, and the problems of resolving its applications traced back to it.
 
-use crate::catalog::Source;
+use crate::catalog::{Catalog, Source, resolve};
 use crate::diagnostic::{Diagnostic, Diagnostics};
 use crate::reader::{Key, Origins};
 use crate::types::Bundle;
@@ -48,9 +48,9 @@ impl CheckedFile {
         }
     }
 
-    /// A problem that [`resolve`](crate::resolve) found in an artifact of this file, pointed at
-    /// its line and path here; `None` when the artifact is not from this file.
-    pub fn place(&self, problem: &Diagnostic) -> Option<Diagnostic> {
+    /// A problem that [`resolve`] found in an artifact of this file, pointed at its line and
+    /// path here; `None` when the artifact is not from this file.
+    fn place(&self, problem: &Diagnostic) -> Option<Diagnostic> {
         let bundle = self.bundle.as_ref()?;
         let (key, prefix) = artifact_keys(bundle)
             .into_iter()
@@ -63,6 +63,29 @@ impl CheckedFile {
             message: problem.message.clone(),
         })
     }
+}
+
+/// The problems of resolving `application` with `policy`, each pointed at the file among
+/// `files` its artifact came from (the last to define it), or left as resolution names it.
+pub fn resolve_in_files(
+    catalog: &Catalog,
+    application: &str,
+    policy: &str,
+    files: &[CheckedFile],
+) -> Vec<Diagnostic> {
+    let Err(Diagnostics(found)) = resolve(catalog, application, policy) else {
+        return Vec::new();
+    };
+    found
+        .into_iter()
+        .map(|problem| {
+            files
+                .iter()
+                .rev()
+                .find_map(|file| file.place(&problem))
+                .unwrap_or(problem)
+        })
+        .collect()
 }
 
 /// Each artifact of a bundle as resolution names it, its place in the bundle, and the part of

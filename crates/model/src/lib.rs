@@ -19,7 +19,7 @@ mod yaml;
 mod yaml_tree;
 
 pub use catalog::{Catalog, resolve};
-pub use check::CheckedFile;
+pub use check::{CheckedFile, resolve_in_files};
 pub use diagnostic::{Diagnostic, Diagnostics, Location};
 pub use spec::{AppSpec, ClusterSpec, ComponentSpec, GroupSpec};
 pub use stratos::{

@@ -244,16 +244,15 @@ impl Platform {
             )));
         }
         let deployed = self.deployed();
-        let deployed_here: Vec<String> = bundle
+        let deployed_here = bundle
             .applications
             .iter()
-            .map(|a| a.id.clone())
-            .filter(|id| deployed.contains(id))
-            .collect();
+            .find(|a| deployed.contains(&a.id))
+            .map(|a| a.id.clone());
         let mut next = catalog.clone();
         next.add_bundle(bundle);
         // A deployed application's artifacts may be given again as they are, not changed.
-        if let Some(id) = deployed_here.first()
+        if let Some(id) = deployed_here
             && next != *catalog
         {
             return Err(PlatformError::Conflict(format!(

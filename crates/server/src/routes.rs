@@ -97,45 +97,32 @@ pub fn route_table(
     (table, problems)
 }
 
-/// What the load balancer refused of `table`, by the applications it concerns.
+/// What the load balancer refused of `table`, by the applications it concerns (an application
+/// may come more than once; the caller keeps a set).
 pub fn lb_problems(error: &LbError, table: &RouteTable) -> Vec<RoutingProblem> {
-    let of = |key: &ClusterKey| vec![key.application.clone()];
-    let applications = match error {
+    let keys: Vec<&ClusterKey> = match error {
         LbError::Several(errors) => {
             return errors.iter().flat_map(|e| lb_problems(e, table)).collect();
         }
-        LbError::Bind { port, .. } => {
-            let mut applications: Vec<String> = table
-                .listeners
-                .get(port)
-                .map(|l| {
-                    l.clusters
-                        .iter()
-                        .map(|c| c.key.application.clone())
-                        .collect()
-                })
-                .unwrap_or_default();
-            applications.dedup();
-            applications
+        LbError::Bind { port, .. } => table
+            .listeners
+            .get(port)
+            .map(|l| l.clusters.iter().map(|c| &c.key).collect())
+            .unwrap_or_default(),
+        LbError::DuplicateHost { first, second, .. } => vec![first, second],
+        LbError::NoHostNames { cluster, .. } | LbError::ContextPath { cluster, .. } => {
+            vec![cluster]
         }
-        LbError::DuplicateHost { first, second, .. } => {
-            let mut both = of(first);
-            both.extend(of(second));
-            both.dedup();
-            both
-        }
-        LbError::NoHostNames { cluster, .. } | LbError::ContextPath { cluster, .. } => of(cluster),
-        LbError::SharedTcpPort { refused, .. } => of(refused),
+        LbError::SharedTcpPort { refused, .. } => vec![refused],
         LbError::ShutDown => Vec::new(),
     };
     let message = match error {
         LbError::Bind { .. } => format!("{error}; trying again every {} s", REBIND.as_secs()),
         _ => error.to_string(),
     };
-    applications
-        .into_iter()
-        .map(|application| RoutingProblem {
-            application,
+    keys.into_iter()
+        .map(|key| RoutingProblem {
+            application: key.application.clone(),
             message: message.clone(),
         })
         .collect()

@@ -183,18 +183,11 @@ async fn post_blueprint(
     if let Some(policy) = &policy {
         let mut catalog = platform.catalog();
         catalog.add_bundle(bundle.clone());
-        let mut problems = Vec::new();
-        for app in &applications {
-            if let Err(cairn_model::Diagnostics(found)) =
-                cairn_model::resolve(&catalog, app, policy)
-            {
-                problems.extend(
-                    found
-                        .iter()
-                        .map(|p| checked.place(p).unwrap_or_else(|| p.clone())),
-                );
-            }
-        }
+        let files = std::slice::from_ref(&checked);
+        let problems: Vec<_> = applications
+            .iter()
+            .flat_map(|app| cairn_model::resolve_in_files(&catalog, app, policy, files))
+            .collect();
         if !problems.is_empty() {
             return Err(PlatformError::Invalid(cairn_model::Diagnostics(problems)).into());
         }
