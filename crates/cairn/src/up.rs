@@ -139,7 +139,10 @@ pub async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
     };
     let offset = args.up.proxy_port_offset;
     let server = start(args.up, dir.clone()).await?;
-    let bundle = cairn_model::parse_yaml("examples/three-tier.yaml", DEMO_BLUEPRINT)
+    let checked = cairn_model::check_yaml("examples/three-tier.yaml", DEMO_BLUEPRINT);
+    let bundle = checked
+        .clone()
+        .into_result()
         .map_err(|e| anyhow::anyhow!("the demo blueprint does not parse: {e}"))?;
     let app = bundle
         .applications
@@ -150,7 +153,7 @@ pub async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
         .deploy_with
         .clone()
         .context("the demo blueprint names no application policy")?;
-    server.platform.add(bundle, true)?;
+    server.platform.add(&checked, true)?;
     if !server.platform.is_deployed(&app) {
         server.platform.deploy(&app, &policy).await?;
     }

@@ -93,6 +93,20 @@ fn deploys_are_all_or_nothing_repeatable_and_deletable() {
         )),
         "{err}"
     );
+    // Registering without deploying still refuses what names unregistered artifacts.
+    let response = support::client()
+        .post(server.url("/v1/blueprints?deploy=false&source=refused.yaml"))
+        .body(std::fs::read_to_string(refused).expect("read"))
+        .send()
+        .expect("native API answers");
+    assert_eq!(response.status().as_u16(), 400);
+    let body = response.text().unwrap_or_default();
+    assert!(
+        body.contains(
+            "refused.yaml:8:16 at $.components.db.cartridge: unknown cartridge type `nope`"
+        ),
+        "{body}"
+    );
     let (code, out, err) = cairn(&["apps", "--output", "json"], Some(&url));
     assert_eq!(code, 0, "{err}");
     assert_eq!(out.trim(), "[]", "nothing registered");

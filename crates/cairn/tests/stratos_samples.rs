@@ -265,12 +265,22 @@ fn run_sample(cairn: &Cairn, sample: &Sample) {
         support::member_processes(&cairn.data_dir).is_empty(),
         "{app}: members left after undeploy"
     );
+    // The scripts' order, in which nothing is deleted while another artifact names it.
     let (code, body) = cairn.stratos_curl("DELETE", &format!("applications/{app}"), None);
     assert_eq!(code, 200, "{app}: DELETE application: {body}");
-    for (collection, file) in sample.posts.iter().filter(|(c, _)| *c != "applications") {
-        let id = artifact_id(collection, &samples().join(file));
-        let (code, body) = cairn.stratos_curl("DELETE", &format!("{collection}/{id}"), None);
-        assert_eq!(code, 200, "{app}: DELETE {collection}/{id}: {body}");
+    for kind in [
+        "cartridgeGroups",
+        "cartridges",
+        "autoscalingPolicies",
+        "deploymentPolicies",
+        "applicationPolicies",
+        "networkPartitions",
+    ] {
+        for (collection, file) in sample.posts.iter().filter(|(c, _)| *c == kind) {
+            let id = artifact_id(collection, &samples().join(file));
+            let (code, body) = cairn.stratos_curl("DELETE", &format!("{collection}/{id}"), None);
+            assert_eq!(code, 200, "{app}: DELETE {collection}/{id}: {body}");
+        }
     }
 }
 
@@ -510,4 +520,73 @@ fn answers_follow_stratos_status_codes() {
     assert_eq!(read.status(), 200);
     let read: Value = read.json().expect("JSON");
     assert_eq!(read["id"], "np 2/b");
+}
+
+#[test]
+fn references_to_unregistered_artifacts_are_refused_both_ways() {
+    let cairn = Cairn::start("stratos-references", &[80]);
+    let post = |collection: &str, file: &str| {
+        cairn.stratos_curl("POST", collection, Some(&samples().join(file)))
+    };
+    let refused = [
+        (
+            "deploymentPolicies",
+            "deployment-policies/deployment-policy-1.json",
+            // curl's `-d @file` sends the file as one line.
+            "request body:1:87 at $.networkPartitions[0].id: unknown network partition `network-partition-1`",
+        ),
+        (
+            "applicationPolicies",
+            "application-policies/application-policy-1.json",
+            "at $.networkPartitions[0]: unknown network partition `network-partition-1`",
+        ),
+        (
+            "cartridgeGroups",
+            "cartridge-groups/esb-php-group.json",
+            "unknown cartridge type `esb`",
+        ),
+        (
+            "applications",
+            "applications/simple/single-cartridge-app/artifacts/application.json",
+            "unknown cartridge type `php`",
+        ),
+        (
+            "applications",
+            "applications/simple/single-cartridge-app/artifacts/application.json",
+            "unknown autoscaling policy `autoscaling-policy-1`",
+        ),
+    ];
+    for (collection, file, problem) in refused {
+        let (code, body) = post(collection, file);
+        assert_eq!(code, 400, "POST {collection} {file}: {body}");
+        assert!(body.contains(problem), "POST {collection} {file}: {body}");
+    }
+    let (code, body) = cairn.stratos_curl("GET", "deploymentPolicies", None);
+    assert_eq!(code, 404, "a refused artifact is not registered: {body}");
+
+    for (collection, file) in &SAMPLES[0].posts[..5] {
+        let (code, body) = post(collection, file);
+        assert_eq!(code, 201, "POST {collection} {file}: {body}");
+    }
+    // What a registered artifact names cannot be deleted from under it, deployed or not.
+    for (path, users) in [
+        (
+            "networkPartitions/network-partition-1",
+            "deployment policy deployment-policy-1, application policy application-policy-1",
+        ),
+        ("cartridges/php", ""),
+    ] {
+        let (code, body) = cairn.stratos_curl("DELETE", path, None);
+        if users.is_empty() {
+            assert_eq!(code, 200, "DELETE {path}: {body}");
+        } else {
+            assert_eq!(code, 409, "DELETE {path}: {body}");
+            assert!(body.contains(users), "DELETE {path}: {body}");
+        }
+    }
+    let (code, body) = post(
+        "applications",
+        "applications/simple/single-cartridge-app/artifacts/application.json",
+    );
+    assert_eq!(code, 400, "the application's cartridge is gone: {body}");
 }

@@ -301,16 +301,8 @@ pub fn resolve(
         aliases: BTreeSet::new(),
         checked_policies: BTreeSet::new(),
     };
-    let policy_source = Source::ApplicationPolicy(&policy.id).to_string();
-    for (i, np) in policy.network_partitions.iter().enumerate() {
-        if !catalog.network_partitions.contains_key(np) {
-            r.report(
-                &policy_source,
-                format!("$.network_partitions[{i}]"),
-                format!("unknown network partition `{np}`"),
-            );
-        }
-    }
+    r.problems
+        .extend(application_policy_problems(catalog, policy));
     let components = &application.components;
     let children = r.children(
         &components.groups,
@@ -370,14 +362,157 @@ pub fn resolve(
 }
 
 fn single(source: &str, path: &str, message: String) -> Diagnostics {
-    Diagnostics(vec![Diagnostic {
+    Diagnostics(vec![problem(source, path.to_string(), message)])
+}
+
+fn problem(source: &str, path: String, message: String) -> Diagnostic {
+    Diagnostic {
         location: Location {
             source: source.to_string(),
             line: None,
-            path: path.to_string(),
+            path,
         },
         message,
-    }])
+    }
+}
+
+/// The references of `bundle`'s artifacts that `catalog` cannot follow; see
+/// [`crate::CheckedFile::unknown_references`].
+pub(crate) fn unknown_references(catalog: &Catalog, bundle: &Bundle) -> Vec<Diagnostic> {
+    let mut out = Vec::new();
+    for policy in &bundle.deployment_policies {
+        out.extend(deployment_policy_problems(catalog, policy));
+    }
+    for policy in &bundle.application_policies {
+        out.extend(application_policy_problems(catalog, policy));
+    }
+    for group in &bundle.cartridge_groups {
+        let source = Source::CartridgeGroup(&group.name).to_string();
+        group_cartridge_problems(catalog, &source, group, "$", &mut out);
+    }
+    for application in &bundle.applications {
+        let source = Source::Application(&application.id).to_string();
+        let components = &application.components;
+        // Only the top level names registered groups: a nested subscription names a group
+        // nested in its parent's definition, which resolution checks.
+        for (k, group) in components.groups.iter().enumerate() {
+            if !catalog.cartridge_groups.contains_key(&group.name) {
+                let message = format!("unknown cartridge group `{}`", group.name);
+                let path = format!("$.components.groups[{k}].name");
+                out.push(problem(&source, path, message));
+            }
+        }
+        let (groups, cartridges) = (&components.groups, &components.cartridges);
+        subscription_problems(
+            catalog,
+            &source,
+            groups,
+            cartridges,
+            "$.components",
+            &mut out,
+        );
+    }
+    out
+}
+
+fn application_policy_problems(catalog: &Catalog, policy: &ApplicationPolicy) -> Vec<Diagnostic> {
+    let source = Source::ApplicationPolicy(&policy.id).to_string();
+    policy
+        .network_partitions
+        .iter()
+        .enumerate()
+        .filter(|(_, np)| !catalog.network_partitions.contains_key(*np))
+        .map(|(i, np)| {
+            let message = format!("unknown network partition `{np}`");
+            problem(&source, format!("$.network_partitions[{i}]"), message)
+        })
+        .collect()
+}
+
+/// The network partitions a deployment policy names must exist, with the partitions it names.
+fn deployment_policy_problems(catalog: &Catalog, policy: &DeploymentPolicy) -> Vec<Diagnostic> {
+    let source = Source::DeploymentPolicy(&policy.id).to_string();
+    let mut out = Vec::new();
+    for (i, placement) in policy.network_partitions.iter().enumerate() {
+        let Some(network) = catalog.network_partitions.get(&placement.id) else {
+            out.push(problem(
+                &source,
+                format!("$.network_partitions[{i}].id"),
+                format!("unknown network partition `{}`", placement.id),
+            ));
+            continue;
+        };
+        for (j, partition) in placement.partitions.iter().enumerate() {
+            if !network.partitions.iter().any(|p| p.id == partition.id) {
+                out.push(problem(
+                    &source,
+                    format!("$.network_partitions[{i}].partitions[{j}].id"),
+                    format!(
+                        "network partition `{}` has no partition `{}`",
+                        network.id, partition.id
+                    ),
+                ));
+            }
+        }
+    }
+    out
+}
+
+fn group_cartridge_problems(
+    catalog: &Catalog,
+    source: &str,
+    group: &CartridgeGroup,
+    path: &str,
+    out: &mut Vec<Diagnostic>,
+) {
+    for (i, kind) in group.cartridges.iter().enumerate() {
+        if !catalog.cartridges.contains_key(kind) {
+            let message = format!("unknown cartridge type `{kind}`");
+            out.push(problem(source, format!("{path}.cartridges[{i}]"), message));
+        }
+    }
+    for (k, nested) in group.groups.iter().enumerate() {
+        group_cartridge_problems(catalog, source, nested, &format!("{path}.groups[{k}]"), out);
+    }
+}
+
+/// The cartridge types and autoscaling policies of subscriptions, at every depth.
+fn subscription_problems(
+    catalog: &Catalog,
+    source: &str,
+    groups: &[GroupSubscription],
+    cartridges: &[CartridgeSubscription],
+    path: &str,
+    out: &mut Vec<Diagnostic>,
+) {
+    for (k, group) in groups.iter().enumerate() {
+        let path = format!("{path}.groups[{k}]");
+        subscription_problems(
+            catalog,
+            source,
+            &group.groups,
+            &group.cartridges,
+            &path,
+            out,
+        );
+    }
+    for (j, cartridge) in cartridges.iter().enumerate() {
+        let path = format!("{path}.cartridges[{j}]");
+        if !catalog.cartridges.contains_key(&cartridge.cartridge) {
+            let message = format!("unknown cartridge type `{}`", cartridge.cartridge);
+            out.push(problem(source, format!("{path}.cartridge"), message));
+        }
+        if let Some(id) = &cartridge.autoscaling_policy
+            && !catalog.autoscaling_policies.contains_key(id)
+        {
+            let message = format!("unknown autoscaling policy `{id}`");
+            out.push(problem(
+                source,
+                format!("{path}.autoscaling_policy"),
+                message,
+            ));
+        }
+    }
 }
 
 struct Resolver<'c> {
@@ -391,14 +526,7 @@ struct Resolver<'c> {
 
 impl<'c> Resolver<'c> {
     fn report(&mut self, source: &str, path: String, message: String) {
-        self.problems.push(Diagnostic {
-            location: Location {
-                source: source.to_string(),
-                line: None,
-                path,
-            },
-            message,
-        });
+        self.problems.push(problem(source, path, message));
     }
 
     fn report_app(&mut self, path: String, message: String) {
@@ -644,33 +772,11 @@ impl<'c> Resolver<'c> {
         })
     }
 
-    /// Partitions a deployment policy names must exist in their network partitions; checked once per policy.
+    /// Checks a deployment policy's partitions once per policy.
     fn check_deployment_policy(&mut self, policy: &DeploymentPolicy) {
-        if !self.checked_policies.insert(policy.id.clone()) {
-            return;
-        }
-        let source = Source::DeploymentPolicy(&policy.id).to_string();
-        for (i, placement) in policy.network_partitions.iter().enumerate() {
-            let Some(network) = self.catalog.network_partitions.get(&placement.id) else {
-                self.report(
-                    &source,
-                    format!("$.network_partitions[{i}].id"),
-                    format!("unknown network partition `{}`", placement.id),
-                );
-                continue;
-            };
-            for (j, partition) in placement.partitions.iter().enumerate() {
-                if !network.partitions.iter().any(|p| p.id == partition.id) {
-                    self.report(
-                        &source,
-                        format!("$.network_partitions[{i}].partitions[{j}].id"),
-                        format!(
-                            "network partition `{}` has no partition `{}`",
-                            network.id, partition.id
-                        ),
-                    );
-                }
-            }
+        if self.checked_policies.insert(policy.id.clone()) {
+            let found = deployment_policy_problems(self.catalog, policy);
+            self.problems.extend(found);
         }
     }
 }

@@ -1,6 +1,6 @@
 //! A file checked on its own, and the problems of resolving its applications traced back to it.
 
-use crate::catalog::{Catalog, Source, resolve};
+use crate::catalog::{Catalog, Source, resolve, unknown_references};
 use crate::diagnostic::{Diagnostic, Diagnostics};
 use crate::reader::{Key, Origins};
 use crate::types::Bundle;
@@ -46,6 +46,22 @@ impl CheckedFile {
             Some(bundle) if self.problems.is_empty() => Ok(bundle),
             _ => Err(Diagnostics(self.problems)),
         }
+    }
+
+    /// The references of this file's artifacts to artifacts that `catalog` (which should hold
+    /// them too) does not have, pointed at their places here. These are what Stratos refuses
+    /// when an artifact is added: the network partitions and partitions of deployment and
+    /// application policies, the cartridges of cartridge groups, and the cartridges, cartridge
+    /// groups and autoscaling policies of applications. An application's deployment policies
+    /// are left to [`resolve`], as Stratos leaves them to its deployment.
+    pub fn unknown_references(&self, catalog: &Catalog) -> Vec<Diagnostic> {
+        let Some(bundle) = &self.bundle else {
+            return Vec::new();
+        };
+        unknown_references(catalog, bundle)
+            .into_iter()
+            .map(|problem| self.place(&problem).unwrap_or(problem))
+            .collect()
     }
 
     /// A problem that [`resolve`] found in an artifact of this file, pointed at its line and

@@ -23,7 +23,8 @@ pub use check::{CheckedFile, resolve_in_files};
 pub use diagnostic::{Diagnostic, Diagnostics, Location};
 pub use spec::{AppSpec, ClusterSpec, ComponentSpec, GroupSpec};
 pub use stratos::{
-    check_stratos, detect_stratos_kind, parse_domain_mappings, parse_stratos, parse_stratos_any,
+    check_stratos, check_stratos_artifact, detect_stratos_kind, parse_domain_mappings,
+    parse_stratos, parse_stratos_any,
 };
 pub use types::*;
 pub use validate::validate_bundle;

@@ -15,8 +15,15 @@ use crate::types::*;
 /// Domain mappings do not name their application; they land under the empty application id
 /// (see [`parse_domain_mappings`]).
 pub fn parse_stratos(kind: ArtifactKind, source: &str, text: &str) -> Result<Bundle, Diagnostics> {
-    let root = read_json(source, text)?;
-    read_artifact(kind, source, &root, "").into_result()
+    check_stratos_artifact(kind, source, text).into_result()
+}
+
+/// Checks one Stratos JSON artifact of the given kind on its own, keeping what could be read.
+pub fn check_stratos_artifact(kind: ArtifactKind, source: &str, text: &str) -> CheckedFile {
+    match read_json(source, text) {
+        Ok(root) => read_artifact(kind, source, &root, ""),
+        Err(problems) => CheckedFile::failed(source, problems),
+    }
 }
 
 /// Parses a file of any Stratos artifact kind, guessing the kind from its keys.

@@ -472,3 +472,71 @@ fn resolution_errors() {
         ],
     );
 }
+
+/// The references of one Stratos artifact to artifacts not registered, as `t` and the
+/// artifacts of `registered` (each parsed as `r`) leave them.
+fn check_references(
+    kind: ArtifactKind,
+    text: &str,
+    registered: &[(ArtifactKind, &str)],
+    expected: &[&str],
+) {
+    let file = check_stratos_artifact(kind, "t", text);
+    let mut catalog = Catalog::default();
+    for (kind, text) in registered {
+        catalog.add_bundle(parse_stratos(*kind, "r", text).unwrap_or_else(|e| panic!("{e}")));
+    }
+    catalog.add_bundle(file.clone().into_result().unwrap_or_else(|e| panic!("{e}")));
+    let got: Vec<String> = file
+        .unknown_references(&catalog)
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(got, expected, "\n{text}");
+}
+
+#[test]
+fn unregistered_references() {
+    check_references(
+        DeploymentPolicy,
+        DP,
+        &[],
+        &["t:1:43 at $.networkPartitions[0].id: unknown network partition `np1`"],
+    );
+    check_references(
+        DeploymentPolicy,
+        &DP.replace(r#""id": "p1""#, r#""id": "p9""#),
+        &[(NetworkPartition, NP)],
+        &[
+            "t:1:104 at $.networkPartitions[0].partitions[0].id: network partition `np1` has no partition `p9`",
+        ],
+    );
+    check_references(DeploymentPolicy, DP, &[(NetworkPartition, NP)], &[]);
+    check_references(
+        ApplicationPolicy,
+        &AP.replace(r#"["np1"]"#, r#"["np1", "np2"]"#),
+        &[(NetworkPartition, NP)],
+        &["t:1:71 at $.networkPartitions[1]: unknown network partition `np2`"],
+    );
+    check_references(
+        CartridgeGroup,
+        r#"{"name": "g", "cartridges": ["php"], "groups": [{"name": "inner", "cartridges": ["php", "esb"]}]}"#,
+        &[(Cartridge, r#"{"type": "php"}"#)],
+        &["t:1:89 at $.groups[0].cartridges[1]: unknown cartridge type `esb`"],
+    );
+    // An application's deployment policy is checked when it is deployed, as in Stratos.
+    let nested = app("", "", "").replace(
+        r#""cartridges": []}"#,
+        r#""cartridges": [{"type": "tomcat", "subscribableInfo": {"alias": "c2", "autoscalingPolicy": "asp"}}]}"#,
+    );
+    check_references(
+        Application,
+        &nested,
+        &[(Cartridge, r#"{"type": "php"}"#)],
+        &[
+            "t:3:10 at $.components.groups[0].name: unknown cartridge group `grp`",
+            "t:3:80 at $.components.groups[0].cartridges[0].type: unknown cartridge type `tomcat`",
+            "t:3:147 at $.components.groups[0].cartridges[0].subscribableInfo.autoscalingPolicy: unknown autoscaling policy `asp`",
+        ],
+    );
+}

@@ -13,7 +13,8 @@ use cairn_engine::{
 };
 use cairn_lb::{DEFAULT_DRAIN_GRACE, LbStats, LoadBalancer};
 use cairn_model::{
-    AppSpec, ArtifactKind, Bundle, Catalog, Diagnostic, Diagnostics, DomainMapping, Location,
+    AppSpec, ArtifactKind, Bundle, Catalog, CheckedFile, Diagnostic, Diagnostics, DomainMapping,
+    Location,
 };
 use cairn_runtime::{ProcessRuntime, RunningMember};
 use cairn_store::{RedbStore, Store, StoreExt, Txn};
@@ -227,12 +228,10 @@ impl Platform {
         self.catalog.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Registers every artifact of a bundle; with `replace` false an existing id is a conflict.
-    pub fn add(&self, bundle: Bundle, replace: bool) -> Result<(), PlatformError> {
-        let problems = cairn_model::validate_bundle(&bundle);
-        if !problems.0.is_empty() {
-            return Err(PlatformError::Invalid(problems));
-        }
+    /// Registers every artifact of a file; with `replace` false an existing id is a conflict.
+    /// Refuses a reference to an artifact neither registered nor in the file, as Stratos does.
+    pub fn add(&self, file: &CheckedFile, replace: bool) -> Result<(), PlatformError> {
+        let bundle = file.clone().into_result().map_err(PlatformError::Invalid)?;
         let mut catalog = self.lock_catalog();
         let ids = bundle_ids(&bundle);
         if !replace
@@ -251,6 +250,10 @@ impl Platform {
             .map(|a| a.id.clone());
         let mut next = catalog.clone();
         next.add_bundle(bundle);
+        let unknown = file.unknown_references(&next);
+        if !unknown.is_empty() {
+            return Err(PlatformError::Invalid(Diagnostics(unknown)));
+        }
         // A deployed application's artifacts may be given again as they are, not changed.
         if let Some(id) = deployed_here
             && next != *catalog
@@ -349,7 +352,7 @@ impl Platform {
         self.store.get_json(&document_key(kind, id)).ok().flatten()
     }
 
-    /// Removes an artifact unless a deployed application, or another artifact, uses it.
+    /// Removes an artifact unless a deployed application, or another registered artifact, uses it.
     pub fn remove(&self, kind: ArtifactKind, id: &str) -> Result<(), PlatformError> {
         let mut catalog = self.lock_catalog();
         if !catalog.contains(kind, id) {
@@ -385,6 +388,19 @@ impl Platform {
                 "{} {id} is used by deployed application {}",
                 kind.name(),
                 users.join(", ")
+            )));
+        }
+        // As in Stratos, what a registered artifact names stays until that artifact goes.
+        let referrers: Vec<String> = catalog
+            .referrers(kind, id)
+            .into_iter()
+            .map(|(kind, name)| format!("{} {name}", kind.name()))
+            .collect();
+        if !referrers.is_empty() {
+            return Err(PlatformError::Conflict(format!(
+                "{} {id} is used by {}: delete or change that first",
+                kind.name(),
+                referrers.join(", ")
             )));
         }
         let mut next = catalog.clone();

@@ -170,16 +170,17 @@ async fn post_blueprint(
             .into());
         }
     };
-    if let Some(app) = applications.iter().find(|app| {
+    let being_undeployed = || match applications.iter().find(|app| {
         platform
             .view(app)
             .is_some_and(|view| view.status == cairn_engine::Status::Terminating)
     }) {
-        return Err(PlatformError::Conflict(format!(
+        Some(app) => Err(PlatformError::Conflict(format!(
             "application {app} is being undeployed: deploy it once it is gone"
-        ))
-        .into());
-    }
+        ))),
+        None => Ok(()),
+    };
+    being_undeployed()?;
     if let Some(policy) = &policy {
         let mut catalog = platform.catalog();
         catalog.add_bundle(bundle.clone());
@@ -192,11 +193,14 @@ async fn post_blueprint(
             return Err(PlatformError::Invalid(cairn_model::Diagnostics(problems)).into());
         }
     }
-    platform.add(bundle, true)?;
+    platform.add(&checked, true)?;
     let mut deployed = Vec::new();
     if let Some(policy) = policy {
         // An application deployed already was not changed (`add` refuses that): it stays as it is.
         let running = platform.deployed();
+        // An undeploy that began since the first look leaves the registration as it was (`add`
+        // changed nothing of a deployed application), so refusing now still leaves nothing.
+        being_undeployed()?;
         for app in &applications {
             if !running.contains(app) {
                 platform.deploy(app, &policy).await?;

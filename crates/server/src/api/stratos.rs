@@ -137,13 +137,14 @@ async fn create(
     body: Bytes,
     replace: bool,
 ) -> Response {
-    let bundle = match body_text(&body).and_then(|text| {
-        cairn_model::parse_stratos(kind, "request body", text).map_err(PlatformError::Invalid)
-    }) {
-        Ok(bundle) => bundle,
+    let checked = match body_text(&body) {
+        Ok(text) => cairn_model::check_stratos_artifact(kind, "request body", text),
         Err(e) => return refusal(e),
     };
-    let ids = first_id(&bundle);
+    let ids = match checked.clone().into_result() {
+        Ok(bundle) => first_id(&bundle),
+        Err(problems) => return refusal(PlatformError::Invalid(problems)),
+    };
     if replace && !api.platform.catalog().contains(kind, &ids) {
         return refusal(PlatformError::NotFound(format!(
             "{} {ids} not found",
@@ -151,7 +152,7 @@ async fn create(
         )));
     }
     let document = body_text(&body).ok().and_then(cairn_model::lenient_json);
-    match api.platform.add(bundle, replace) {
+    match api.platform.add(&checked, replace) {
         Ok(()) => {
             if let Some(document) = document
                 && let Err(e) = api.platform.put_document(kind, &ids, &document)
