@@ -153,7 +153,9 @@ pub async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
         .deploy_with
         .clone()
         .context("the demo blueprint names no application policy")?;
-    server.platform.add(&checked, true)?;
+    server
+        .platform
+        .add(&checked, cairn_server::Registration::Any)?;
     if !server.platform.is_deployed(&app) {
         server.platform.deploy(&app, &policy).await?;
     }

@@ -107,6 +107,23 @@ fn deploys_are_all_or_nothing_repeatable_and_deletable() {
         ),
         "{body}"
     );
+    // A group's cartridges are named once, where the blueprint writes them.
+    let grouped = "application: grouped\ncartridges:\n  web:\n    ports: [8000]\ncomponents:\n  tier:\n    components:\n      db:\n        cartridge: nope\n";
+    let response = support::client()
+        .post(server.url("/v1/blueprints?deploy=false&source=grouped.yaml"))
+        .body(grouped)
+        .send()
+        .expect("native API answers");
+    assert_eq!(response.status().as_u16(), 400);
+    let body: Value = response.json().unwrap_or(Value::Null);
+    let problems: Vec<String> = body["diagnostics"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|p| p.to_string())
+        .collect();
+    assert_eq!(problems.len(), 1, "{body}");
+    assert!(problems[0].contains("grouped.yaml"), "{body}");
     let (code, out, err) = cairn(&["apps", "--output", "json"], Some(&url));
     assert_eq!(code, 0, "{err}");
     assert_eq!(out.trim(), "[]", "nothing registered");

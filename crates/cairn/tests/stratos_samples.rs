@@ -568,25 +568,55 @@ fn references_to_unregistered_artifacts_are_refused_both_ways() {
         let (code, body) = post(collection, file);
         assert_eq!(code, 201, "POST {collection} {file}: {body}");
     }
-    // What a registered artifact names cannot be deleted from under it, deployed or not.
-    for (path, users) in [
-        (
-            "networkPartitions/network-partition-1",
-            "deployment policy deployment-policy-1, application policy application-policy-1",
-        ),
-        ("cartridges/php", ""),
-    ] {
-        let (code, body) = cairn.stratos_curl("DELETE", path, None);
-        if users.is_empty() {
-            assert_eq!(code, 200, "DELETE {path}: {body}");
-        } else {
-            assert_eq!(code, 409, "DELETE {path}: {body}");
-            assert!(body.contains(users), "DELETE {path}: {body}");
-        }
-    }
-    let (code, body) = post(
-        "applications",
-        "applications/simple/single-cartridge-app/artifacts/application.json",
+    // A replacement may not take away what another artifact names, nor name what is missing.
+    let dir = support::TempDir::new("stratos-references");
+    let put = |collection: &str, name: &str, json: &str| {
+        let file = dir.0.join(name);
+        std::fs::write(&file, json).expect("write");
+        cairn.stratos_curl("PUT", collection, Some(&file))
+    };
+    let (code, body) = put(
+        "networkPartitions",
+        "np.json",
+        r#"{"id": "network-partition-1", "provider": "mock", "partitions": [{"id": "partition-2"}]}"#,
     );
-    assert_eq!(code, 400, "the application's cartridge is gone: {body}");
+    assert_eq!(code, 409, "a partition taken away: {body}");
+    assert!(
+        body.contains("it would leave deployment policy deployment-policy-1 naming partition `partition-1` of network partition `network-partition-1`, which it takes away"),
+        "{body}"
+    );
+    let (code, body) = put(
+        "deploymentPolicies",
+        "dp.json",
+        r#"{"id": "deployment-policy-1", "networkPartitions": [{"id": "network-partition-9", "partitionAlgo": "round-robin", "partitions": [{"id": "p", "partitionMax": 2}]}]}"#,
+    );
+    assert_eq!(code, 400, "a replacement naming what is missing: {body}");
+    assert!(
+        body.contains("unknown network partition `network-partition-9`"),
+        "{body}"
+    );
+
+    // What a registered artifact names cannot be deleted from under it, deployed or not.
+    let (code, body) = cairn.stratos_curl("DELETE", "networkPartitions/network-partition-1", None);
+    assert_eq!(code, 409, "{body}");
+    assert!(
+        body.contains("is used by deployment policy deployment-policy-1, application policy application-policy-1: delete or change those first"),
+        "{body}"
+    );
+    let (code, body) = post(SAMPLES[0].posts[5].0, SAMPLES[0].posts[5].1);
+    assert_eq!(code, 201, "{body}");
+    for path in ["cartridges/php", "autoscalingPolicies/autoscaling-policy-1"] {
+        let (code, body) = cairn.stratos_curl("DELETE", path, None);
+        assert_eq!(code, 409, "DELETE {path}: {body}");
+        assert!(
+            body.contains(
+                "is used by application single-cartridge-app: delete or change that first"
+            ),
+            "DELETE {path}: {body}"
+        );
+    }
+    for path in ["applications/single-cartridge-app", "cartridges/php"] {
+        let (code, body) = cairn.stratos_curl("DELETE", path, None);
+        assert_eq!(code, 200, "DELETE {path}: {body}");
+    }
 }

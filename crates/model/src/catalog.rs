@@ -6,6 +6,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use crate::diagnostic::{Diagnostic, Diagnostics, Location};
+use crate::references;
 use crate::spec::{AppSpec, ClusterSpec, ComponentSpec, GroupSpec};
 use crate::types::*;
 use crate::validate::{cycle_message, startup_cycle};
@@ -144,48 +145,16 @@ impl Catalog {
         }
     }
 
-    /// The artifacts that name this one directly, for refusing to delete what is in use.
-    ///
-    /// Which application policy a deployed application uses is deployment state, not
-    /// catalog content: the caller checks that itself.
+    /// The registered artifacts that name this one, which must go or change before it does:
+    /// the references Stratos holds artifacts to (see [`crate::CheckedFile::unknown_references`]).
     pub fn referrers(&self, kind: ArtifactKind, id: &str) -> Vec<(ArtifactKind, String)> {
-        let mut out = Vec::new();
-        let mut add = |k: ArtifactKind, name: &String| out.push((k, name.clone()));
-        match kind {
-            ArtifactKind::Cartridge => {
-                for group in self.cartridge_groups.values() {
-                    if group_lists_cartridge(group, id) {
-                        add(ArtifactKind::CartridgeGroup, &group.name);
-                    }
-                }
-            }
-            ArtifactKind::NetworkPartition => {
-                for policy in self.deployment_policies.values() {
-                    if policy.network_partitions.iter().any(|n| n.id == id) {
-                        add(ArtifactKind::DeploymentPolicy, &policy.id);
-                    }
-                }
-                for policy in self.application_policies.values() {
-                    if policy.network_partitions.iter().any(|n| n == id) {
-                        add(ArtifactKind::ApplicationPolicy, &policy.id);
-                    }
-                }
-            }
-            ArtifactKind::KubernetesCluster => {
-                for partition in self.network_partitions.values() {
-                    if uses_kubernetes_cluster(partition, id) {
-                        add(ArtifactKind::NetworkPartition, &partition.id);
-                    }
-                }
-            }
-            _ => {}
-        }
-        for application in self.applications.values() {
-            if application_names(application, kind, id) {
-                add(ArtifactKind::Application, &application.id);
-            }
-        }
-        out
+        references::referrers(self, kind, id)
+    }
+
+    /// What replacing this catalog with `next` would leave naming what `next` lacks, each as
+    /// the artifact and what it names.
+    pub fn broken_by(&self, next: &Catalog) -> Vec<String> {
+        references::broken(self, next)
     }
 
     /// The applications that use this artifact, directly or through policies and partitions.
@@ -221,11 +190,6 @@ impl Catalog {
     }
 }
 
-fn group_lists_cartridge(group: &CartridgeGroup, kind: &str) -> bool {
-    group.cartridges.iter().any(|c| c == kind)
-        || group.groups.iter().any(|g| group_lists_cartridge(g, kind))
-}
-
 fn uses_kubernetes_cluster(partition: &NetworkPartition, id: &str) -> bool {
     partition
         .partitions
@@ -248,6 +212,12 @@ fn application_names(application: &Application, kind: ArtifactKind, id: &str) ->
             ArtifactKind::DeploymentPolicy => g.deployment_policy.as_deref() == Some(id),
             _ => false,
         })
+}
+
+/// The references of `bundle`'s artifacts that `catalog` cannot follow; see
+/// [`crate::CheckedFile::unknown_references`].
+pub(crate) fn unknown_references(catalog: &Catalog, bundle: &Bundle) -> Vec<Diagnostic> {
+    references::unknown(catalog, references::of_bundle(bundle))
 }
 
 /// The artifact a resolution problem is in, as its diagnostics name it.
@@ -301,8 +271,9 @@ pub fn resolve(
         aliases: BTreeSet::new(),
         checked_policies: BTreeSet::new(),
     };
+    let policy_references = references::of_application_policy(policy);
     r.problems
-        .extend(application_policy_problems(catalog, policy));
+        .extend(references::unknown(catalog, policy_references));
     let components = &application.components;
     let children = r.children(
         &components.groups,
@@ -373,145 +344,6 @@ fn problem(source: &str, path: String, message: String) -> Diagnostic {
             path,
         },
         message,
-    }
-}
-
-/// The references of `bundle`'s artifacts that `catalog` cannot follow; see
-/// [`crate::CheckedFile::unknown_references`].
-pub(crate) fn unknown_references(catalog: &Catalog, bundle: &Bundle) -> Vec<Diagnostic> {
-    let mut out = Vec::new();
-    for policy in &bundle.deployment_policies {
-        out.extend(deployment_policy_problems(catalog, policy));
-    }
-    for policy in &bundle.application_policies {
-        out.extend(application_policy_problems(catalog, policy));
-    }
-    for group in &bundle.cartridge_groups {
-        let source = Source::CartridgeGroup(&group.name).to_string();
-        group_cartridge_problems(catalog, &source, group, "$", &mut out);
-    }
-    for application in &bundle.applications {
-        let source = Source::Application(&application.id).to_string();
-        let components = &application.components;
-        // Only the top level names registered groups: a nested subscription names a group
-        // nested in its parent's definition, which resolution checks.
-        for (k, group) in components.groups.iter().enumerate() {
-            if !catalog.cartridge_groups.contains_key(&group.name) {
-                let message = format!("unknown cartridge group `{}`", group.name);
-                let path = format!("$.components.groups[{k}].name");
-                out.push(problem(&source, path, message));
-            }
-        }
-        let (groups, cartridges) = (&components.groups, &components.cartridges);
-        subscription_problems(
-            catalog,
-            &source,
-            groups,
-            cartridges,
-            "$.components",
-            &mut out,
-        );
-    }
-    out
-}
-
-fn application_policy_problems(catalog: &Catalog, policy: &ApplicationPolicy) -> Vec<Diagnostic> {
-    let source = Source::ApplicationPolicy(&policy.id).to_string();
-    policy
-        .network_partitions
-        .iter()
-        .enumerate()
-        .filter(|(_, np)| !catalog.network_partitions.contains_key(*np))
-        .map(|(i, np)| {
-            let message = format!("unknown network partition `{np}`");
-            problem(&source, format!("$.network_partitions[{i}]"), message)
-        })
-        .collect()
-}
-
-/// The network partitions a deployment policy names must exist, with the partitions it names.
-fn deployment_policy_problems(catalog: &Catalog, policy: &DeploymentPolicy) -> Vec<Diagnostic> {
-    let source = Source::DeploymentPolicy(&policy.id).to_string();
-    let mut out = Vec::new();
-    for (i, placement) in policy.network_partitions.iter().enumerate() {
-        let Some(network) = catalog.network_partitions.get(&placement.id) else {
-            out.push(problem(
-                &source,
-                format!("$.network_partitions[{i}].id"),
-                format!("unknown network partition `{}`", placement.id),
-            ));
-            continue;
-        };
-        for (j, partition) in placement.partitions.iter().enumerate() {
-            if !network.partitions.iter().any(|p| p.id == partition.id) {
-                out.push(problem(
-                    &source,
-                    format!("$.network_partitions[{i}].partitions[{j}].id"),
-                    format!(
-                        "network partition `{}` has no partition `{}`",
-                        network.id, partition.id
-                    ),
-                ));
-            }
-        }
-    }
-    out
-}
-
-fn group_cartridge_problems(
-    catalog: &Catalog,
-    source: &str,
-    group: &CartridgeGroup,
-    path: &str,
-    out: &mut Vec<Diagnostic>,
-) {
-    for (i, kind) in group.cartridges.iter().enumerate() {
-        if !catalog.cartridges.contains_key(kind) {
-            let message = format!("unknown cartridge type `{kind}`");
-            out.push(problem(source, format!("{path}.cartridges[{i}]"), message));
-        }
-    }
-    for (k, nested) in group.groups.iter().enumerate() {
-        group_cartridge_problems(catalog, source, nested, &format!("{path}.groups[{k}]"), out);
-    }
-}
-
-/// The cartridge types and autoscaling policies of subscriptions, at every depth.
-fn subscription_problems(
-    catalog: &Catalog,
-    source: &str,
-    groups: &[GroupSubscription],
-    cartridges: &[CartridgeSubscription],
-    path: &str,
-    out: &mut Vec<Diagnostic>,
-) {
-    for (k, group) in groups.iter().enumerate() {
-        let path = format!("{path}.groups[{k}]");
-        subscription_problems(
-            catalog,
-            source,
-            &group.groups,
-            &group.cartridges,
-            &path,
-            out,
-        );
-    }
-    for (j, cartridge) in cartridges.iter().enumerate() {
-        let path = format!("{path}.cartridges[{j}]");
-        if !catalog.cartridges.contains_key(&cartridge.cartridge) {
-            let message = format!("unknown cartridge type `{}`", cartridge.cartridge);
-            out.push(problem(source, format!("{path}.cartridge"), message));
-        }
-        if let Some(id) = &cartridge.autoscaling_policy
-            && !catalog.autoscaling_policies.contains_key(id)
-        {
-            let message = format!("unknown autoscaling policy `{id}`");
-            out.push(problem(
-                source,
-                format!("{path}.autoscaling_policy"),
-                message,
-            ));
-        }
     }
 }
 
@@ -775,7 +607,7 @@ impl<'c> Resolver<'c> {
     /// Checks a deployment policy's partitions once per policy.
     fn check_deployment_policy(&mut self, policy: &DeploymentPolicy) {
         if self.checked_policies.insert(policy.id.clone()) {
-            let found = deployment_policy_problems(self.catalog, policy);
+            let found = references::unknown(self.catalog, references::of_deployment_policy(policy));
             self.problems.extend(found);
         }
     }

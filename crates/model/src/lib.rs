@@ -9,6 +9,7 @@ mod check;
 pub mod diagnostic;
 mod json;
 mod reader;
+mod references;
 pub mod spec;
 mod stratos;
 mod stratos_out;

@@ -540,3 +540,62 @@ fn unregistered_references() {
         ],
     );
 }
+
+/// Which registered artifacts name one, and what a replacement would take from them.
+#[test]
+fn referrers_and_replacements() {
+    let catalog_of = |files: &[(ArtifactKind, &str)]| {
+        let mut catalog = Catalog::default();
+        for (kind, text) in files {
+            catalog.add_bundle(parse_stratos(*kind, "r", text).unwrap_or_else(|e| panic!("{e}")));
+        }
+        catalog
+    };
+    // A nested subscription names a group of its parent's definition, not a registered one;
+    // an application's deployment policy counts once it is deployed, not before.
+    let application = app("", "", "").replace(
+        r#""cartridges": []}"#,
+        r#""cartridges": [], "groups": [{"name": "inner", "alias": "i"}]}"#,
+    );
+    let catalog = catalog_of(&[
+        (Application, &application),
+        (
+            CartridgeGroup,
+            r#"{"name": "inner", "cartridges": ["php"]}"#,
+        ),
+        (Cartridge, r#"{"type": "php"}"#),
+        (NetworkPartition, NP),
+        (DeploymentPolicy, DP),
+        (ApplicationPolicy, AP),
+    ]);
+    let names = |kind, id| -> Vec<String> {
+        let found = catalog.referrers(kind, id);
+        found.iter().map(|(k, id)| format!("{k} {id}")).collect()
+    };
+    assert_eq!(names(CartridgeGroup, "grp"), ["application a"]);
+    assert!(names(CartridgeGroup, "inner").is_empty());
+    assert_eq!(
+        names(Cartridge, "php"),
+        ["cartridge group inner", "application a"]
+    );
+    assert!(names(DeploymentPolicy, "d").is_empty());
+    assert_eq!(
+        names(NetworkPartition, "np1"),
+        ["deployment policy dp", "application policy ap"]
+    );
+
+    let mut next = catalog.clone();
+    next.add_bundle(
+        parse_stratos(
+            NetworkPartition,
+            "r",
+            r#"{"id": "np1", "partitions": [{"id": "p2"}]}"#,
+        )
+        .unwrap_or_else(|e| panic!("{e}")),
+    );
+    assert_eq!(
+        catalog.broken_by(&next),
+        ["deployment policy dp naming partition `p1` of network partition `np1`"]
+    );
+    assert!(catalog.broken_by(&catalog).is_empty());
+}

@@ -17,7 +17,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 
-pub use platform::{Platform, PlatformConfig, PlatformError};
+pub use platform::{Platform, PlatformConfig, PlatformError, Registration};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {

@@ -145,6 +145,17 @@ pub struct Platform {
     lb: LoadBalancer,
 }
 
+/// Whether the artifacts being registered may, must or must not exist already.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Registration {
+    /// Each is new: one that exists is a conflict (Stratos' POST).
+    New,
+    /// Each exists and is replaced (Stratos' PUT).
+    Update,
+    /// Either (a blueprint).
+    Any,
+}
+
 pub fn now() -> Millis {
     let since = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -228,19 +239,30 @@ impl Platform {
         self.catalog.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Registers every artifact of a file; with `replace` false an existing id is a conflict.
-    /// Refuses a reference to an artifact neither registered nor in the file, as Stratos does.
-    pub fn add(&self, file: &CheckedFile, replace: bool) -> Result<(), PlatformError> {
+    /// Registers every artifact of a file. As Stratos does, refuses one that names an artifact
+    /// neither registered nor in the file, and a replacement that takes away what another
+    /// registered artifact names.
+    pub fn add(&self, file: &CheckedFile, registration: Registration) -> Result<(), PlatformError> {
         let bundle = file.clone().into_result().map_err(PlatformError::Invalid)?;
         let mut catalog = self.lock_catalog();
         let ids = bundle_ids(&bundle);
-        if !replace
-            && let Some((kind, id)) = ids.iter().find(|(kind, id)| catalog.contains(*kind, id))
-        {
-            return Err(PlatformError::Conflict(format!(
-                "{} {id} already exists",
-                kind.name()
-            )));
+        let exists = |(kind, id): &&(ArtifactKind, String)| catalog.contains(*kind, id);
+        match registration {
+            Registration::New => {
+                if let Some((kind, id)) = ids.iter().find(exists) {
+                    let kind = kind.name();
+                    return Err(PlatformError::Conflict(format!(
+                        "{kind} {id} already exists"
+                    )));
+                }
+            }
+            Registration::Update => {
+                if let Some((kind, id)) = ids.iter().find(|x| !exists(x)) {
+                    let kind = kind.name();
+                    return Err(PlatformError::NotFound(format!("{kind} {id} not found")));
+                }
+            }
+            Registration::Any => {}
         }
         let deployed = self.deployed();
         let deployed_here = bundle
@@ -253,6 +275,14 @@ impl Platform {
         let unknown = file.unknown_references(&next);
         if !unknown.is_empty() {
             return Err(PlatformError::Invalid(Diagnostics(unknown)));
+        }
+        let broken = catalog.broken_by(&next);
+        if !broken.is_empty() {
+            return Err(PlatformError::Conflict(format!(
+                "it would leave {}, which it takes away: change {} first",
+                broken.join(", "),
+                if broken.len() == 1 { "that" } else { "those" }
+            )));
         }
         // A deployed application's artifacts may be given again as they are, not changed.
         if let Some(id) = deployed_here
@@ -398,9 +428,14 @@ impl Platform {
             .collect();
         if !referrers.is_empty() {
             return Err(PlatformError::Conflict(format!(
-                "{} {id} is used by {}: delete or change that first",
+                "{} {id} is used by {}: delete or change {} first",
                 kind.name(),
-                referrers.join(", ")
+                referrers.join(", "),
+                if referrers.len() == 1 {
+                    "that"
+                } else {
+                    "those"
+                }
             )));
         }
         let mut next = catalog.clone();

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::OpenApi;
 
 use super::{body_text, status_of};
-use crate::platform::{AppSummary, Platform, PlatformError};
+use crate::platform::{AppSummary, Platform, PlatformError, Registration};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -193,7 +193,7 @@ async fn post_blueprint(
             return Err(PlatformError::Invalid(cairn_model::Diagnostics(problems)).into());
         }
     }
-    platform.add(&checked, true)?;
+    platform.add(&checked, Registration::Any)?;
     let mut deployed = Vec::new();
     if let Some(policy) = policy {
         // An application deployed already was not changed (`add` refuses that): it stays as it is.

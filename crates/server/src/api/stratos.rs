@@ -19,7 +19,7 @@ use cairn_model::ArtifactKind;
 use serde_json::{Value, json};
 
 use super::{body_text, status_of};
-use crate::platform::{Platform, PlatformError};
+use crate::platform::{Platform, PlatformError, Registration};
 
 /// The artifact collections and the kind each holds.
 const COLLECTIONS: [(&str, ArtifactKind); 8] = [
@@ -53,10 +53,10 @@ pub fn router(platform: Arc<Platform>, user: &str, password: &str) -> Router {
                 &format!("/api/{collection}"),
                 get(move |s: State<Api>| list(s, kind))
                     .post(move |s: State<Api>, h: HeaderMap, b: Bytes| {
-                        create(s, (collection, kind), h, b, false)
+                        create(s, (collection, kind), h, b, Registration::New)
                     })
                     .put(move |s: State<Api>, h: HeaderMap, b: Bytes| {
-                        create(s, (collection, kind), h, b, true)
+                        create(s, (collection, kind), h, b, Registration::Update)
                     }),
             )
             .route(
@@ -64,7 +64,7 @@ pub fn router(platform: Arc<Platform>, user: &str, password: &str) -> Router {
                 get(move |s: State<Api>, p: Path<String>| get_one(s, kind, p))
                     .put(
                         move |s: State<Api>, h: HeaderMap, _p: Path<String>, b: Bytes| {
-                            create(s, (collection, kind), h, b, true)
+                            create(s, (collection, kind), h, b, Registration::Update)
                         },
                     )
                     .delete(move |s: State<Api>, p: Path<String>| delete(s, kind, p)),
@@ -135,7 +135,7 @@ async fn create(
     (collection, kind): (&'static str, ArtifactKind),
     headers: HeaderMap,
     body: Bytes,
-    replace: bool,
+    registration: Registration,
 ) -> Response {
     let checked = match body_text(&body) {
         Ok(text) => cairn_model::check_stratos_artifact(kind, "request body", text),
@@ -145,21 +145,15 @@ async fn create(
         Ok(bundle) => first_id(&bundle),
         Err(problems) => return refusal(PlatformError::Invalid(problems)),
     };
-    if replace && !api.platform.catalog().contains(kind, &ids) {
-        return refusal(PlatformError::NotFound(format!(
-            "{} {ids} not found",
-            kind.name()
-        )));
-    }
     let document = body_text(&body).ok().and_then(cairn_model::lenient_json);
-    match api.platform.add(&checked, replace) {
+    match api.platform.add(&checked, registration) {
         Ok(()) => {
             if let Some(document) = document
                 && let Err(e) = api.platform.put_document(kind, &ids, &document)
             {
                 tracing::warn!("keeping the {} document {ids}: {e}", kind.name());
             }
-            if replace && kind != ArtifactKind::Application {
+            if registration == Registration::Update && kind != ArtifactKind::Application {
                 // Stratos 4.1 answers an updated application with 201, every other update with 200.
                 return message(
                     StatusCode::OK,
