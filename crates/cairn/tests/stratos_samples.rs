@@ -197,6 +197,9 @@ fn run_sample(cairn: &Cairn, sample: &Sample) {
         None,
     );
     assert_eq!(code, 202, "{app}: deploy: {body}");
+    // Deployed as soon as that is answered: the application cannot be deleted from under it.
+    let (code, body) = cairn.stratos_curl("DELETE", &format!("applications/{app}"), None);
+    assert_eq!(code, 409, "{app}: DELETE right after deploy: {body}");
     let view = cairn.wait_active(app);
 
     let (code, runtime) = cairn.stratos_curl("GET", &format!("applications/{app}/runtime"), None);

@@ -141,6 +141,9 @@ pub struct Platform {
     catalog: Mutex<Catalog>,
     commands: mpsc::UnboundedSender<Command>,
     snapshot: RwLock<Arc<Snapshot>>,
+    /// Applications whose deployment was sent to the engine and not yet answered; entered
+    /// under the catalog's lock, so a delete that takes the lock later sees them.
+    deploying: Mutex<BTreeSet<String>>,
     events: EventLog,
     lb: LoadBalancer,
 }
@@ -154,6 +157,11 @@ pub enum Registration {
     Update,
     /// Either (a blueprint).
     Any,
+}
+
+/// A lock whose holder panicked still guards data that each step leaves whole.
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 pub fn now() -> Millis {
@@ -209,6 +217,7 @@ impl Platform {
             catalog: Mutex::new(catalog),
             commands,
             snapshot: RwLock::new(Arc::new(Snapshot::default())),
+            deploying: Mutex::new(BTreeSet::new()),
             events,
         });
         let mut looped = EngineLoop {
@@ -236,7 +245,7 @@ impl Platform {
     }
 
     fn lock_catalog(&self) -> std::sync::MutexGuard<'_, Catalog> {
-        self.catalog.lock().unwrap_or_else(|e| e.into_inner())
+        lock(&self.catalog)
     }
 
     /// Registers every artifact of a file. As Stratos does, refuses one that names an artifact
@@ -458,8 +467,12 @@ impl Platform {
                 .map_err(PlatformError::Invalid)?;
             // Sent under the lock, so a domain mapping change reaches the engine after it.
             self.send(Command::Deploy(Box::new(spec), tx))?;
+            lock(&self.deploying).insert(application.to_string());
         }
-        rx.await.map_err(|_| stopped())?
+        let answer = rx.await;
+        // The engine answers once the views show the deployment, which `deployed` reads next.
+        lock(&self.deploying).remove(application);
+        answer.map_err(|_| stopped())?
     }
 
     /// Starts undeploying; returns once that is stored.
@@ -503,9 +516,11 @@ impl Platform {
         self.read_snapshot().views.contains_key(application)
     }
 
-    /// The ids of the applications that are deployed.
+    /// The ids of the applications that are deployed or being deployed.
     pub fn deployed(&self) -> BTreeSet<String> {
-        self.read_snapshot().views.keys().cloned().collect()
+        let mut ids: BTreeSet<String> = self.read_snapshot().views.keys().cloned().collect();
+        ids.extend(lock(&self.deploying).iter().cloned());
+        ids
     }
 
     /// Every registered application, deployed or not.
@@ -815,8 +830,10 @@ impl EngineLoop {
         let stored = self.persist(&events);
         if stored.is_ok() {
             // Recorded before anything else is stored, so the next events take the next
-            // numbers, and before the replies, so a caller reads its own step's events.
+            // numbers, and before the replies, so a caller reads its own step's events (and
+            // finds its deployment deployed, which deletes check).
             self.platform.events.record(events);
+            self.publish_snapshot();
         }
         for (reply, result) in replies {
             let result = match (&stored, result) {
@@ -834,7 +851,7 @@ impl EngineLoop {
             return;
         }
         // Routes first: a member being stopped gets no new request once its stop is sent.
-        self.refresh().await;
+        self.route().await;
         for action in actions {
             match action {
                 Action::StartMember(start) => self.agent.start(*start),
@@ -864,7 +881,8 @@ impl EngineLoop {
         Ok(())
     }
 
-    async fn refresh(&mut self) {
+    /// What readers of the platform see of the engine: the runtime views and placements.
+    fn publish_snapshot(&self) {
         let views = self
             .engine
             .state()
@@ -896,6 +914,10 @@ impl EngineLoop {
             .snapshot
             .write()
             .unwrap_or_else(|e| e.into_inner()) = Arc::new(Snapshot { views, placements });
+    }
+
+    /// Hands the load balancer the engine's routes, telling what it cannot serve of them.
+    async fn route(&mut self) {
         let partition_offsets: BTreeMap<String, u16> = self
             .platform
             .lock_catalog()
