@@ -51,9 +51,10 @@ impl CheckedFile {
     /// The references of this file's artifacts to artifacts that `catalog` (which should hold
     /// them too) does not have, pointed at their places here. These are what Stratos refuses
     /// when an artifact is added: the network partitions and partitions of deployment and
-    /// application policies, the cartridges of cartridge groups, and the cartridges, top-level
-    /// cartridge groups and autoscaling policies of applications. An application's deployment
-    /// policies and nested groups are left to [`resolve`], as Stratos leaves them to deploy.
+    /// application policies, the cartridges of cartridge groups, and the cartridges, cartridge
+    /// groups (with the members taken from their definitions) and autoscaling policies of
+    /// applications. An application's deployment policies are left to [`resolve`], as Stratos
+    /// leaves them to its deployment.
     pub fn unknown_references(&self, catalog: &Catalog) -> Vec<Diagnostic> {
         let Some(bundle) = &self.bundle else {
             return Vec::new();

@@ -2,10 +2,10 @@
 //! only when what it names is, and removed only when nothing names it.
 //!
 //! Those references are the network partitions (and their partitions) of deployment and
-//! application policies, the cartridges of cartridge groups, and the cartridges, top-level
-//! cartridge groups and autoscaling policies of applications. An application's deployment
-//! policies, and the groups nested in its group subscriptions, are left to [`crate::resolve`],
-//! as Stratos leaves them to its deployment.
+//! application policies, the cartridges of cartridge groups, and the cartridges, cartridge
+//! groups (with the cartridges and nested groups taken from their definitions) and autoscaling
+//! policies of applications. An application's deployment policies are left to
+//! [`crate::resolve`], as Stratos leaves them to its deployment.
 
 use std::collections::BTreeSet;
 
@@ -21,6 +21,18 @@ pub(crate) enum Target {
         network_partition: String,
         partition: String,
     },
+    /// A cartridge, or a nested group, of a registered group's definition: `groups` is the
+    /// registered group's name, then the nested groups' names down to the one meant.
+    Member {
+        groups: Vec<String>,
+        member: Member,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum Member {
+    Cartridge(String),
+    Group(String),
 }
 
 /// One artifact naming another, or a partition of one.
@@ -50,6 +62,12 @@ impl Target {
                 .network_partitions
                 .get(network_partition)
                 .is_some_and(|n| n.partitions.iter().any(|p| p.id == *partition)),
+            Target::Member { groups, member } => {
+                definition(catalog, groups).is_some_and(|g| match member {
+                    Member::Cartridge(kind) => g.cartridges.contains(kind),
+                    Member::Group(name) => g.groups.iter().any(|n| n.name == *name),
+                })
+            }
         }
     }
 
@@ -61,8 +79,29 @@ impl Target {
                 network_partition,
                 partition,
             } => format!("partition `{partition}` of network partition `{network_partition}`"),
+            Target::Member { groups, member } => {
+                let group = groups.last().map_or("", String::as_str);
+                match member {
+                    Member::Cartridge(kind) => {
+                        format!("cartridge `{kind}` as a member of cartridge group `{group}`")
+                    }
+                    Member::Group(name) => {
+                        format!("group `{name}` as a nested group of cartridge group `{group}`")
+                    }
+                }
+            }
         }
     }
+}
+
+/// The definition of a registered group, or of a group nested in it, by its names.
+fn definition<'c>(catalog: &'c Catalog, groups: &[String]) -> Option<&'c CartridgeGroup> {
+    let (top, nested) = groups.split_first()?;
+    let mut group = catalog.cartridge_groups.get(top)?;
+    for name in nested {
+        group = group.groups.iter().find(|g| g.name == *name)?;
+    }
+    Some(group)
 }
 
 /// What each artifact of `bundle` names. A group that one of the bundle's applications
@@ -120,7 +159,7 @@ fn collect<'a>(
             });
         }
         let (groups, cartridges) = (&components.groups, &components.cartridges);
-        subscriptions(&from, groups, cartridges, "$.components", &mut out);
+        subscriptions(&from, &[], groups, cartridges, "$.components", &mut out);
     }
     out
 }
@@ -178,17 +217,34 @@ fn group_cartridges(
     }
 }
 
-/// The cartridge types and autoscaling policies of subscriptions, at every depth.
+/// The cartridge types, group members and autoscaling policies of subscriptions at every depth,
+/// inside the group whose definition `within` names (none at the top).
 fn subscriptions(
     from: &(ArtifactKind, String),
+    within: &[String],
     groups: &[GroupSubscription],
     cartridges: &[CartridgeSubscription],
     path: &str,
     out: &mut Vec<Reference>,
 ) {
+    let member = |member: Member, path: String| Reference {
+        from: from.clone(),
+        path,
+        target: Target::Member {
+            groups: within.to_vec(),
+            member,
+        },
+    };
     for (k, group) in groups.iter().enumerate() {
         let path = format!("{path}.groups[{k}]");
-        subscriptions(from, &group.groups, &group.cartridges, &path, out);
+        if !within.is_empty() {
+            out.push(member(
+                Member::Group(group.name.clone()),
+                format!("{path}.name"),
+            ));
+        }
+        let inner = [within, std::slice::from_ref(&group.name)].concat();
+        subscriptions(from, &inner, &group.groups, &group.cartridges, &path, out);
     }
     for (j, cartridge) in cartridges.iter().enumerate() {
         let path = format!("{path}.cartridges[{j}]");
@@ -197,6 +253,10 @@ fn subscriptions(
             path: format!("{path}.cartridge"),
             target: Target::Artifact(ArtifactKind::Cartridge, cartridge.cartridge.clone()),
         });
+        if !within.is_empty() {
+            let kind = cartridge.cartridge.clone();
+            out.push(member(Member::Cartridge(kind), format!("{path}.cartridge")));
+        }
         if let Some(id) = &cartridge.autoscaling_policy {
             out.push(Reference {
                 from: from.clone(),
@@ -207,8 +267,8 @@ fn subscriptions(
     }
 }
 
-/// The references `catalog` cannot follow, as problems of the artifacts that make them; a
-/// partition of a network partition that is missing itself goes unmentioned.
+/// The references `catalog` cannot follow, as problems of the artifacts that make them; a part
+/// of a network partition or group that is missing itself goes unmentioned.
 pub(crate) fn unknown(catalog: &Catalog, references: Vec<Reference>) -> Vec<Diagnostic> {
     references
         .into_iter()
@@ -224,6 +284,17 @@ pub(crate) fn unknown(catalog: &Catalog, references: Vec<Reference>) -> Vec<Diag
                         "network partition `{}` has no partition `{partition}`",
                         network.id
                     )
+                }
+                Target::Member { groups, member } => {
+                    let group = &definition(catalog, groups)?.name;
+                    match member {
+                        Member::Cartridge(kind) => format!(
+                            "cartridge `{kind}` is not a member of cartridge group `{group}`"
+                        ),
+                        Member::Group(name) => format!(
+                            "group `{name}` is not a nested group of cartridge group `{group}`"
+                        ),
+                    }
                 }
                 target => format!("unknown {}", target.describe()),
             };

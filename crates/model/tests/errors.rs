@@ -524,6 +524,24 @@ fn unregistered_references() {
         &[(Cartridge, r#"{"type": "php"}"#)],
         &["t:1:89 at $.groups[0].cartridges[1]: unknown cartridge type `esb`"],
     );
+    // A group subscription holds what the group's definition holds.
+    let members = app("", "", "").replace(
+        r#""cartridges": []}"#,
+        r#""cartridges": [{"type": "tomcat", "subscribableInfo": {"alias": "c2"}}], "groups": [{"name": "inner", "alias": "i"}]}"#,
+    );
+    check_references(
+        Application,
+        &members,
+        &[
+            (Cartridge, r#"{"type": "php"}"#),
+            (Cartridge, r#"{"type": "tomcat"}"#),
+            (CartridgeGroup, r#"{"name": "grp", "cartridges": ["php"]}"#),
+        ],
+        &[
+            "t:3:149 at $.components.groups[0].groups[0].name: group `inner` is not a nested group of cartridge group `grp`",
+            "t:3:80 at $.components.groups[0].cartridges[0].type: cartridge `tomcat` is not a member of cartridge group `grp`",
+        ],
+    );
     // An application's deployment policy is checked when it is deployed, as in Stratos.
     let nested = app("", "", "").replace(
         r#""cartridges": []}"#,
@@ -598,4 +616,23 @@ fn referrers_and_replacements() {
         ["deployment policy dp naming partition `p1` of network partition `np1`"]
     );
     assert!(catalog.broken_by(&catalog).is_empty());
+    // A group may not lose a member that an application subscribes to inside it.
+    let with_member = app("", "", "").replace(
+        r#""cartridges": []}"#,
+        r#""cartridges": [{"type": "php", "subscribableInfo": {"alias": "c2"}}]}"#,
+    );
+    let before = catalog_of(&[
+        (Application, &with_member),
+        (CartridgeGroup, r#"{"name": "grp", "cartridges": ["php"]}"#),
+        (Cartridge, r#"{"type": "php"}"#),
+    ]);
+    let mut next = before.clone();
+    next.add_bundle(
+        parse_stratos(CartridgeGroup, "r", r#"{"name": "grp", "cartridges": []}"#)
+            .unwrap_or_else(|e| panic!("{e}")),
+    );
+    assert_eq!(
+        before.broken_by(&next),
+        ["application a naming cartridge `php` as a member of cartridge group `grp`"]
+    );
 }
