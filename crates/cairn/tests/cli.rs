@@ -141,7 +141,7 @@ fn deploys_are_all_or_nothing_repeatable_and_deletable() {
     let (code, _, err) = cairn(&["deploy", changed.to_str().unwrap_or("")], Some(&url));
     assert_eq!(code, 1, "{err}");
     assert!(
-        err.contains("application hello is deployed: undeploy it before changing it or what it uses (HTTP 409"),
+        err.contains("application hello is deployed: undeploy it before changing it or the artifacts given with it (HTTP 409"),
         "{err}"
     );
     let (code, out, err) = cairn(&["undeploy", "hello"], Some(&url));

@@ -490,9 +490,33 @@ fn answers_follow_stratos_status_codes() {
         samples().join("applications/simple/single-cartridge-app/artifacts/application.json");
     let (code, body) = cairn.stratos_curl("PUT", "applications", Some(&file));
     assert_eq!(code, 201, "an updated application: {body}");
+    assert!(body.contains("application updated successfully"), "{body}");
     let file = samples().join("autoscaling-policies/autoscaling-policy-1.json");
     let (code, body) = cairn.stratos_curl("PUT", "autoscalingPolicies", Some(&file));
     assert_eq!(code, 200, "an updated policy: {body}");
+    let (code, body) = cairn.stratos_curl("PUT", "autoscalingPolicies/other", Some(&file));
+    assert_eq!(
+        code, 400,
+        "a body that is not the artifact of the path: {body}"
+    );
+    assert!(
+        body.contains(
+            "the body is autoscaling policy autoscaling-policy-1, not other as the path says"
+        ),
+        "{body}"
+    );
+    let (code, body) = cairn.stratos_curl(
+        "POST",
+        "applications/nope/deploy/application-policy-1",
+        None,
+    );
+    assert_eq!(code, 404, "deploy of an unknown application: {body}");
+    let (code, body) = cairn.stratos_curl("GET", "nothingHere", None);
+    assert_eq!(code, 404, "{body}");
+    assert!(body.contains(r#""statusCode":404"#), "{body}");
+    let (code, body) = cairn.stratos_curl("PATCH", "applications", None);
+    assert_eq!(code, 405, "{body}");
+    assert!(body.contains(r#""statusCode":405"#), "{body}");
     let (code, body) = cairn.stratos_curl("GET", "applications", None);
     assert_eq!(code, 200, "{body}");
 
@@ -510,6 +534,14 @@ fn answers_follow_stratos_status_codes() {
         .send()
         .expect("POST over https");
     assert_eq!(created.status(), 201);
+    let refused = stratos
+        .get(format!("https://{}/api/networkPartitions", cairn.stratos))
+        .basic_auth("admin", Some("wrong"))
+        .send()
+        .expect("GET over https");
+    assert_eq!(refused.status(), 401);
+    let reason = refused.text().unwrap_or_default();
+    assert!(reason.contains("wrong user or password"), "{reason}");
     let location = created.headers()["location"].to_str().expect("ASCII");
     assert_eq!(
         location,

@@ -298,7 +298,7 @@ impl Platform {
             && next != *catalog
         {
             return Err(PlatformError::Conflict(format!(
-                "application {id} is deployed: undeploy it before changing it or what it uses"
+                "application {id} is deployed: undeploy it before changing it or the artifacts given with it"
             )));
         }
         self.store_catalog(&mut catalog, next)?;
@@ -401,6 +401,11 @@ impl Platform {
             )));
         }
         let deployed = self.deployed();
+        if kind == ArtifactKind::Application && self.is_undeploying(id) {
+            return Err(PlatformError::Conflict(format!(
+                "application {id} is being undeployed: delete it once it is gone"
+            )));
+        }
         if kind == ArtifactKind::Application && deployed.contains(id) {
             return Err(PlatformError::Conflict(format!(
                 "application {id} is deployed: undeploy it first"
@@ -460,6 +465,11 @@ impl Platform {
         application: &str,
         application_policy: &str,
     ) -> Result<(), PlatformError> {
+        if self.is_undeploying(application) {
+            return Err(PlatformError::Conflict(format!(
+                "application {application} is being undeployed: deploy it once it is gone"
+            )));
+        }
         let (tx, rx) = oneshot::channel();
         {
             let catalog = self.lock_catalog();
@@ -510,6 +520,12 @@ impl Platform {
     /// Whether the application is registered, deployed or not.
     pub fn has_application(&self, application: &str) -> bool {
         self.lock_catalog().applications.contains_key(application)
+    }
+
+    /// Whether the application is deployed and on its way out.
+    pub fn is_undeploying(&self, application: &str) -> bool {
+        self.view(application)
+            .is_some_and(|view| view.status == cairn_engine::Status::Terminating)
     }
 
     pub fn is_deployed(&self, application: &str) -> bool {

@@ -170,11 +170,7 @@ async fn post_blueprint(
             .into());
         }
     };
-    let being_undeployed = || match applications.iter().find(|app| {
-        platform
-            .view(app)
-            .is_some_and(|view| view.status == cairn_engine::Status::Terminating)
-    }) {
+    let being_undeployed = || match applications.iter().find(|app| platform.is_undeploying(app)) {
         Some(app) => Err(PlatformError::Conflict(format!(
             "application {app} is being undeployed: deploy it once it is gone"
         ))),

@@ -63,8 +63,8 @@ pub fn router(platform: Arc<Platform>, user: &str, password: &str) -> Router {
                 &format!("/api/{collection}/{{id}}"),
                 get(move |s: State<Api>, p: Path<String>| get_one(s, kind, p))
                     .put(
-                        move |s: State<Api>, h: HeaderMap, _p: Path<String>, b: Bytes| {
-                            create(s, (collection, kind), h, b, Registration::Update)
+                        move |s: State<Api>, h: HeaderMap, p: Path<String>, b: Bytes| {
+                            update_one(s, (collection, kind), h, p, b)
                         },
                     )
                     .delete(move |s: State<Api>, p: Path<String>| delete(s, kind, p)),
@@ -82,6 +82,13 @@ pub fn router(platform: Arc<Platform>, user: &str, password: &str) -> Router {
             "/api/applications/{id}/domainMappings/{domain}",
             axum::routing::delete(remove_domain_mapping),
         )
+        .fallback(|| async { refusal(PlatformError::NotFound("no such resource".into())) })
+        .method_not_allowed_fallback(|| async {
+            message(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "the resource does not take this method".into(),
+            )
+        })
         .layer(middleware::from_fn_with_state(api.clone(), basic_auth))
         .with_state(api)
 }
@@ -98,10 +105,11 @@ async fn basic_auth(
     if given == Some(&*api.authorization) {
         return next.run(request).await;
     }
-    let mut response = message(
-        StatusCode::UNAUTHORIZED,
-        "authentication failed: basic credentials required".into(),
-    );
+    let reason = match given {
+        Some(_) => "authentication failed: wrong user or password",
+        None => "authentication failed: basic credentials required",
+    };
+    let mut response = message(StatusCode::UNAUTHORIZED, reason.into());
     response.headers_mut().insert(
         header::WWW_AUTHENTICATE,
         header::HeaderValue::from_static("Basic realm=\"cairn\""),
@@ -130,6 +138,28 @@ fn answer(result: Result<(), PlatformError>, success: StatusCode, text: String) 
     }
 }
 
+/// A PUT to an artifact's own URL: the body must be that artifact.
+async fn update_one(
+    api: State<Api>,
+    (collection, kind): (&'static str, ArtifactKind),
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Response {
+    let named = body_text(&body)
+        .ok()
+        .and_then(|text| cairn_model::parse_stratos(kind, "request body", text).ok())
+        .map(|bundle| first_id(&bundle));
+    if let Some(named) = named.filter(|named| *named != id) {
+        let message = format!(
+            "the body is {} {named}, not {id} as the path says",
+            kind.name()
+        );
+        return refusal(PlatformError::invalid_body(None, "$", message));
+    }
+    create(api, (collection, kind), headers, body, Registration::Update).await
+}
+
 async fn create(
     State(api): State<Api>,
     (collection, kind): (&'static str, ArtifactKind),
@@ -153,10 +183,14 @@ async fn create(
             {
                 tracing::warn!("keeping the {} document {ids}: {e}", kind.name());
             }
-            if registration == Registration::Update && kind != ArtifactKind::Application {
+            if registration == Registration::Update {
                 // Stratos 4.1 answers an updated application with 201, every other update with 200.
+                let status = match kind {
+                    ArtifactKind::Application => StatusCode::CREATED,
+                    _ => StatusCode::OK,
+                };
                 return message(
-                    StatusCode::OK,
+                    status,
                     format!("{} updated successfully: {ids}", kind.name()),
                 );
             }
@@ -269,6 +303,9 @@ async fn delete(State(api): State<Api>, kind: ArtifactKind, Path(id): Path<Strin
 }
 
 async fn deploy(State(api): State<Api>, Path((id, policy)): Path<(String, String)>) -> Response {
+    if !api.platform.has_application(&id) {
+        return refusal(PlatformError::unknown_application(&id));
+    }
     answer(
         api.platform.deploy(&id, &policy).await,
         StatusCode::ACCEPTED,
