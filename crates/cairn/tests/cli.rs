@@ -322,3 +322,37 @@ fn wait_with_timeout(mut child: std::process::Child, timeout: Duration) -> Strin
     let output = child.wait_with_output().expect("output");
     String::from_utf8_lossy(&output.stdout).to_string()
 }
+
+#[test]
+fn a_tcp_proxy_port_stays_with_the_application_that_holds_it() {
+    let server = Cairn::start("tcp-port-held", &[9400]);
+    let port = 9400 + server.offset;
+    let blueprint = |app: &str, protocol: &str| {
+        format!(
+            "application: {app}\ncartridges:\n  db:\n    ports: [{{protocol: {protocol}, port: 5432, proxy_port: 9400}}]\ncomponents:\n  db: {{}}\n"
+        )
+    };
+    let (code, body) = server.post_blueprint(&blueprint("pb", "tcp"));
+    assert_eq!(code, 201, "{body}");
+    for (app, protocol) in [("pa", "tcp"), ("pc", "http")] {
+        let (code, body) = server.post_blueprint(&blueprint(app, protocol));
+        assert_eq!(code, 409, "{app}: {body}");
+        let expected = format!(
+            "{protocol} proxy port {port} of {app}/db is taken by pb/db (tcp): give one of them another proxy port"
+        );
+        assert_eq!(body["error"], expected, "{app}");
+    }
+    let (code, out, err) = cairn(
+        &["apps", "--output", "json"],
+        Some(&format!("http://{}", server.api)),
+    );
+    assert_eq!(code, 0, "{err}");
+    let apps: Value = serde_json::from_str(&out).expect("JSON");
+    let ids: Vec<&str> = apps
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|a| a["id"].as_str())
+        .collect();
+    assert_eq!(ids, ["pb"], "a refused blueprint registers nothing");
+}

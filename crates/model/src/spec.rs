@@ -47,6 +47,20 @@ pub enum ComponentSpec {
     Cluster(ClusterSpec),
 }
 
+impl GroupSpec {
+    /// Every cluster in the group, at any depth.
+    pub fn clusters(&self) -> Vec<&ClusterSpec> {
+        let mut out = Vec::new();
+        for child in &self.children {
+            match child {
+                ComponentSpec::Cluster(cluster) => out.push(cluster),
+                ComponentSpec::Group(group) => out.extend(group.clusters()),
+            }
+        }
+        out
+    }
+}
+
 impl ComponentSpec {
     pub fn reference(&self) -> ComponentRef {
         match self {

@@ -23,7 +23,10 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::ServerError;
 use crate::events::EventLog;
-use crate::routes::{REBIND, RoutingProblem, bind_failed, lb_problems, route_table};
+use crate::routes::{
+    ProxyPort, REBIND, RoutingProblem, bind_failed, lb_problems, port_clash, proxy_ports,
+    route_table,
+};
 
 const CATALOG_KEY: &str = "catalog";
 const ENGINE_KEY: &str = "engine/state";
@@ -61,6 +64,8 @@ struct Snapshot {
     views: BTreeMap<String, AppView>,
     /// Per deployed application: its application policy and network partitions.
     placements: BTreeMap<String, (String, Vec<String>)>,
+    /// The ports the deployed applications ask the load balancer for.
+    proxy_ports: Vec<ProxyPort>,
 }
 
 /// An API call waiting for the step it caused to be stored, with its answer.
@@ -141,9 +146,10 @@ pub struct Platform {
     catalog: Mutex<Catalog>,
     commands: mpsc::UnboundedSender<Command>,
     snapshot: RwLock<Arc<Snapshot>>,
-    /// Applications whose deployment was sent to the engine and not yet answered; entered
-    /// under the catalog's lock, so a delete that takes the lock later sees them.
-    deploying: Mutex<BTreeSet<String>>,
+    /// Applications whose deployment was sent to the engine and not yet answered, with the
+    /// ports they ask for; entered under the catalog's lock, so a delete or another deployment
+    /// that takes the lock later sees them.
+    deploying: Mutex<BTreeMap<String, Vec<ProxyPort>>>,
     events: EventLog,
     lb: LoadBalancer,
 }
@@ -157,6 +163,14 @@ pub enum Registration {
     Update,
     /// Either (a blueprint).
     Any,
+}
+
+/// Each network partition's own offset of its proxy ports.
+fn partition_offsets(catalog: &Catalog) -> BTreeMap<String, u16> {
+    let partitions = catalog.network_partitions.values();
+    partitions
+        .map(|np| (np.id.clone(), np.proxy_port_offset))
+        .collect()
 }
 
 /// A lock whose holder panicked still guards data that each step leaves whole.
@@ -217,7 +231,7 @@ impl Platform {
             catalog: Mutex::new(catalog),
             commands,
             snapshot: RwLock::new(Arc::new(Snapshot::default())),
-            deploying: Mutex::new(BTreeSet::new()),
+            deploying: Mutex::new(BTreeMap::new()),
             events,
         });
         let mut looped = EngineLoop {
@@ -475,14 +489,41 @@ impl Platform {
             let catalog = self.lock_catalog();
             let spec = cairn_model::resolve(&catalog, application, application_policy)
                 .map_err(PlatformError::Invalid)?;
+            let wanted = self.free_proxy_ports(&spec, &catalog)?;
             // Sent under the lock, so a domain mapping change reaches the engine after it.
             self.send(Command::Deploy(Box::new(spec), tx))?;
-            lock(&self.deploying).insert(application.to_string());
+            lock(&self.deploying).insert(application.to_string(), wanted);
         }
         let answer = rx.await;
         // The engine answers once the views show the deployment, which `deployed` reads next.
         lock(&self.deploying).remove(application);
         answer.map_err(|_| stopped())?
+    }
+
+    /// The ports the application would ask the load balancer for, unless another application
+    /// holds one of them in a way the two cannot share.
+    pub fn free_proxy_ports(
+        &self,
+        spec: &AppSpec,
+        catalog: &Catalog,
+    ) -> Result<Vec<ProxyPort>, PlatformError> {
+        let offset = self.config.proxy_port_offset;
+        let wanted = proxy_ports(spec, offset, &partition_offsets(catalog));
+        let mut held = self.read_snapshot().proxy_ports.clone();
+        held.extend(lock(&self.deploying).values().flatten().cloned());
+        if let Some((want, have)) = port_clash(&wanted, &held) {
+            return Err(PlatformError::Conflict(format!(
+                "{} proxy port {} of {}/{} is taken by {}/{} ({}): give one of them another proxy port",
+                want.protocol.name(),
+                want.listen,
+                want.application,
+                want.alias,
+                have.application,
+                have.alias,
+                have.protocol.name()
+            )));
+        }
+        Ok(wanted)
     }
 
     /// Starts undeploying; returns once that is stored.
@@ -535,7 +576,7 @@ impl Platform {
     /// The ids of the applications that are deployed or being deployed.
     pub fn deployed(&self) -> BTreeSet<String> {
         let mut ids: BTreeSet<String> = self.read_snapshot().views.keys().cloned().collect();
-        ids.extend(lock(&self.deploying).iter().cloned());
+        ids.extend(lock(&self.deploying).keys().cloned());
         ids
     }
 
@@ -925,22 +966,26 @@ impl EngineLoop {
                 )
             })
             .collect();
+        let offsets = partition_offsets(&self.platform.lock_catalog());
+        let offset = self.platform.config.proxy_port_offset;
+        let apps = self.engine.state().apps.values();
+        let proxy_ports = apps
+            .flat_map(|app| proxy_ports(&app.spec, offset, &offsets))
+            .collect();
         *self
             .platform
             .snapshot
             .write()
-            .unwrap_or_else(|e| e.into_inner()) = Arc::new(Snapshot { views, placements });
+            .unwrap_or_else(|e| e.into_inner()) = Arc::new(Snapshot {
+            views,
+            placements,
+            proxy_ports,
+        });
     }
 
     /// Hands the load balancer the engine's routes, telling what it cannot serve of them.
     async fn route(&mut self) {
-        let partition_offsets: BTreeMap<String, u16> = self
-            .platform
-            .lock_catalog()
-            .network_partitions
-            .values()
-            .map(|np| (np.id.clone(), np.proxy_port_offset))
-            .collect();
+        let partition_offsets = partition_offsets(&self.platform.lock_catalog());
         let (table, problems) = route_table(
             &self.engine.routes(),
             self.platform.config.proxy_port_offset,

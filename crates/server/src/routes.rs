@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use cairn_lb::{
     Backend, ClusterKey, ClusterRoute, LbError, ListenerProtocol, ListenerRoute, RouteTable,
 };
-use cairn_model::Protocol;
+use cairn_model::{AppSpec, Protocol};
 
 /// Something of an application's routes that the load balancer does not serve.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -17,6 +17,66 @@ pub struct RoutingProblem {
 
 /// The table for the engine's routes, each proxy port moved by `offset` and by its network
 /// partition's own offset; also what could not be routed.
+/// Where the load balancer listens for a proxy port, after Cairn's offset and the network
+/// partition's own; none beyond 65535.
+fn listen_port(proxy_port: u16, offset: u16, own: u16) -> Option<u16> {
+    proxy_port.checked_add(offset)?.checked_add(own)
+}
+
+/// A port the load balancer listens on for one cluster of an application.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProxyPort {
+    pub listen: u16,
+    pub application: String,
+    pub alias: String,
+    pub protocol: Protocol,
+}
+
+/// The ports an application's clusters ask the load balancer for, in every network partition
+/// they are placed in.
+pub fn proxy_ports(
+    spec: &AppSpec,
+    offset: u16,
+    partition_offsets: &BTreeMap<String, u16>,
+) -> Vec<ProxyPort> {
+    let mut out = Vec::new();
+    for cluster in spec.root.clusters() {
+        for placement in &cluster.placements {
+            let own = partition_offsets.get(&placement.id).copied().unwrap_or(0);
+            for mapping in &cluster.cartridge.port_mappings {
+                let Some(proxy_port) = mapping.proxy_port else {
+                    continue;
+                };
+                out.extend(
+                    listen_port(proxy_port, offset, own).map(|listen| ProxyPort {
+                        listen,
+                        application: spec.id.clone(),
+                        alias: cluster.alias.clone(),
+                        protocol: mapping.protocol,
+                    }),
+                );
+            }
+        }
+    }
+    out
+}
+
+/// A port of `wanted` that a cluster of another application holds already, where the two
+/// cannot share it: either speaks tcp, which has no host names to tell clusters apart.
+pub fn port_clash<'a>(
+    wanted: &'a [ProxyPort],
+    held: &'a [ProxyPort],
+) -> Option<(&'a ProxyPort, &'a ProxyPort)> {
+    wanted.iter().find_map(|want| {
+        let clash = held.iter().find(|have| {
+            have.listen == want.listen
+                && have.application != want.application
+                && (have.protocol == Protocol::Tcp || want.protocol == Protocol::Tcp)
+        })?;
+        Some((want, clash))
+    })
+}
+
 pub fn route_table(
     routes: &[cairn_engine::ClusterRoute],
     offset: u16,
@@ -33,10 +93,7 @@ pub fn route_table(
             let Some(proxy_port) = mapping.proxy_port else {
                 continue;
             };
-            let Some(listen) = proxy_port
-                .checked_add(offset)
-                .and_then(|p| p.checked_add(own))
-            else {
+            let Some(listen) = listen_port(proxy_port, offset, own) else {
                 problems.push(RoutingProblem {
                     application: route.application.clone(),
                     message: format!(

@@ -188,6 +188,11 @@ async fn post_blueprint(
         if !problems.is_empty() {
             return Err(PlatformError::Invalid(cairn_model::Diagnostics(problems)).into());
         }
+        for app in &applications {
+            if let Ok(spec) = cairn_model::resolve(&catalog, app, policy) {
+                platform.free_proxy_ports(&spec, &catalog)?;
+            }
+        }
     }
     platform.add(&checked, Registration::Any)?;
     let mut deployed = Vec::new();
