@@ -197,7 +197,7 @@ fn blueprint(r: &mut Reader, at: &At, bundle: &mut Bundle) {
                 .application_policies
                 .extend(application_policy(r, &item, id, &key));
         }
-    } else if declares_application {
+    } else if declares_application && at.get("deploy_with").is_none() {
         let network_partitions: Vec<String> = bundle
             .network_partitions
             .iter()
@@ -310,12 +310,9 @@ struct PolicyDefaults {
 }
 
 fn deploy_with(r: &mut Reader, at: &At, policies: &[ApplicationPolicy]) -> Option<String> {
+    // A policy the blueprint does not declare may be registered already; resolution tells.
     if let Some(named) = at.get("deploy_with") {
-        let id = r.string(&named, &Key::new("deploy_with"))?;
-        if !policies.iter().any(|p| p.id == id) {
-            r.error(&named, format!("`deploy_with` names `{id}`, which is not an application policy of this blueprint"));
-        }
-        return Some(id);
+        return r.string(&named, &Key::new("deploy_with"));
     }
     let chosen = default_id(policies.iter().map(|p| &p.id));
     if chosen.is_none() && policies.len() > 1 {

@@ -342,13 +342,6 @@ fn yaml_blueprint_errors() {
     );
     check(
         Yaml,
-        &format!("{MINIMAL}deploy_with: elsewhere\n"),
-        &[
-            "t:7:14 at $.deploy_with: `deploy_with` names `elsewhere`, which is not an application policy of this blueprint",
-        ],
-    );
-    check(
-        Yaml,
         &format!("{MINIMAL}deployment_policies:\n  a:\n  b:\n"),
         &[
             "t:6:3 at $.components.web: `web` has no deployment policy: several are declared, so name one with `deployment_policy`",
@@ -635,4 +628,24 @@ fn referrers_and_replacements() {
         before.broken_by(&next),
         ["application a naming cartridge `php` as a member of cartridge group `grp`"]
     );
+}
+
+/// `deploy_with` may name an application policy registered before; alone, the blueprint
+/// cannot be deployed, and says why where it names the policy's application.
+#[test]
+fn deploy_with_names_a_policy_from_elsewhere() {
+    let file = check_yaml("t", &format!("{MINIMAL}deploy_with: elsewhere\n"));
+    let bundle = file.clone().into_result().unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(bundle.deploy_with.as_deref(), Some("elsewhere"));
+    assert!(
+        bundle.application_policies.is_empty(),
+        "no default policy is made up beside the one named"
+    );
+    let mut catalog = Catalog::default();
+    catalog.add_bundle(bundle);
+    let got: Vec<String> = resolve_in_files(&catalog, "a", "elsewhere", &[file])
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(got, ["t:1:1: unknown application policy `elsewhere`"]);
 }
