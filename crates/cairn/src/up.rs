@@ -155,7 +155,7 @@ pub async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
         .context("the demo blueprint names no application policy")?;
     server
         .platform
-        .add(&checked, cairn_server::Registration::Any)?;
+        .add(&checked, cairn_server::Registration::Any, None)?;
     if !server.platform.is_deployed(&app) {
         server.platform.deploy(&app, &policy).await?;
     }

@@ -358,6 +358,16 @@ fn artifacts_from_a_blueprint_read_in_stratos_shape() {
     let cairn = Cairn::start("blueprint-in-stratos-shape", &[8080]);
     let examples = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples");
     let yaml = std::fs::read_to_string(examples.join("minimal.yaml")).expect("example");
+    // What the blueprint replaces is read as the blueprint has it, not as posted before.
+    let dir = support::TempDir::new("blueprint-in-stratos-shape");
+    let earlier = dir.0.join("hello.json");
+    std::fs::write(
+        &earlier,
+        r#"{"type": "hello", "portMapping": [{"protocol": "http", "port": 9999}]}"#,
+    )
+    .expect("write");
+    let (status, body) = cairn.stratos_curl("POST", "cartridges", Some(&earlier));
+    assert_eq!(status, 201, "{body}");
     let (status, body) = cairn.post_blueprint(&yaml);
     assert_eq!(status, 201, "{body}");
     let read = |path: &str| -> Value {

@@ -264,8 +264,14 @@ impl Platform {
 
     /// Registers every artifact of a file. As Stratos does, refuses one that names an artifact
     /// neither registered nor in the file, and a replacement that takes away what another
-    /// registered artifact names.
-    pub fn add(&self, file: &CheckedFile, registration: Registration) -> Result<(), PlatformError> {
+    /// registered artifact names. `document` is the file's one artifact as the client wrote it,
+    /// to answer reads in the same shape; a replaced artifact's earlier document goes.
+    pub fn add(
+        &self,
+        file: &CheckedFile,
+        registration: Registration,
+        document: Option<&serde_json::Value>,
+    ) -> Result<(), PlatformError> {
         let bundle = file.clone().into_result().map_err(PlatformError::Invalid)?;
         let mut catalog = self.lock_catalog();
         let ids = bundle_ids(&bundle);
@@ -315,7 +321,15 @@ impl Platform {
                 "application {id} is deployed: undeploy it before changing it or the artifacts given with it"
             )));
         }
-        self.store_catalog(&mut catalog, next)?;
+        let documents = match (document, ids.as_slice()) {
+            (Some(document), [(kind, id)]) => Txn::new()
+                .put_json(&document_key(*kind, id), document)
+                .map_err(|e| PlatformError::Internal(e.to_string()))?,
+            _ => ids.iter().fold(Txn::new(), |txn, (kind, id)| {
+                txn.delete(&document_key(*kind, id))
+            }),
+        };
+        self.store_catalog_with(&mut catalog, next, documents)?;
         Ok(())
     }
 
@@ -381,24 +395,21 @@ impl Platform {
 
     /// Makes `next` the catalog once it is stored, so a failed write leaves the catalog as it was.
     fn store_catalog(&self, catalog: &mut Catalog, next: Catalog) -> Result<(), PlatformError> {
-        self.store
-            .put_json(CATALOG_KEY, &next)
-            .map_err(|e| PlatformError::Internal(e.to_string()))?;
-        *catalog = next;
-        Ok(())
+        self.store_catalog_with(catalog, next, Txn::new())
     }
 
-    /// Keeps an artifact's document as a client wrote it, to answer reads in the same shape.
-    pub fn put_document(
+    /// Stores the next catalog together with `also`, in one transaction.
+    fn store_catalog_with(
         &self,
-        kind: ArtifactKind,
-        id: &str,
-        document: &serde_json::Value,
+        catalog: &mut Catalog,
+        next: Catalog,
+        also: Txn,
     ) -> Result<(), PlatformError> {
-        self.store
-            .put_json(&document_key(kind, id), document)
-            .map(drop)
-            .map_err(|e| PlatformError::Internal(e.to_string()))
+        let internal = |e: cairn_store::StoreError| PlatformError::Internal(e.to_string());
+        let txn = also.put_json(CATALOG_KEY, &next).map_err(internal)?;
+        self.store.txn(txn).map_err(internal)?;
+        *catalog = next;
+        Ok(())
     }
 
     pub fn document(&self, kind: ArtifactKind, id: &str) -> Option<serde_json::Value> {
@@ -468,8 +479,8 @@ impl Platform {
         }
         let mut next = catalog.clone();
         next.remove(kind, id);
-        self.store_catalog(&mut catalog, next)?;
-        let _ = self.store.delete(&document_key(kind, id));
+        let document = Txn::new().delete(&document_key(kind, id));
+        self.store_catalog_with(&mut catalog, next, document)?;
         Ok(())
     }
 

@@ -194,7 +194,7 @@ async fn post_blueprint(
             }
         }
     }
-    platform.add(&checked, Registration::Any)?;
+    platform.add(&checked, Registration::Any, None)?;
     let mut deployed = Vec::new();
     if let Some(policy) = policy {
         // An application deployed already was not changed (`add` refuses that): it stays as it is.

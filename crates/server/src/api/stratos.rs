@@ -176,13 +176,8 @@ async fn create(
         Err(problems) => return refusal(PlatformError::Invalid(problems)),
     };
     let document = body_text(&body).ok().and_then(cairn_model::lenient_json);
-    match api.platform.add(&checked, registration) {
+    match api.platform.add(&checked, registration, document.as_ref()) {
         Ok(()) => {
-            if let Some(document) = document
-                && let Err(e) = api.platform.put_document(kind, &ids, &document)
-            {
-                tracing::warn!("keeping the {} document {ids}: {e}", kind.name());
-            }
             if registration == Registration::Update {
                 // Stratos 4.1 answers an updated application with 201, every other update with 200.
                 let status = match kind {
