@@ -660,6 +660,20 @@ fn references_to_unregistered_artifacts_are_refused_both_ways() {
             "DELETE {path}: {body}"
         );
     }
+    // An application's deployment policy is checked when it is deployed, as in Stratos, and
+    // the problem is told in the words of the documents posted.
+    let (code, body) = cairn.stratos_curl("DELETE", "deploymentPolicies/deployment-policy-1", None);
+    assert_eq!(code, 200, "{body}");
+    let (code, body) = cairn.stratos_curl(
+        "POST",
+        "applications/single-cartridge-app/deploy/application-policy-1",
+        None,
+    );
+    assert_eq!(code, 400, "{body}");
+    assert!(
+        body.contains("application single-cartridge-app at $.components.cartridges[0].subscribableInfo.deploymentPolicy: unknown deployment policy `deployment-policy-1`"),
+        "{body}"
+    );
     for path in ["applications/single-cartridge-app", "cartridges/php"] {
         let (code, body) = cairn.stratos_curl("DELETE", path, None);
         assert_eq!(code, 200, "DELETE {path}: {body}");

@@ -498,8 +498,12 @@ impl Platform {
         let (tx, rx) = oneshot::channel();
         {
             let catalog = self.lock_catalog();
-            let spec = cairn_model::resolve(&catalog, application, application_policy)
-                .map_err(PlatformError::Invalid)?;
+            let spec =
+                cairn_model::resolve(&catalog, application, application_policy).map_err(|_| {
+                    let problems =
+                        self.resolve_in_documents(&catalog, application, application_policy);
+                    PlatformError::Invalid(Diagnostics(problems))
+                })?;
             let wanted = self.free_proxy_ports(&spec, &catalog)?;
             // Sent under the lock, so a domain mapping change reaches the engine after it.
             self.send(Command::Deploy(Box::new(spec), tx))?;
@@ -509,6 +513,50 @@ impl Platform {
         // The engine answers once the views show the deployment, which `deployed` reads next.
         lock(&self.deploying).remove(application);
         answer.map_err(|_| stopped())?
+    }
+
+    /// The problems of resolving an application, pointed at the paths of the documents its
+    /// artifacts were posted as (Stratos' field names), where there are such documents.
+    fn resolve_in_documents(
+        &self,
+        catalog: &Catalog,
+        application: &str,
+        policy: &str,
+    ) -> Vec<Diagnostic> {
+        let mut artifacts: Vec<(ArtifactKind, String)> = Vec::new();
+        let of = |kind: ArtifactKind| move |id: &String| (kind, id.clone());
+        artifacts.extend(
+            catalog
+                .applications
+                .keys()
+                .map(of(ArtifactKind::Application)),
+        );
+        let policies = catalog.application_policies.keys();
+        artifacts.extend(policies.map(of(ArtifactKind::ApplicationPolicy)));
+        artifacts.extend(
+            catalog
+                .cartridge_groups
+                .keys()
+                .map(of(ArtifactKind::CartridgeGroup)),
+        );
+        let policies = catalog.deployment_policies.keys();
+        artifacts.extend(policies.map(of(ArtifactKind::DeploymentPolicy)));
+        let files: Vec<CheckedFile> = artifacts
+            .into_iter()
+            .filter_map(|(kind, id)| {
+                let document = self.document(kind, &id)?.to_string();
+                let source = format!("{} {id}", kind.name());
+                Some(cairn_model::check_stratos_artifact(
+                    kind, &source, &document,
+                ))
+            })
+            .collect();
+        let mut problems = cairn_model::resolve_in_files(catalog, application, policy, &files);
+        // A document's lines are those of its stored form, not of what the client sent.
+        for problem in &mut problems {
+            problem.location.line = None;
+        }
+        problems
     }
 
     /// The ports the application would ask the load balancer for, unless another application
