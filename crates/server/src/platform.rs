@@ -165,6 +165,18 @@ pub enum Registration {
     Any,
 }
 
+/// A deployment on its way to the engine, forgotten when its caller is done with it.
+struct InFlight<'a> {
+    deploying: &'a Mutex<BTreeMap<String, Vec<ProxyPort>>>,
+    application: &'a str,
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        lock(self.deploying).remove(self.application);
+    }
+}
+
 /// Each network partition's own offset of its proxy ports.
 fn partition_offsets(catalog: &Catalog) -> BTreeMap<String, u16> {
     let partitions = catalog.network_partitions.values();
@@ -509,10 +521,13 @@ impl Platform {
             self.send(Command::Deploy(Box::new(spec), tx))?;
             lock(&self.deploying).insert(application.to_string(), wanted);
         }
-        let answer = rx.await;
-        // The engine answers once the views show the deployment, which `deployed` reads next.
-        lock(&self.deploying).remove(application);
-        answer.map_err(|_| stopped())?
+        // The engine answers once the views show the deployment, which `deployed` reads next;
+        // the entry goes even when the caller stops waiting (a client that hung up).
+        let _in_flight = InFlight {
+            deploying: &self.deploying,
+            application,
+        };
+        rx.await.map_err(|_| stopped())?
     }
 
     /// The problems of resolving an application, pointed at the paths of the documents its
