@@ -355,4 +355,27 @@ fn a_tcp_proxy_port_stays_with_the_application_that_holds_it() {
         .filter_map(|a| a["id"].as_str())
         .collect();
     assert_eq!(ids, ["pb"], "a refused blueprint registers nothing");
+
+    // The holder may be given again as it is; another one registered without deploying is
+    // refused when it is deployed.
+    let (code, body) = server.post_blueprint(&blueprint("pb", "tcp"));
+    assert_eq!(code, 201, "{body}");
+    let registered = support::client()
+        .post(server.url("/v1/blueprints?deploy=false"))
+        .body(blueprint("pa", "tcp"))
+        .send()
+        .expect("native API answers");
+    assert_eq!(registered.status().as_u16(), 201);
+    let deployed = support::client()
+        .post(server.url("/v1/applications/pa/deploy"))
+        .send()
+        .expect("native API answers");
+    assert_eq!(deployed.status().as_u16(), 409);
+    let body: Value = deployed.json().unwrap_or(Value::Null);
+    assert!(
+        body["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("is taken by pb/db (tcp)")),
+        "{body}"
+    );
 }

@@ -125,6 +125,42 @@ impl Catalog {
         }
     }
 
+    /// Whether the artifact of this kind and id is the same here and in `other`, both
+    /// registered as the same or both missing.
+    pub fn same_artifact(&self, other: &Catalog, kind: ArtifactKind, id: &str) -> bool {
+        fn same<T: PartialEq>(a: &BTreeMap<String, T>, b: &BTreeMap<String, T>, id: &str) -> bool {
+            a.get(id) == b.get(id)
+        }
+        match kind {
+            ArtifactKind::Cartridge => same(&self.cartridges, &other.cartridges, id),
+            ArtifactKind::CartridgeGroup => {
+                same(&self.cartridge_groups, &other.cartridge_groups, id)
+            }
+            ArtifactKind::Application => same(&self.applications, &other.applications, id),
+            ArtifactKind::AutoscalingPolicy => {
+                same(&self.autoscaling_policies, &other.autoscaling_policies, id)
+            }
+            ArtifactKind::DeploymentPolicy => {
+                same(&self.deployment_policies, &other.deployment_policies, id)
+            }
+            ArtifactKind::ApplicationPolicy => {
+                same(&self.application_policies, &other.application_policies, id)
+            }
+            ArtifactKind::NetworkPartition => {
+                same(&self.network_partitions, &other.network_partitions, id)
+            }
+            ArtifactKind::KubernetesCluster => {
+                same(&self.kubernetes_clusters, &other.kubernetes_clusters, id)
+            }
+            ArtifactKind::DomainMappings => same(&self.domain_mappings, &other.domain_mappings, id),
+            ArtifactKind::ApplicationSignup => same(
+                &self.artifact_repositories,
+                &other.artifact_repositories,
+                id,
+            ),
+        }
+    }
+
     /// Removes one artifact; says whether it was there. Check [`Catalog::referrers`] first.
     pub fn remove(&mut self, kind: ArtifactKind, id: &str) -> bool {
         match kind {
@@ -259,7 +295,7 @@ pub fn resolve(
     let Some(policy) = catalog.application_policies.get(application_policy_id) else {
         return Err(single(
             &app_source,
-            "$",
+            "$.deploy_with",
             format!("unknown application policy `{application_policy_id}`"),
         ));
     };

@@ -127,12 +127,39 @@ pub(crate) fn of_bundle(bundle: &Bundle) -> Vec<Reference> {
 
 /// What each artifact of `catalog` names.
 pub(crate) fn of_catalog(catalog: &Catalog) -> Vec<Reference> {
-    collect(
+    let mut out = collect(
         catalog.deployment_policies.values(),
         catalog.application_policies.values(),
         catalog.cartridge_groups.values(),
         catalog.applications.values(),
-    )
+    );
+    out.extend(
+        catalog
+            .network_partitions
+            .values()
+            .flat_map(of_network_partition),
+    );
+    out
+}
+
+/// The kubernetes clusters a network partition's partitions name (property `cluster`). They
+/// keep a cluster from being deleted, but are not checked when a network partition is added,
+/// as no member runs on kubernetes yet.
+fn of_network_partition(network: &NetworkPartition) -> Vec<Reference> {
+    let from = (ArtifactKind::NetworkPartition, network.id.clone());
+    let partitions = network.partitions.iter().enumerate();
+    partitions
+        .filter_map(|(i, partition)| {
+            Some(Reference {
+                from: from.clone(),
+                path: format!("$.partitions[{i}].properties.cluster"),
+                target: Target::Artifact(
+                    ArtifactKind::KubernetesCluster,
+                    partition.properties.get("cluster")?.clone(),
+                ),
+            })
+        })
+        .collect()
 }
 
 fn collect<'a>(

@@ -197,7 +197,7 @@ fn blueprint(r: &mut Reader, at: &At, bundle: &mut Bundle) {
                 .application_policies
                 .extend(application_policy(r, &item, id, &key));
         }
-    } else if declares_application && at.get("deploy_with").is_none() {
+    } else if declares_application && names_default_policy(at) {
         let network_partitions: Vec<String> = bundle
             .network_partitions
             .iter()
@@ -309,10 +309,17 @@ struct PolicyDefaults {
     autoscaling: Option<String>,
 }
 
+/// Whether the application deploys with the `default` policy, said or left unsaid: the one the
+/// blueprint makes up when it declares none.
+fn names_default_policy(at: &At) -> bool {
+    at.get("deploy_with")
+        .is_none_or(|named| named.node.value.scalar_text().as_deref() == Some(DEFAULT_POLICY))
+}
+
 fn deploy_with(r: &mut Reader, at: &At, policies: &[ApplicationPolicy]) -> Option<String> {
     // A policy the blueprint does not declare may be registered already; resolution tells.
     if let Some(named) = at.get("deploy_with") {
-        return r.string(&named, &Key::new("deploy_with"));
+        return r.string(&named, &Key::new("applications[0]").field("deploy_with"));
     }
     let chosen = default_id(policies.iter().map(|p| &p.id));
     if chosen.is_none() && policies.len() > 1 {

@@ -416,7 +416,7 @@ fn resolution_errors() {
         &[(Application, &application)],
         "a",
         "ap",
-        &["application a: unknown application policy `ap`"],
+        &["application a at $.deploy_with: unknown application policy `ap`"],
     );
     check_resolve(
         &[
@@ -609,6 +609,18 @@ fn referrers_and_replacements() {
         ["deployment policy dp naming partition `p1` of network partition `np1`"]
     );
     assert!(catalog.broken_by(&catalog).is_empty());
+    // A kubernetes cluster stays while a network partition places partitions on it.
+    let kubernetes = catalog_of(&[
+        (KubernetesCluster, r#"{"clusterId": "k1"}"#),
+        (
+            NetworkPartition,
+            r#"{"id": "npk", "provider": "kubernetes", "partitions": [{"id": "p1", "property": [{"name": "cluster", "value": "k1"}]}]}"#,
+        ),
+    ]);
+    assert_eq!(
+        kubernetes.referrers(KubernetesCluster, "k1"),
+        [(NetworkPartition, "npk".to_string())]
+    );
     // A group may not lose a member that an application subscribes to inside it.
     let with_member = app("", "", "").replace(
         r#""cartridges": []}"#,
@@ -631,7 +643,7 @@ fn referrers_and_replacements() {
 }
 
 /// `deploy_with` may name an application policy registered before; alone, the blueprint
-/// cannot be deployed, and says why where it names the policy's application.
+/// cannot be deployed, and says why where it names the policy.
 #[test]
 fn deploy_with_names_a_policy_from_elsewhere() {
     let file = check_yaml("t", &format!("{MINIMAL}deploy_with: elsewhere\n"));
@@ -647,5 +659,8 @@ fn deploy_with_names_a_policy_from_elsewhere() {
         .iter()
         .map(ToString::to_string)
         .collect();
-    assert_eq!(got, ["t:1:1: unknown application policy `elsewhere`"]);
+    assert_eq!(
+        got,
+        ["t:7:14 at $.deploy_with: unknown application policy `elsewhere`"]
+    );
 }

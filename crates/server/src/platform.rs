@@ -75,7 +75,12 @@ type Reply = (
 );
 
 enum Command {
-    Deploy(Box<AppSpec>, oneshot::Sender<Result<(), PlatformError>>),
+    /// With the token of its entry among the deployments in flight, which the step clears.
+    Deploy(
+        Box<AppSpec>,
+        u64,
+        oneshot::Sender<Result<(), PlatformError>>,
+    ),
     Undeploy(String, oneshot::Sender<Result<(), PlatformError>>),
     Scale {
         application: String,
@@ -146,10 +151,11 @@ pub struct Platform {
     catalog: Mutex<Catalog>,
     commands: mpsc::UnboundedSender<Command>,
     snapshot: RwLock<Arc<Snapshot>>,
-    /// Applications whose deployment was sent to the engine and not yet answered, with the
-    /// ports they ask for; entered under the catalog's lock, so a delete or another deployment
-    /// that takes the lock later sees them.
-    deploying: Mutex<BTreeMap<String, Vec<ProxyPort>>>,
+    /// Deployments sent to the engine and not yet in the views, by token; entered under the
+    /// catalog's lock, so a delete or another deployment that takes the lock later sees them,
+    /// and cleared by the engine's step once the views show them.
+    deploying: Mutex<BTreeMap<u64, InFlight>>,
+    next_token: std::sync::atomic::AtomicU64,
     events: EventLog,
     lb: LoadBalancer,
 }
@@ -165,16 +171,17 @@ pub enum Registration {
     Any,
 }
 
-/// A deployment on its way to the engine, forgotten when its caller is done with it.
-struct InFlight<'a> {
-    deploying: &'a Mutex<BTreeMap<String, Vec<ProxyPort>>>,
-    application: &'a str,
+/// A deployment on its way to the engine: what it will hold once deployed.
+#[derive(Debug, Clone)]
+struct InFlight {
+    application: String,
+    application_policy: String,
+    network_partitions: Vec<String>,
+    ports: Vec<ProxyPort>,
 }
 
-impl Drop for InFlight<'_> {
-    fn drop(&mut self) {
-        lock(self.deploying).remove(self.application);
-    }
+fn that_or_those(count: usize) -> &'static str {
+    if count == 1 { "that" } else { "those" }
 }
 
 /// Each network partition's own offset of its proxy ports.
@@ -244,6 +251,7 @@ impl Platform {
             commands,
             snapshot: RwLock::new(Arc::new(Snapshot::default())),
             deploying: Mutex::new(BTreeMap::new()),
+            next_token: std::sync::atomic::AtomicU64::new(0),
             events,
         });
         let mut looped = EngineLoop {
@@ -254,6 +262,7 @@ impl Platform {
             published: None,
             routing_problems: BTreeSet::new(),
             republish_at: None,
+            deploys_handled: Vec::new(),
         };
         looped.persisted = serde_json::to_vec(looped.engine.state()).unwrap_or_default();
         let recovered = looped.recover().await;
@@ -322,7 +331,7 @@ impl Platform {
             return Err(PlatformError::Conflict(format!(
                 "it would leave {}, which it takes away: change {} first",
                 broken.join(", "),
-                if broken.len() == 1 { "that" } else { "those" }
+                that_or_those(broken.len())
             )));
         }
         // A deployed application's artifacts may be given again as they are, not changed.
@@ -337,9 +346,13 @@ impl Platform {
             (Some(document), [(kind, id)]) => Txn::new()
                 .put_json(&document_key(*kind, id), document)
                 .map_err(|e| PlatformError::Internal(e.to_string()))?,
-            _ => ids.iter().fold(Txn::new(), |txn, (kind, id)| {
-                txn.delete(&document_key(*kind, id))
-            }),
+            // Only what changed loses the shape a client wrote it in.
+            _ => ids
+                .iter()
+                .filter(|(kind, id)| !catalog.same_artifact(&next, *kind, id))
+                .fold(Txn::new(), |txn, (kind, id)| {
+                    txn.delete(&document_key(*kind, id))
+                }),
         };
         self.store_catalog_with(&mut catalog, next, documents)?;
         Ok(())
@@ -454,7 +467,7 @@ impl Platform {
             .filter(|app| deployed.contains(app))
             .collect();
         // Which application policy and partitions a deployment uses is deployment state.
-        for (app, (policy, partitions)) in &self.read_snapshot().placements {
+        for (app, policy, partitions) in &self.placements() {
             let uses = match kind {
                 ArtifactKind::ApplicationPolicy => policy == id,
                 ArtifactKind::NetworkPartition => partitions.iter().any(|p| p == id),
@@ -482,11 +495,7 @@ impl Platform {
                 "{} {id} is used by {}: delete or change {} first",
                 kind.name(),
                 referrers.join(", "),
-                if referrers.len() == 1 {
-                    "that"
-                } else {
-                    "those"
-                }
+                that_or_those(referrers.len())
             )));
         }
         let mut next = catalog.clone();
@@ -502,60 +511,101 @@ impl Platform {
         application: &str,
         application_policy: &str,
     ) -> Result<(), PlatformError> {
-        if self.is_undeploying(application) {
-            return Err(PlatformError::Conflict(format!(
-                "application {application} is being undeployed: deploy it once it is gone"
-            )));
-        }
+        self.refuse_while_undeploying(application)?;
         let (tx, rx) = oneshot::channel();
         {
             let catalog = self.lock_catalog();
-            let spec =
-                cairn_model::resolve(&catalog, application, application_policy).map_err(|_| {
-                    let problems =
-                        self.resolve_in_documents(&catalog, application, application_policy);
+            if !catalog
+                .application_policies
+                .contains_key(application_policy)
+            {
+                return Err(PlatformError::NotFound(format!(
+                    "application policy {application_policy} not found"
+                )));
+            }
+            let spec = cairn_model::resolve(&catalog, application, application_policy).map_err(
+                |found| {
+                    let problems = self.resolve_in_documents(
+                        &catalog,
+                        application,
+                        application_policy,
+                        &found,
+                    );
                     PlatformError::Invalid(Diagnostics(problems))
-                })?;
-            let wanted = self.free_proxy_ports(&spec, &catalog)?;
+                },
+            )?;
+            let ports = self.free_proxy_ports(&spec, &catalog)?;
+            let token = self
+                .next_token
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let in_flight = InFlight {
+                application: application.to_string(),
+                application_policy: application_policy.to_string(),
+                network_partitions: spec
+                    .network_partition_groups
+                    .iter()
+                    .flatten()
+                    .cloned()
+                    .collect(),
+                ports,
+            };
+            lock(&self.deploying).insert(token, in_flight);
             // Sent under the lock, so a domain mapping change reaches the engine after it.
-            self.send(Command::Deploy(Box::new(spec), tx))?;
-            lock(&self.deploying).insert(application.to_string(), wanted);
+            if let Err(e) = self.send(Command::Deploy(Box::new(spec), token, tx)) {
+                lock(&self.deploying).remove(&token);
+                return Err(e);
+            }
         }
-        // The engine answers once the views show the deployment, which `deployed` reads next;
-        // the entry goes even when the caller stops waiting (a client that hung up).
-        let _in_flight = InFlight {
-            deploying: &self.deploying,
-            application,
-        };
         rx.await.map_err(|_| stopped())?
     }
 
-    /// The problems of resolving an application, pointed at the paths of the documents its
+    /// Each deployed application, or one on its way, with its application policy and network
+    /// partitions.
+    fn placements(&self) -> Vec<(String, String, Vec<String>)> {
+        let snapshot = self.read_snapshot();
+        let deployed = snapshot
+            .placements
+            .iter()
+            .map(|(app, (policy, partitions))| (app.clone(), policy.clone(), partitions.clone()));
+        let deploying = lock(&self.deploying);
+        let on_the_way = deploying.values().map(|d| {
+            let partitions = d.network_partitions.clone();
+            (
+                d.application.clone(),
+                d.application_policy.clone(),
+                partitions,
+            )
+        });
+        deployed.chain(on_the_way).collect()
+    }
+
+    /// The problems of resolving an application, pointed at the paths of the documents their
     /// artifacts were posted as (Stratos' field names), where there are such documents.
     fn resolve_in_documents(
         &self,
         catalog: &Catalog,
         application: &str,
         policy: &str,
+        found: &Diagnostics,
     ) -> Vec<Diagnostic> {
-        let mut artifacts: Vec<(ArtifactKind, String)> = Vec::new();
-        let of = |kind: ArtifactKind| move |id: &String| (kind, id.clone());
-        artifacts.extend(
-            catalog
-                .applications
-                .keys()
-                .map(of(ArtifactKind::Application)),
-        );
-        let policies = catalog.application_policies.keys();
-        artifacts.extend(policies.map(of(ArtifactKind::ApplicationPolicy)));
-        artifacts.extend(
-            catalog
-                .cartridge_groups
-                .keys()
-                .map(of(ArtifactKind::CartridgeGroup)),
-        );
-        let policies = catalog.deployment_policies.keys();
-        artifacts.extend(policies.map(of(ArtifactKind::DeploymentPolicy)));
+        // Longer names first: `application policy p` is not an application `policy p`.
+        let kinds = [
+            ArtifactKind::ApplicationPolicy,
+            ArtifactKind::Application,
+            ArtifactKind::CartridgeGroup,
+            ArtifactKind::DeploymentPolicy,
+        ];
+        let artifacts: BTreeSet<(ArtifactKind, String)> = found
+            .0
+            .iter()
+            .filter_map(|problem| {
+                let source = &problem.location.source;
+                kinds.into_iter().find_map(|kind| {
+                    let id = source.strip_prefix(kind.name())?.strip_prefix(' ')?;
+                    catalog.contains(kind, id).then(|| (kind, id.to_string()))
+                })
+            })
+            .collect();
         let files: Vec<CheckedFile> = artifacts
             .into_iter()
             .filter_map(|(kind, id)| {
@@ -584,7 +634,7 @@ impl Platform {
         let offset = self.config.proxy_port_offset;
         let wanted = proxy_ports(spec, offset, &partition_offsets(catalog));
         let mut held = self.read_snapshot().proxy_ports.clone();
-        held.extend(lock(&self.deploying).values().flatten().cloned());
+        held.extend(lock(&self.deploying).values().flat_map(|d| d.ports.clone()));
         if let Some((want, have)) = port_clash(&wanted, &held) {
             return Err(PlatformError::Conflict(format!(
                 "{} proxy port {} of {}/{} is taken by {}/{} ({}): give one of them another proxy port",
@@ -637,6 +687,16 @@ impl Platform {
         self.lock_catalog().applications.contains_key(application)
     }
 
+    /// A deployment of an application being undeployed waits for it to be gone.
+    pub fn refuse_while_undeploying(&self, application: &str) -> Result<(), PlatformError> {
+        if self.is_undeploying(application) {
+            return Err(PlatformError::Conflict(format!(
+                "application {application} is being undeployed: deploy it once it is gone"
+            )));
+        }
+        Ok(())
+    }
+
     /// Whether the application is deployed and on its way out.
     pub fn is_undeploying(&self, application: &str) -> bool {
         self.view(application)
@@ -650,7 +710,11 @@ impl Platform {
     /// The ids of the applications that are deployed or being deployed.
     pub fn deployed(&self) -> BTreeSet<String> {
         let mut ids: BTreeSet<String> = self.read_snapshot().views.keys().cloned().collect();
-        ids.extend(lock(&self.deploying).keys().cloned());
+        ids.extend(
+            lock(&self.deploying)
+                .values()
+                .map(|d| d.application.clone()),
+        );
         ids
     }
 
@@ -846,6 +910,8 @@ struct EngineLoop {
     routing_problems: BTreeSet<RoutingProblem>,
     /// When to publish the same table again, for ports that could not be bound.
     republish_at: Option<std::time::Instant>,
+    /// The tokens of the deployments this step handled, to clear once the views show them.
+    deploys_handled: Vec<u64>,
 }
 
 impl EngineLoop {
@@ -923,7 +989,10 @@ impl EngineLoop {
 
     fn command(&mut self, command: Command, out: &mut Output, replies: &mut Vec<Reply>) {
         let (reply, result) = match command {
-            Command::Deploy(spec, reply) => (reply, self.engine.deploy(*spec, now())),
+            Command::Deploy(spec, token, reply) => {
+                self.deploys_handled.push(token);
+                (reply, self.engine.deploy(*spec, now()))
+            }
             Command::Undeploy(app, reply) => (reply, self.engine.undeploy(&app, now())),
             Command::Scale {
                 application,
@@ -966,6 +1035,8 @@ impl EngineLoop {
             self.platform.events.record(events);
             self.publish_snapshot();
         }
+        // Done or refused, a handled deployment is in the views or nowhere.
+        self.forget_deploys_handled();
         for (reply, result) in replies {
             let result = match (&stored, result) {
                 (Err(e), Ok(())) => Err(PlatformError::Internal(e.clone())),
@@ -1010,6 +1081,13 @@ impl EngineLoop {
         self.platform.store.txn(txn).map_err(|e| e.to_string())?;
         self.persisted = bytes;
         Ok(())
+    }
+
+    fn forget_deploys_handled(&mut self) {
+        let mut deploying = lock(&self.platform.deploying);
+        for token in self.deploys_handled.drain(..) {
+            deploying.remove(&token);
+        }
     }
 
     /// What readers of the platform see of the engine: the runtime views and placements.

@@ -15,8 +15,6 @@ pub struct RoutingProblem {
     pub message: String,
 }
 
-/// The table for the engine's routes, each proxy port moved by `offset` and by its network
-/// partition's own offset; also what could not be routed.
 /// Where the load balancer listens for a proxy port, after Cairn's offset and the network
 /// partition's own; none beyond 65535.
 fn listen_port(proxy_port: u16, offset: u16, own: u16) -> Option<u16> {
@@ -77,6 +75,8 @@ pub fn port_clash<'a>(
     })
 }
 
+/// The table for the engine's routes, each proxy port moved by `offset` and by its network
+/// partition's own offset; also what could not be routed.
 pub fn route_table(
     routes: &[cairn_engine::ClusterRoute],
     offset: u16,

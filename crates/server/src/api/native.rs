@@ -170,11 +170,10 @@ async fn post_blueprint(
             .into());
         }
     };
-    let being_undeployed = || match applications.iter().find(|app| platform.is_undeploying(app)) {
-        Some(app) => Err(PlatformError::Conflict(format!(
-            "application {app} is being undeployed: deploy it once it is gone"
-        ))),
-        None => Ok(()),
+    let being_undeployed = || {
+        applications
+            .iter()
+            .try_for_each(|app| platform.refuse_while_undeploying(app))
     };
     being_undeployed()?;
     if let Some(policy) = &policy {
