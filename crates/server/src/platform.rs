@@ -286,7 +286,7 @@ impl Platform {
     /// Registers every artifact of a file. As Stratos does, refuses one that names an artifact
     /// neither registered nor in the file, and a replacement that takes away what another
     /// registered artifact names. `document` is the file's one artifact as the client wrote it,
-    /// to answer reads in the same shape; a replaced artifact's earlier document goes.
+    /// to answer reads in the same shape; an artifact it changes loses its earlier document.
     pub fn add(
         &self,
         file: &CheckedFile,
@@ -562,12 +562,13 @@ impl Platform {
     /// Each deployed application, or one on its way, with its application policy and network
     /// partitions.
     fn placements(&self) -> Vec<(String, String, Vec<String>)> {
+        // Deployments on the way first: one leaves them only once the views show it.
+        let deploying = lock(&self.deploying).clone();
         let snapshot = self.read_snapshot();
         let deployed = snapshot
             .placements
             .iter()
             .map(|(app, (policy, partitions))| (app.clone(), policy.clone(), partitions.clone()));
-        let deploying = lock(&self.deploying);
         let on_the_way = deploying.values().map(|d| {
             let partitions = d.network_partitions.clone();
             (
@@ -633,8 +634,12 @@ impl Platform {
     ) -> Result<Vec<ProxyPort>, PlatformError> {
         let offset = self.config.proxy_port_offset;
         let wanted = proxy_ports(spec, offset, &partition_offsets(catalog));
-        let mut held = self.read_snapshot().proxy_ports.clone();
-        held.extend(lock(&self.deploying).values().flat_map(|d| d.ports.clone()));
+        // Deployments on the way first: one leaves them only once the views show it.
+        let mut held: Vec<ProxyPort> = lock(&self.deploying)
+            .values()
+            .flat_map(|d| d.ports.clone())
+            .collect();
+        held.extend(self.read_snapshot().proxy_ports.iter().cloned());
         if let Some((want, have)) = port_clash(&wanted, &held) {
             return Err(PlatformError::Conflict(format!(
                 "{} proxy port {} of {}/{} is taken by {}/{} ({}): give one of them another proxy port",
@@ -709,12 +714,12 @@ impl Platform {
 
     /// The ids of the applications that are deployed or being deployed.
     pub fn deployed(&self) -> BTreeSet<String> {
-        let mut ids: BTreeSet<String> = self.read_snapshot().views.keys().cloned().collect();
-        ids.extend(
-            lock(&self.deploying)
-                .values()
-                .map(|d| d.application.clone()),
-        );
+        // Deployments on the way first: one leaves them only once the views show it.
+        let mut ids: BTreeSet<String> = lock(&self.deploying)
+            .values()
+            .map(|d| d.application.clone())
+            .collect();
+        ids.extend(self.read_snapshot().views.keys().cloned());
         ids
     }
 
@@ -917,6 +922,16 @@ struct EngineLoop {
 impl EngineLoop {
     async fn run(
         mut self,
+        commands: mpsc::UnboundedReceiver<Command>,
+        observations: mpsc::UnboundedReceiver<Observation>,
+    ) {
+        self.serve(commands, observations).await;
+        // Deployments still queued went with the loop: none of them is on its way any more.
+        lock(&self.platform.deploying).clear();
+    }
+
+    async fn serve(
+        &mut self,
         mut commands: mpsc::UnboundedReceiver<Command>,
         mut observations: mpsc::UnboundedReceiver<Observation>,
     ) {
