@@ -17,7 +17,7 @@ fn items<'a>(v: &'a Value, key: &str) -> &'a [Value] {
 pub fn apps_table(apps: &Value) -> Table {
     let mut table = Table::new();
     table.load_preset(UTF8_FULL_CONDENSED);
-    table.set_header(["APPLICATION", "STATUS", "DEPLOYED", "MEMBERS ACTIVE"]);
+    table.set_header(["APPLICATION", "STATUS", "DEPLOYED", "MEMBERS ACTIVE/WANTED"]);
     for app in apps.as_array().map(Vec::as_slice).unwrap_or(&[]) {
         table.add_row([
             str_of(app, "id").to_string(),
@@ -31,7 +31,9 @@ pub fn apps_table(apps: &Value) -> Table {
                 app.get("active_members")
                     .and_then(Value::as_u64)
                     .unwrap_or(0),
-                app.get("members").and_then(Value::as_u64).unwrap_or(0)
+                app.get("wanted_members")
+                    .and_then(Value::as_u64)
+                    .unwrap_or(0)
             ),
         ]);
     }

@@ -167,6 +167,19 @@ fn status_json_has_the_documented_shape() {
     let url = format!("http://{}", server.api);
     deploy_example("minimal.yaml", &url);
 
+    // The list says how many members are Active of how many the engine keeps.
+    let (code, out, err) = cairn(&["apps", "--output", "json"], Some(&url));
+    assert_eq!(code, 0, "{err}");
+    let apps: Value = serde_json::from_str(&out).expect("JSON");
+    assert_eq!(apps[0]["active_members"], 1, "{apps}");
+    assert_eq!(apps[0]["wanted_members"], 1, "{apps}");
+    let (code, out, err) = cairn(&["apps"], Some(&url));
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("MEMBERS ACTIVE/WANTED") && out.contains("1/1"),
+        "{out}"
+    );
+
     let (code, out, err) = cairn(&["status", "hello", "--output", "json"], Some(&url));
     assert_eq!(code, 0, "{err}");
     let view: Value = serde_json::from_str(&out).expect("JSON");

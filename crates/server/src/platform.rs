@@ -56,6 +56,8 @@ pub struct AppSummary {
     pub deployed: bool,
     pub members: usize,
     pub active_members: usize,
+    /// The members the engine keeps, over every cluster: what `members` grows to.
+    pub wanted_members: u32,
 }
 
 /// What reads see: refreshed after every step of the engine.
@@ -740,6 +742,8 @@ impl Platform {
                 Some(view) => {
                     let mut members = Vec::new();
                     visit_view_members(view, &mut |m| members.push(m.status));
+                    let mut wanted_members = 0;
+                    visit_view_clusters(view, &mut |c| wanted_members += c.desired);
                     AppSummary {
                         id: id.to_string(),
                         status: format!("{:?}", view.status),
@@ -749,6 +753,7 @@ impl Platform {
                             .iter()
                             .filter(|s| **s == cairn_engine::MemberStatus::Active)
                             .count(),
+                        wanted_members,
                     }
                 }
                 None => AppSummary {
@@ -757,6 +762,7 @@ impl Platform {
                     deployed: false,
                     members: 0,
                     active_members: 0,
+                    wanted_members: 0,
                 },
             })
             .collect()
