@@ -420,6 +420,18 @@ fn domain_mappings_are_added_read_and_removed() {
     std::fs::write(&second, text).expect("mapping file");
     let (code, body) = cairn.stratos_curl("POST", path, Some(&second));
     assert_eq!(code, 201, "{body}");
+    // A mapping to an alias the application lacks is told where the body has it.
+    let wrong = cairn.data_dir.join("wrong-mapping.json");
+    let text = r#"{"domainMappings": [{"cartridgeAlias": "my-php", "domainName": "a.com"}, {"cartridgeAlias": "nope", "domainName": "b.com"}]}"#;
+    std::fs::write(&wrong, text).expect("mapping file");
+    let (code, body) = cairn.stratos_curl("POST", path, Some(&wrong));
+    assert_eq!(code, 400, "{body}");
+    assert!(
+        body.contains(
+            "request body at $.domainMappings[1].cartridgeAlias: domain `b.com` is mapped to `nope`"
+        ),
+        "{body}"
+    );
     let (code, body) = cairn.stratos_curl("GET", path, None);
     assert_eq!(code, 200, "{body}");
     let mappings: Value = serde_json::from_str(&body).expect("JSON");

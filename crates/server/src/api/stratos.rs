@@ -15,7 +15,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use base64::Engine as _;
 use cairn_engine::view::{ClusterView, GroupView};
-use cairn_model::ArtifactKind;
+use cairn_model::{ArtifactKind, Diagnostic, Diagnostics, Location};
 use serde_json::{Value, json};
 
 use super::{body_text, status_of};
@@ -337,7 +337,28 @@ async fn add_domain_mappings(
     if !problems.0.is_empty() {
         return refusal(PlatformError::Invalid(problems));
     }
-    let added = bundle.domain_mappings.into_values().flatten();
+    let added: Vec<_> = bundle.domain_mappings.into_values().flatten().collect();
+    // Told where the client wrote them; the platform checks again under its lock.
+    let catalog = api.platform.catalog();
+    if let Some(application) = catalog.application(&id) {
+        let aliases = application.cartridge_aliases();
+        let unknown: Vec<Diagnostic> = added
+            .iter()
+            .enumerate()
+            .filter(|(_, m)| !aliases.contains(&m.cartridge_alias.as_str()))
+            .map(|(i, m)| Diagnostic {
+                location: Location {
+                    source: "request body".into(),
+                    line: None,
+                    path: format!("$.domainMappings[{i}].cartridgeAlias"),
+                },
+                message: m.unknown_alias_message(),
+            })
+            .collect();
+        if !unknown.is_empty() {
+            return refusal(PlatformError::Invalid(Diagnostics(unknown)));
+        }
+    }
     let changed = api
         .platform
         .change_domain_mappings(&id, |mappings| {
