@@ -182,6 +182,18 @@ struct InFlight {
     ports: Vec<ProxyPort>,
 }
 
+/// A domain mapping to a cartridge alias its application does not have, at `path` in `source`.
+pub fn unknown_alias(source: &str, path: String, mapping: &DomainMapping) -> Diagnostic {
+    Diagnostic {
+        location: Location {
+            source: source.to_string(),
+            line: None,
+            path,
+        },
+        message: mapping.unknown_alias_message(),
+    }
+}
+
 fn that_or_those(count: usize) -> &'static str {
     if count == 1 { "that" } else { "those" }
 }
@@ -390,13 +402,9 @@ impl Platform {
                 .filter(|(_, m)| {
                     !before.contains(m) && !aliases.contains(&m.cartridge_alias.as_str())
                 })
-                .map(|(i, m)| Diagnostic {
-                    location: Location {
-                        source: format!("domain mappings of {app}"),
-                        line: None,
-                        path: format!("$.domain_mappings[{i}].cartridge_alias"),
-                    },
-                    message: m.unknown_alias_message(),
+                .map(|(i, m)| {
+                    let path = format!("$.domain_mappings[{i}].cartridge_alias");
+                    unknown_alias(&format!("domain mappings of {app}"), path, m)
                 })
                 .collect();
             if !problems.is_empty() {

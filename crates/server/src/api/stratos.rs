@@ -15,11 +15,11 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use base64::Engine as _;
 use cairn_engine::view::{ClusterView, GroupView};
-use cairn_model::{ArtifactKind, Diagnostic, Diagnostics, Location};
+use cairn_model::{ArtifactKind, Diagnostic, Diagnostics};
 use serde_json::{Value, json};
 
 use super::{body_text, status_of};
-use crate::platform::{Platform, PlatformError, Registration};
+use crate::platform::{Platform, PlatformError, Registration, unknown_alias};
 
 /// The artifact collections and the kind each holds.
 const COLLECTIONS: [(&str, ArtifactKind); 8] = [
@@ -346,13 +346,9 @@ async fn add_domain_mappings(
             .iter()
             .enumerate()
             .filter(|(_, m)| !aliases.contains(&m.cartridge_alias.as_str()))
-            .map(|(i, m)| Diagnostic {
-                location: Location {
-                    source: "request body".into(),
-                    line: None,
-                    path: format!("$.domainMappings[{i}].cartridgeAlias"),
-                },
-                message: m.unknown_alias_message(),
+            .map(|(i, m)| {
+                let path = format!("$.domainMappings[{i}].cartridgeAlias");
+                unknown_alias("request body", path, m)
             })
             .collect();
         if !unknown.is_empty() {
