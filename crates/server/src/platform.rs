@@ -368,7 +368,7 @@ impl Platform {
                     txn.delete(&document_key(*kind, id))
                 }),
         };
-        self.store_catalog_with(&mut catalog, next, documents)?;
+        self.store_catalog(&mut catalog, next, documents)?;
         Ok(())
     }
 
@@ -417,7 +417,7 @@ impl Platform {
             } else {
                 next.domain_mappings.insert(app.to_string(), mappings);
             }
-            self.store_catalog(&mut catalog, next)?;
+            self.store_catalog(&mut catalog, next, Txn::new())?;
             // Sent under the lock, so the engine sees changes and deploys in the catalog's order.
             self.send(Command::SetDomainMappings {
                 application: app.to_string(),
@@ -429,12 +429,8 @@ impl Platform {
     }
 
     /// Makes `next` the catalog once it is stored, so a failed write leaves the catalog as it was.
-    fn store_catalog(&self, catalog: &mut Catalog, next: Catalog) -> Result<(), PlatformError> {
-        self.store_catalog_with(catalog, next, Txn::new())
-    }
-
-    /// Stores the next catalog together with `also`, in one transaction.
-    fn store_catalog_with(
+    /// `also` is written in the same transaction.
+    fn store_catalog(
         &self,
         catalog: &mut Catalog,
         next: Catalog,
@@ -511,7 +507,7 @@ impl Platform {
         let mut next = catalog.clone();
         next.remove(kind, id);
         let document = Txn::new().delete(&document_key(kind, id));
-        self.store_catalog_with(&mut catalog, next, document)?;
+        self.store_catalog(&mut catalog, next, document)?;
         Ok(())
     }
 

@@ -180,17 +180,21 @@ async fn post_blueprint(
         let mut catalog = platform.catalog();
         catalog.add_bundle(bundle.clone());
         let files = std::slice::from_ref(&checked);
-        let problems: Vec<_> = applications
-            .iter()
-            .flat_map(|app| cairn_model::resolve_in_files(&catalog, app, policy, files))
-            .collect();
+        let mut specs = Vec::new();
+        let mut problems = Vec::new();
+        for app in &applications {
+            match cairn_model::resolve(&catalog, app, policy) {
+                Ok(spec) => specs.push(spec),
+                Err(_) => {
+                    problems.extend(cairn_model::resolve_in_files(&catalog, app, policy, files))
+                }
+            }
+        }
         if !problems.is_empty() {
             return Err(PlatformError::Invalid(cairn_model::Diagnostics(problems)).into());
         }
-        for app in &applications {
-            if let Ok(spec) = cairn_model::resolve(&catalog, app, policy) {
-                platform.free_proxy_ports(&spec, &catalog)?;
-            }
+        for spec in &specs {
+            platform.free_proxy_ports(spec, &catalog)?;
         }
     }
     platform.add(&checked, Registration::Any, None)?;

@@ -53,18 +53,18 @@ pub fn router(platform: Arc<Platform>, user: &str, password: &str) -> Router {
                 &format!("/api/{collection}"),
                 get(move |s: State<Api>| list(s, kind))
                     .post(move |s: State<Api>, h: HeaderMap, b: Bytes| {
-                        create(s, (collection, kind), h, b, Registration::New)
+                        create(s, (collection, kind), h, b, Registration::New, None)
                     })
                     .put(move |s: State<Api>, h: HeaderMap, b: Bytes| {
-                        create(s, (collection, kind), h, b, Registration::Update)
+                        create(s, (collection, kind), h, b, Registration::Update, None)
                     }),
             )
             .route(
                 &format!("/api/{collection}/{{id}}"),
                 get(move |s: State<Api>, p: Path<String>| get_one(s, kind, p))
                     .put(
-                        move |s: State<Api>, h: HeaderMap, p: Path<String>, b: Bytes| {
-                            update_one(s, (collection, kind), h, p, b)
+                        move |s: State<Api>, h: HeaderMap, Path(id): Path<String>, b: Bytes| {
+                            create(s, (collection, kind), h, b, Registration::Update, Some(id))
                         },
                     )
                     .delete(move |s: State<Api>, p: Path<String>| delete(s, kind, p)),
@@ -138,34 +138,14 @@ fn answer(result: Result<(), PlatformError>, success: StatusCode, text: String) 
     }
 }
 
-/// A PUT to an artifact's own URL: the body must be that artifact.
-async fn update_one(
-    api: State<Api>,
-    (collection, kind): (&'static str, ArtifactKind),
-    headers: HeaderMap,
-    Path(id): Path<String>,
-    body: Bytes,
-) -> Response {
-    let named = body_text(&body)
-        .ok()
-        .and_then(|text| cairn_model::parse_stratos(kind, "request body", text).ok())
-        .map(|bundle| first_id(&bundle));
-    if let Some(named) = named.filter(|named| *named != id) {
-        let message = format!(
-            "the body is {} {named}, not {id} as the path says",
-            kind.name()
-        );
-        return refusal(PlatformError::invalid_body(None, "$", message));
-    }
-    create(api, (collection, kind), headers, body, Registration::Update).await
-}
-
 async fn create(
     State(api): State<Api>,
     (collection, kind): (&'static str, ArtifactKind),
     headers: HeaderMap,
     body: Bytes,
     registration: Registration,
+    // A PUT to an artifact's own URL, whose body must be that artifact.
+    path_id: Option<String>,
 ) -> Response {
     let checked = match body_text(&body) {
         Ok(text) => cairn_model::check_stratos_artifact(kind, "request body", text),
@@ -175,6 +155,13 @@ async fn create(
         Ok(bundle) => first_id(&bundle),
         Err(problems) => return refusal(PlatformError::Invalid(problems)),
     };
+    if let Some(path_id) = path_id.filter(|path_id| *path_id != ids) {
+        let message = format!(
+            "the body is {} {ids}, not {path_id} as the path says",
+            kind.name()
+        );
+        return refusal(PlatformError::invalid_body(None, "$", message));
+    }
     let document = body_text(&body).ok().and_then(cairn_model::lenient_json);
     match api.platform.add(&checked, registration, document.as_ref()) {
         Ok(()) => {
